@@ -1,0 +1,198 @@
+"""Labeled case data: loading from the landing zone, validation rules, stratified splits.
+
+The same cell-level rules (text in a numeric column, NaN, inf) serve two callers: the blocking
+checks on ``raw_data`` (counts per column and file) and batch scoring (a reason per row, for the
+quarantine file). They live here once.
+"""
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from upath import UPath
+
+from turbine_dagster.core import landing
+from turbine_dagster.core.schema import BENIGN, CASE_ID, CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, SOURCE_FILE, TARGET
+
+WEEK = "week"
+LABELED_COLUMNS = (CASE_ID, *FEATURE_COLUMNS, TARGET)
+
+
+class EmptyPartitionError(ValueError):
+    """No landing data at all for the requested team and weeks."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One rule broken by some rows of one file."""
+
+    column: str
+    file: str
+    rows: int
+    detail: str
+
+    def sentence(self) -> str:
+        return f"column '{self.column}' {self.detail}: {self.rows} row(s) in {self.file}"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def description(self) -> str:
+        if self.passed:
+            return f"{self.name}: passed"
+        return f"{self.name} failed: " + "; ".join(p.sentence() for p in self.problems)
+
+
+def weeks_in_window(available: list[str], week: str, window_weeks: int) -> list[str]:
+    """Landed weeks up to and including ``week``; ``window_weeks`` > 0 keeps only the last N weeks."""
+    end = dt.date.fromisoformat(week)
+    start = end - dt.timedelta(weeks=window_weeks - 1) if window_weeks > 0 else dt.date.min
+    return [w for w in available if start <= dt.date.fromisoformat(w) <= end]
+
+
+def load_labeled_cases(root: UPath, team: str, week: str, window_weeks: int = 0) -> pd.DataFrame:
+    """All labeled cases of ``team`` landed up to ``week`` (within the window), one frame.
+
+    Fails on what makes a table impossible (no files, unreadable or unsupported files, missing
+    columns); value problems are kept in the frame for the checks to report with file names.
+    """
+    weeks = weeks_in_window(landing.landed_weeks(root, landing.LABELED, team), week, window_weeks)
+    frames = []
+    for landed_week in weeks:
+        for path in landing.data_files(landing.partition_dir(root, landing.LABELED, team, landed_week), root):
+            name = landing.relative_name(path, root)
+            frame = landing.read_file(path, root)
+            missing = [c for c in LABELED_COLUMNS if c not in frame.columns]
+            if missing:
+                listed = ", ".join(f"'{c}'" for c in missing)
+                raise landing.LandingError(
+                    f"column {listed} missing in {name} ({len(frame)} rows); every labeled file needs "
+                    f"'{CASE_ID}', the 30 feature columns and '{TARGET}'"
+                )
+            frame = frame.loc[:, list(LABELED_COLUMNS)].assign(**{WEEK: landed_week, SOURCE_FILE: name})
+            frames.append(frame)
+    if not frames or sum(len(f) for f in frames) == 0:
+        folder = landing.relative_name(landing.partition_dir(root, landing.LABELED, team, week), root)
+        raise EmptyPartitionError(
+            f"no labeled cases for {team} up to week {week} (looked under {folder} and earlier weeks"
+            f"{f' within {window_weeks} week(s)' if window_weeks else ''}); land files there or run "
+            "`turbine-demo-data`"
+        )
+    return _storable(pd.concat(frames, ignore_index=True))
+
+
+def _storable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric columns stay numeric; a column holding text is kept as text so nothing is lost and
+    Parquet can store it, and the numeric check reports it."""
+    frame[CASE_ID] = frame[CASE_ID].astype(str)
+    for column in (*FEATURE_COLUMNS, TARGET):
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = frame[column].astype("string")
+    return frame
+
+
+def cell_problems(frame: pd.DataFrame, column: str) -> dict[str, pd.Series]:
+    """Boolean masks of the bad cells of one feature column, by kind of problem."""
+    values = frame[column]
+    numeric = pd.to_numeric(values, errors="coerce").astype("float64")
+    missing = values.isna().to_numpy()
+    not_numeric = numeric.isna().to_numpy() & ~missing
+    infinite = np.isinf(numeric.to_numpy(na_value=np.nan))
+    return {"is not numeric": not_numeric, "is NaN": missing, "is infinite": infinite}
+
+
+def _per_file(frame: pd.DataFrame, mask, column: str, detail: str) -> list[Problem]:
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return []
+    counts = frame.loc[mask, SOURCE_FILE].value_counts(sort=False)
+    return [Problem(column, file, int(rows), detail) for file, rows in sorted(counts.items())]
+
+
+def check_numeric_features(frame: pd.DataFrame) -> CheckOutcome:
+    problems = [
+        problem
+        for column in FEATURE_COLUMNS
+        for problem in _per_file(frame, cell_problems(frame, column)["is not numeric"], column, "is not numeric")
+    ]
+    return CheckOutcome("feature columns numeric", problems)
+
+
+def check_finite_features(frame: pd.DataFrame) -> CheckOutcome:
+    problems = []
+    for column in FEATURE_COLUMNS:
+        masks = cell_problems(frame, column)
+        problems += _per_file(frame, masks["is NaN"], column, "is NaN")
+        problems += _per_file(frame, masks["is infinite"], column, "is infinite")
+    return CheckOutcome("no NaN or infinite values", problems)
+
+
+def check_labels(frame: pd.DataFrame) -> CheckOutcome:
+    valid = frame[TARGET].isin([MALIGNANT, BENIGN]).to_numpy(dtype=bool)
+    detail = f"holds a label other than {MALIGNANT} ({CLASS_NAMES[MALIGNANT]}) or {BENIGN} ({CLASS_NAMES[BENIGN]})"
+    return CheckOutcome("labels valid", _per_file(frame, ~valid, TARGET, detail))
+
+
+def check_unique_case_ids(frame: pd.DataFrame) -> CheckOutcome:
+    duplicated = frame[CASE_ID].duplicated(keep=False).to_numpy()
+    return CheckOutcome("case ids unique", _per_file(frame, duplicated, CASE_ID, "repeats a case id"))
+
+
+def check_rows_per_class(frame: pd.DataFrame, minimum: int) -> CheckOutcome:
+    counts = class_counts(frame)
+    problems = [
+        Problem(TARGET, "all files", counts[name], f"has fewer than {minimum} {name} cases")
+        for name in CLASS_NAMES
+        if counts[name] < minimum
+    ]
+    return CheckOutcome(f"at least {minimum} rows per class", problems)
+
+
+def row_problems(frame: pd.DataFrame) -> pd.Series:
+    """A reason per row ('' when the row is clean), naming each bad column: the quarantine's words."""
+    reasons = pd.Series("", index=frame.index, dtype="object")
+    for column in FEATURE_COLUMNS:
+        for detail, mask in cell_problems(frame, column).items():
+            if mask.any():
+                reasons[mask] = reasons[mask] + f"'{column}' {detail}; "
+    return reasons.str.rstrip("; ")
+
+
+def class_counts(frame: pd.DataFrame) -> dict[str, int]:
+    labels = pd.to_numeric(frame[TARGET], errors="coerce")
+    return {CLASS_NAMES[code]: int((labels == code).sum()) for code in (MALIGNANT, BENIGN)}
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """A content hash of the cases: the data version recorded with every model trained on them."""
+    hashed = pd.util.hash_pandas_object(frame.loc[:, [CASE_ID, *FEATURE_COLUMNS, TARGET]], index=False)
+    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
+
+
+def stratified_splits(
+    frame: pd.DataFrame, validation_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train, validation and test frames with the class balance of ``frame`` in each."""
+    if not (0 < validation_fraction < 1 and 0 < test_fraction < 1 and validation_fraction + test_fraction < 1):
+        raise ValueError(
+            f"split fractions validation={validation_fraction}, test={test_fraction}: each must be in (0, 1) "
+            "and together below 1"
+        )
+    counts = class_counts(frame)
+    if min(counts.values()) < 3:
+        raise ValueError(f"cannot stratify {len(frame)} cases with class counts {counts}: need 3 of each class")
+    rest, test = train_test_split(frame, test_size=test_fraction, stratify=frame[TARGET], random_state=seed)
+    train, validation = train_test_split(
+        rest, test_size=validation_fraction / (1 - test_fraction), stratify=rest[TARGET], random_state=seed
+    )
+    return tuple(part.reset_index(drop=True) for part in (train, validation, test))

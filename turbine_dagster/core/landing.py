@@ -1,0 +1,107 @@
+"""The landing zone: where teams drop case files, in a hive-style layout.
+
+    <root>/labeled/team=<team>/week=<YYYY-MM-DD>/<any name>.csv|.parquet   cases with a ``target``
+    <root>/scoring/team=<team>/week=<YYYY-MM-DD>/<any name>.csv|.parquet   cases to score
+
+``root`` is a local folder or an ``s3://`` URI (universal-pathlib). Team and week are validated
+before they become path segments, so no partition key can point outside the root.
+"""
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from upath import UPath
+
+LABELED = "labeled"
+SCORING = "scoring"
+SUPPORTED_SUFFIXES = (".csv", ".parquet")
+_TEAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class LandingError(ValueError):
+    """A landing file or folder that cannot be used as it is; the message says which and why."""
+
+
+def validate_team(team: str) -> str:
+    if not _TEAM.match(team or ""):
+        raise LandingError(
+            f"invalid team name {team!r}: use lower-case letters, digits and '_', starting with a letter"
+        )
+    return team
+
+
+def validate_week(week: str) -> str:
+    try:
+        parsed = dt.date.fromisoformat(week)
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.isoformat() != week:
+        raise LandingError(f"invalid week {week!r}: expected a date written YYYY-MM-DD")
+    return week
+
+
+def root_path(root: str, storage_options: Mapping[str, Any] | None = None) -> UPath:
+    return UPath(root, **(storage_options or {}))
+
+
+def partition_dir(root: UPath, kind: str, team: str, week: str) -> UPath:
+    if kind not in (LABELED, SCORING):
+        raise LandingError(f"unknown landing kind {kind!r}: expected {LABELED!r} or {SCORING!r}")
+    return root / kind / f"team={validate_team(team)}" / f"week={validate_week(week)}"
+
+
+def relative_name(path: UPath, root: UPath) -> str:
+    """The path as shown in messages: relative to the landing root, the way people navigate it."""
+    full, base = str(path), str(root).rstrip("/")
+    return full[len(base) + 1 :] if full.startswith(base + "/") else full
+
+
+def landed_weeks(root: UPath, kind: str, team: str) -> list[str]:
+    team_dir = root / kind / f"team={validate_team(team)}"
+    if not team_dir.exists():
+        return []
+    weeks = []
+    for child in team_dir.iterdir():
+        name = child.name
+        if name.startswith("week="):
+            try:
+                weeks.append(validate_week(name.removeprefix("week=")))
+            except LandingError:
+                continue  # a stray folder is not a week; it is reported nowhere because it is never read
+    return sorted(weeks)
+
+
+def data_files(folder: UPath, root: UPath) -> list[UPath]:
+    """The data files of one partition folder, sorted; anything that is not CSV or Parquet is an error.
+
+    Names starting with '.' or '_' (``_SUCCESS``, ``.DS_Store``) are markers, not data, and are skipped.
+    """
+    if not folder.exists():
+        return []
+    files = []
+    for child in sorted(folder.iterdir(), key=lambda p: p.name):
+        if child.name.startswith((".", "_")) or child.is_dir():
+            continue
+        if child.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise LandingError(
+                f"{relative_name(child, root)} is not a CSV or Parquet file; only "
+                f"{', '.join(SUPPORTED_SUFFIXES)} files may be landed (move it out of the landing zone)"
+            )
+        files.append(child)
+    return files
+
+
+def read_file(path: UPath, root: UPath) -> pd.DataFrame:
+    """Reads one landing file whole (training files are small; scoring reads in chunks elsewhere)."""
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open("rb") as handle:
+                return pd.read_csv(handle)
+        with path.open("rb") as handle:
+            return pq.read_table(handle).to_pandas()
+    except Exception as error:  # the parser's own words, with the file named
+        raise LandingError(f"cannot read {relative_name(path, root)}: {error}") from error

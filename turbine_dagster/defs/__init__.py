@@ -1,0 +1,1 @@
+"""The Dagster layer: only wiring of the plain-Python core in ``turbine_dagster.core``."""

@@ -1,0 +1,1 @@
+"""Definitions of the prediction code location: batch scoring and monitoring."""

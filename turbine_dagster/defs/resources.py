@@ -1,0 +1,40 @@
+"""Resource sets: the only place where local and production differ.
+
+``TURBINE_ENV`` (read once in ``turbine_dagster.settings``) picks the set; assets ask for resources
+by type and never know which set they got.
+"""
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+from upath import UPath
+
+from turbine_dagster.core import landing
+from turbine_dagster.defs.io_managers import ArtifactIOManager
+from turbine_dagster.settings import Settings
+
+
+class LandingZone(dg.ConfigurableResource):
+    """Where teams land labeled and scoring case files (hive layout: team=<t>/week=<YYYY-MM-DD>)."""
+
+    root: str = Field(description="Landing root: a folder or an s3:// URI.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options, e.g. an S3 endpoint.")
+
+    def path(self) -> UPath:
+        return landing.root_path(self.root, self.storage_options)
+
+
+def local_resources(settings: Settings) -> dict[str, Any]:
+    artifacts = f"{settings.storage_root}/assets"
+    return {
+        "landing": LandingZone(root=settings.landing_root),
+        "io_manager": ArtifactIOManager(base_path=artifacts, file_format="parquet"),
+        "json_io_manager": ArtifactIOManager(base_path=artifacts, file_format="json"),
+        "keras_io_manager": ArtifactIOManager(base_path=artifacts, file_format="keras"),
+        "catboost_io_manager": ArtifactIOManager(base_path=artifacts, file_format="cbm"),
+    }
+
+
+def resources_for(settings: Settings) -> dict[str, Any]:
+    return local_resources(settings)

@@ -1,0 +1,1 @@
+"""Definitions of the training code location: data, models, evaluation, champion."""

@@ -1,0 +1,133 @@
+"""Labeled data per team and week, its blocking quality checks, and stratified splits."""
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from turbine_dagster.core import data
+from turbine_dagster.core.landing import LandingError
+from turbine_dagster.core.schema import CASE_ID, TARGET
+from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
+from turbine_dagster.defs.resources import LandingZone
+
+OWNERS = ["team:ml-platform"]
+
+
+class RawDataConfig(dg.Config):
+    window_weeks: int = Field(0, ge=0, description="Weeks of labeled history up to this week to use; 0 = all.")
+
+
+class RowsPerClassConfig(dg.Config):
+    minimum: int = Field(10, ge=1, description="Fewest cases of each class a training set may hold.")
+
+
+class SplitConfig(dg.Config):
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="Share of cases for early stopping and thresholds.")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of cases held out for evaluation.")
+    seed: int = Field(42, description="Seed of the stratified shuffle.")
+
+
+def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.to_markdown(index=False))
+
+
+def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
+    counts = data.class_counts(frame)
+    return {
+        "dagster/row_count": len(frame),
+        "malignant_cases": counts["malignant"],
+        "benign_cases": counts["benign"],
+        "malignant_share": round(counts["malignant"] / max(len(frame), 1), 4),
+    }
+
+
+@dg.asset(
+    partitions_def=team_week_partitions,
+    group_name="data",
+    kinds={"pandas", "parquet"},
+    owners=OWNERS,
+    description="The team's labeled landing data up to this week (window configurable), as one table.",
+)
+def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig, landing: LandingZone) -> dg.Output[pd.DataFrame]:
+    team, week = team_and_week(context)
+    try:
+        frame = data.load_labeled_cases(landing.path(), team, week, config.window_weeks)
+    except (LandingError, data.EmptyPartitionError) as error:
+        raise dg.Failure(description=f"raw_data for {context.partition_key}: {error}", allow_retries=False) from error
+    files = frame[data.SOURCE_FILE].value_counts(sort=False).rename_axis("file").reset_index(name="rows")
+    preview = frame.loc[:, [CASE_ID, *data.FEATURE_COLUMNS[:4], TARGET, data.WEEK]].head(10)
+    return dg.Output(
+        frame,
+        data_version=dg.DataVersion(data.fingerprint(frame)),
+        metadata={
+            **class_balance_metadata(frame),
+            "weeks": len(frame[data.WEEK].unique()),
+            "source_files": markdown_table(files),
+            "preview": markdown_table(preview),
+        },
+    )
+
+
+def _blocking_check(name: str, description: str, rule: Callable[..., data.CheckOutcome], config_type=None):
+    """A blocking raw_data check: an ERROR stops every downstream asset of the run."""
+
+    def evaluate(raw_data: pd.DataFrame, **rule_args) -> dg.AssetCheckResult:
+        outcome = rule(raw_data, **rule_args)
+        problems = pd.DataFrame([vars(p) for p in outcome.problems], columns=["column", "file", "rows", "detail"])
+        return dg.AssetCheckResult(
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=outcome.description(),
+            metadata={"failing_rows": int(problems["rows"].sum()), "problems": markdown_table(problems)},
+        )
+
+    if config_type is None:
+        @dg.asset_check(asset=raw_data, name=name, description=description, blocking=True,
+                        partitions_def=team_week_partitions)
+        def check(raw_data: pd.DataFrame) -> dg.AssetCheckResult:
+            return evaluate(raw_data)
+    else:
+        @dg.asset_check(asset=raw_data, name=name, description=description, blocking=True,
+                        partitions_def=team_week_partitions)
+        def check(config: config_type, raw_data: pd.DataFrame) -> dg.AssetCheckResult:  # type: ignore[valid-type]
+            return evaluate(raw_data, minimum=config.minimum)
+    return check
+
+
+raw_data_checks = [
+    _blocking_check("feature_columns_numeric", "The 30 feature columns hold numbers only.", data.check_numeric_features),
+    _blocking_check("no_missing_or_infinite_values", "No NaN or infinite feature values.", data.check_finite_features),
+    _blocking_check("labels_valid", "Every target is 0 (malignant) or 1 (benign).", data.check_labels),
+    _blocking_check("case_ids_unique", "No case id appears twice.", data.check_unique_case_ids),
+    _blocking_check("enough_rows_per_class", "Each class has the minimum number of cases.", data.check_rows_per_class,
+                    RowsPerClassConfig),
+]
+
+SPLITS = ("train_split", "validation_split", "test_split")
+
+
+@dg.multi_asset(
+    outs={
+        name: dg.AssetOut(
+            description=f"Stratified {name.removesuffix('_split')} cases of raw_data.",
+            kinds={"pandas", "parquet"},
+            owners=OWNERS,
+        )
+        for name in SPLITS
+    },
+    partitions_def=team_week_partitions,
+    group_name="data",
+)
+def splits(context: dg.AssetExecutionContext, config: SplitConfig, raw_data: pd.DataFrame):
+    try:
+        parts = data.stratified_splits(raw_data, config.validation_fraction, config.test_fraction, config.seed)
+    except ValueError as error:
+        raise dg.Failure(description=f"splits for {context.partition_key}: {error}", allow_retries=False) from error
+    for name, part in zip(SPLITS, parts):
+        yield dg.Output(part, output_name=name, metadata=class_balance_metadata(part))
+
+
+data_assets = [raw_data, splits]

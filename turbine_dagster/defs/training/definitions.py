@@ -1,0 +1,15 @@
+"""Everything the training code location serves."""
+
+import dagster as dg
+
+from turbine_dagster.defs.environment import SETTINGS
+from turbine_dagster.defs.resources import resources_for
+from turbine_dagster.defs.training.data_assets import data_assets, raw_data_checks
+
+
+def build_definitions() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[*data_assets],
+        asset_checks=[*raw_data_checks],
+        resources=resources_for(SETTINGS),
+    )

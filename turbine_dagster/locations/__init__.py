@@ -1,0 +1,1 @@
+"""One module per code location, each exposing ``defs`` (see workspace.yaml)."""

@@ -1,0 +1,50 @@
+"""Platform settings, read from the environment in this one place.
+
+Everything that differs between a laptop and production (where the landing zone and the artifact
+store live, which resources are used) is chosen here and by the resource sets in
+``turbine_dagster.defs.resources`` — never by branches inside assets.
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ENVIRONMENTS = ("local", "production")
+DEFAULT_TEAMS = ("team_a", "team_b", "team_c", "team_d")
+TEAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str
+    landing_root: str
+    storage_root: str
+    teams: tuple[str, ...]
+    first_week: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        environment = environ.get("TURBINE_ENV", "local")
+        if environment not in ENVIRONMENTS:
+            raise ValueError(f"TURBINE_ENV={environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
+        teams = tuple(t.strip() for t in environ.get("TURBINE_TEAMS", ",".join(DEFAULT_TEAMS)).split(",") if t.strip())
+        bad = [t for t in teams if not TEAM_NAME.match(t)]
+        if bad or not teams:
+            raise ValueError(
+                f"TURBINE_TEAMS: invalid team names {bad or '(none given)'}; use lower-case letters, digits and '_', "
+                "starting with a letter"
+            )
+        return cls(
+            environment=environment,
+            landing_root=_absolute(environ.get("TURBINE_LANDING_ROOT", "data/landing")),
+            storage_root=_absolute(environ.get("TURBINE_STORAGE_ROOT", ".turbine/storage")),
+            teams=teams,
+            first_week=environ.get("TURBINE_FIRST_WEEK", "2026-01-04"),
+        )
+
+
+def _absolute(root: str) -> str:
+    # Relative local roots are anchored at start-up so code servers and runs agree on one folder.
+    return root if "://" in root else str(Path(root).resolve())

@@ -1,0 +1,116 @@
+import numpy as np
+import pandas as pd
+import pytest
+from upath import UPath
+
+from turbine_dagster.core import data, landing
+from turbine_dagster.core.demo_data import write_demo_data
+from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, TARGET
+from turbine_dagster_tests.conftest import TEAM
+
+
+def labeled_file(root: UPath, week: str) -> UPath:
+    return landing.partition_dir(root, landing.LABELED, TEAM, week) / "cases.csv"
+
+
+def test_load_labeled_cases_reads_every_week_up_to_the_partition(tmp_path):
+    root = UPath(tmp_path)
+    write_demo_data(root, [TEAM], ["2026-11-08", "2026-11-15", "2026-11-22"], labeled_rows=50, scoring_rows=0)
+    frame = data.load_labeled_cases(root, TEAM, "2026-11-15")
+    assert len(frame) == 100
+    assert sorted(frame[data.WEEK].unique()) == ["2026-11-08", "2026-11-15"]
+    assert frame[data.SOURCE_FILE].iloc[0] == "labeled/team=team_a/week=2026-11-08/cases.csv"
+
+
+def test_window_keeps_only_the_last_weeks(tmp_path):
+    root = UPath(tmp_path)
+    write_demo_data(root, [TEAM], ["2026-11-08", "2026-11-15", "2026-11-22"], labeled_rows=50, scoring_rows=0)
+    frame = data.load_labeled_cases(root, TEAM, "2026-11-22", window_weeks=2)
+    assert sorted(frame[data.WEEK].unique()) == ["2026-11-15", "2026-11-22"]
+
+
+def test_missing_column_names_column_and_file(landing_root, week):
+    path = labeled_file(landing_root, week)
+    pd.read_csv(path).drop(columns=["mean radius"]).to_csv(path, index=False)
+    with pytest.raises(landing.LandingError, match=r"column 'mean radius' missing in labeled/team=team_a/week=.*/cases\.csv"):
+        data.load_labeled_cases(landing_root, TEAM, week)
+
+
+def test_empty_partition_says_where_it_looked(tmp_path):
+    with pytest.raises(data.EmptyPartitionError, match="no labeled cases for team_a up to week 2026-11-22"):
+        data.load_labeled_cases(UPath(tmp_path), TEAM, "2026-11-22")
+
+
+def test_text_in_numeric_column_is_kept_and_reported(landing_root, week):
+    path = labeled_file(landing_root, week)
+    frame = pd.read_csv(path).astype({"mean texture": object})
+    frame.loc[[1, 2], "mean texture"] = "n/a?"
+    frame.to_csv(path, index=False)
+    loaded = data.load_labeled_cases(landing_root, TEAM, week)
+    outcome = data.check_numeric_features(loaded)
+    assert not outcome.passed
+    assert [(p.column, p.rows) for p in outcome.problems] == [("mean texture", 2)]
+    assert "cases.csv" in outcome.description()
+
+
+@pytest.mark.parametrize("value, detail", [(np.nan, "is NaN"), (np.inf, "is infinite")])
+def test_nan_and_inf_are_counted_per_column_and_file(landing_root, week, value, detail):
+    path = labeled_file(landing_root, week)
+    frame = pd.read_csv(path)
+    frame.loc[[0, 5, 9], "worst area"] = value
+    frame.to_csv(path, index=False)
+    outcome = data.check_finite_features(data.load_labeled_cases(landing_root, TEAM, week))
+    assert [(p.column, p.rows, p.detail) for p in outcome.problems] == [("worst area", 3, detail)]
+
+
+def test_unknown_label_and_duplicate_ids_are_reported(landing_root, week):
+    path = labeled_file(landing_root, week)
+    frame = pd.read_csv(path)
+    frame.loc[0, TARGET] = 2
+    frame.loc[1, CASE_ID] = frame.loc[2, CASE_ID]
+    frame.to_csv(path, index=False)
+    loaded = data.load_labeled_cases(landing_root, TEAM, week)
+    assert data.check_labels(loaded).problems[0].rows == 1
+    assert data.check_unique_case_ids(loaded).problems[0].rows == 2
+
+
+def test_rows_per_class_minimum(landing_root, week):
+    loaded = data.load_labeled_cases(landing_root, TEAM, week)
+    assert data.check_rows_per_class(loaded, 10).passed
+    assert not data.check_rows_per_class(loaded.loc[loaded[TARGET] == 1], 10).passed
+
+
+def test_row_problems_name_each_bad_column():
+    frame = pd.DataFrame({c: [1.0, 2.0, 3.0] for c in FEATURE_COLUMNS}).astype({"mean area": object})
+    frame.loc[0, "mean area"] = "abc"
+    frame.loc[1, "mean radius"] = np.inf
+    frame.loc[1, "worst area"] = np.nan
+    reasons = data.row_problems(frame)
+    assert reasons.tolist() == ["'mean area' is not numeric", "'mean radius' is infinite; 'worst area' is NaN", ""]
+
+
+def test_splits_are_stratified_disjoint_and_seeded(landing_root, week):
+    frame = data.load_labeled_cases(landing_root, TEAM, week)
+    train, validation, test = data.stratified_splits(frame, 0.2, 0.2, seed=7)
+    assert len(train) + len(validation) + len(test) == len(frame)
+    ids = [set(part[CASE_ID]) for part in (train, validation, test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    share = frame[TARGET].mean()
+    for part in (train, validation, test):
+        assert part[TARGET].mean() == pytest.approx(share, abs=0.03)
+    again = data.stratified_splits(frame, 0.2, 0.2, seed=7)
+    assert again[2][CASE_ID].tolist() == test[CASE_ID].tolist()
+
+
+def test_split_fractions_are_validated(landing_root, week):
+    frame = data.load_labeled_cases(landing_root, TEAM, week)
+    with pytest.raises(ValueError, match="together below 1"):
+        data.stratified_splits(frame, 0.5, 0.5)
+
+
+def test_fingerprint_changes_with_content(landing_root, week):
+    frame = data.load_labeled_cases(landing_root, TEAM, week)
+    changed = frame.copy()
+    changed.loc[0, "mean radius"] += 1
+    assert data.fingerprint(frame) == data.fingerprint(frame.copy())
+    assert data.fingerprint(frame) != data.fingerprint(changed)

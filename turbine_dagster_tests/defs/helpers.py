@@ -1,0 +1,37 @@
+"""Helpers for Dagster-layer tests: materialize with the local resources against temporary folders."""
+
+import dagster as dg
+
+from turbine_dagster.defs.resources import local_resources
+from turbine_dagster.settings import Settings
+
+
+def materialize(assets, settings: Settings, partition_key: str, instance=None, run_config=None) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        assets,
+        partition_key=partition_key,
+        resources=local_resources(settings),
+        instance=instance,
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def materialized_keys(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        event.event_specific_data.check_name: event.event_specific_data
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(
+        f"{event.step_key}: {event.event_specific_data.error.message}"
+        for event in result.all_events
+        if event.event_type_value == "STEP_FAILURE"
+    )

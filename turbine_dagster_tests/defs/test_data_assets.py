@@ -1,0 +1,114 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from turbine_dagster.core import landing
+from turbine_dagster.core.schema import CASE_ID, TARGET
+from turbine_dagster.defs.training.data_assets import SPLITS, raw_data, raw_data_checks, splits
+from turbine_dagster_tests.conftest import TEAM
+from turbine_dagster_tests.defs.helpers import check_evaluations, failure_messages, materialize, materialized_keys
+
+DATA_ASSETS = [raw_data, splits, *raw_data_checks]
+
+
+def labeled_file(landing_root, week):
+    return landing.partition_dir(landing_root, landing.LABELED, TEAM, week) / "cases.csv"
+
+
+def test_raw_data_and_splits_materialize_for_a_partition(settings, partition_key, tmp_path):
+    result = materialize(DATA_ASSETS, settings, partition_key)
+    assert result.success, failure_messages(result)
+    assert materialized_keys(result) == {"raw_data", *SPLITS}
+    assert all(e.passed for e in check_evaluations(result).values()) and len(check_evaluations(result)) == 5
+    sizes = {
+        name: result.asset_materializations_for_node("splits")[i].metadata["dagster/row_count"].value
+        for i, name in enumerate(SPLITS)
+    }
+    assert sum(sizes.values()) == 200 and sizes["train_split"] == 120
+    stored = tmp_path / "storage" / "assets" / "train_split" / TEAM
+    assert len(pd.read_parquet(next(stored.glob("*.parquet")))) == 120
+
+
+def _edit(landing_root, week, change):
+    path = labeled_file(landing_root, week)
+    frame = pd.read_csv(path)
+    change(frame)
+    frame.to_csv(path, index=False)
+
+
+def _text(frame):
+    frame["mean texture"] = frame["mean texture"].astype(object)
+    frame.loc[[3, 4], "mean texture"] = "twelve"
+
+
+def _nan(frame):
+    frame.loc[[3], "mean radius"] = np.nan
+
+
+def _inf(frame):
+    frame.loc[[3, 4, 5], "worst area"] = np.inf
+
+
+def _label(frame):
+    frame.loc[[3], TARGET] = 7
+
+
+def _duplicate(frame):
+    frame.loc[4, CASE_ID] = frame.loc[3, CASE_ID]
+
+
+@pytest.mark.parametrize(
+    "change, check, expected",
+    [
+        (_text, "feature_columns_numeric", "column 'mean texture' is not numeric: 2 row(s) in labeled/team=team_a"),
+        (_nan, "no_missing_or_infinite_values", "column 'mean radius' is NaN: 1 row(s) in labeled/team=team_a"),
+        (_inf, "no_missing_or_infinite_values", "column 'worst area' is infinite: 3 row(s) in labeled/team=team_a"),
+        (_label, "labels_valid", "column 'target' holds a label other than 0 (malignant) or 1 (benign): 1 row(s)"),
+        (_duplicate, "case_ids_unique", "column 'case_id' repeats a case id: 2 row(s) in labeled/team=team_a"),
+    ],
+)
+def test_bad_values_fail_a_blocking_check_and_stop_downstream(settings, landing_root, week, partition_key, change,
+                                                              check, expected):
+    _edit(landing_root, week, change)
+    result = materialize(DATA_ASSETS, settings, partition_key)
+    assert not result.success
+    evaluation = check_evaluations(result)[check]
+    assert not evaluation.passed
+    assert expected in evaluation.description and "cases.csv" in evaluation.description
+    assert materialized_keys(result) == {"raw_data"}
+
+
+def _assert_raw_data_fails(settings, partition_key, *fragments):
+    result = materialize(DATA_ASSETS, settings, partition_key)
+    assert not result.success
+    message = failure_messages(result)
+    assert f"raw_data for {partition_key}:" in message, message
+    for fragment in fragments:
+        assert fragment in message
+    assert materialized_keys(result) == set()
+
+
+def test_missing_column_fails_raw_data_naming_column_and_file(settings, landing_root, week, partition_key):
+    _edit(landing_root, week, lambda frame: frame.pop("mean smoothness"))
+    _assert_raw_data_fails(settings, partition_key, "column 'mean smoothness' missing in",
+                           f"labeled/team={TEAM}/week={week}/cases.csv")
+
+
+def test_file_that_is_not_csv_or_parquet_fails_raw_data(settings, landing_root, week, partition_key):
+    (labeled_file(landing_root, week).parent / "cases.json").write_text("{}")
+    _assert_raw_data_fails(settings, partition_key, "cases.json is not a CSV or Parquet file")
+
+
+def test_empty_partition_fails_raw_data_with_guidance(settings, landing_root, week, partition_key):
+    labeled_file(landing_root, week).unlink()
+    _assert_raw_data_fails(settings, partition_key, f"no labeled cases for {TEAM} up to week {week}",
+                           "turbine-demo-data")
+
+
+def test_too_few_cases_of_a_class_fail_the_minimum_check(settings, partition_key):
+    from dagster import RunConfig
+
+    run_config = RunConfig(ops={"raw_data_enough_rows_per_class": {"config": {"minimum": 1000}}})
+    result = materialize(DATA_ASSETS, settings, partition_key, run_config=run_config)
+    assert not check_evaluations(result)["enough_rows_per_class"].passed
+    assert materialized_keys(result) == {"raw_data"}
