@@ -23,6 +23,10 @@ class Settings:
     storage_root: str
     teams: tuple[str, ...]
     first_week: str
+    training_days: tuple[str, ...] = ("mon", "thu")
+    training_hour: int = 2
+    team_stagger_minutes: int = 30
+    prediction_delay_hours: int = 6
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -42,6 +46,10 @@ class Settings:
             storage_root=_absolute(environ.get("TURBINE_STORAGE_ROOT", ".turbine/storage")),
             teams=teams,
             first_week=environ.get("TURBINE_FIRST_WEEK", "2026-01-04"),
+            training_days=tuple(d.strip() for d in environ.get("TURBINE_TRAINING_DAYS", "mon,thu").split(",")),
+            training_hour=int(environ.get("TURBINE_TRAINING_HOUR", "2")),
+            team_stagger_minutes=int(environ.get("TURBINE_TEAM_STAGGER_MINUTES", "30")),
+            prediction_delay_hours=int(environ.get("TURBINE_PREDICTION_DELAY_HOURS", "6")),
         )
 
 

@@ -1,0 +1,19 @@
+"""Partitioned asset jobs shared by schedules and sensors."""
+
+import dagster as dg
+
+from turbine_dagster.defs.partitions import team_week_partitions
+from turbine_dagster.defs.schedules import team_tags_for_partition
+
+
+def team_week_job(name: str, selection: dg.AssetSelection, description: str):
+    """A team × week job whose runs carry the team tag however they are launched (UI, backfill, code)."""
+
+    @dg.partitioned_config(
+        partitions_def=team_week_partitions,
+        tags_for_partition_key_fn=lambda key: team_tags_for_partition(team_week_partitions.get_partition_key_from_str(key)),
+    )
+    def no_extra_config(partition_key: str) -> dict:
+        return {}
+
+    return dg.define_asset_job(name, selection=selection, config=no_extra_config, description=description)

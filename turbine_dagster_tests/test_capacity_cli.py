@@ -1,0 +1,92 @@
+import pytest
+
+from turbine_dagster.cli.capacity import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+INSTANCE_YAML = """
+concurrency:
+  pools:
+    default_limit: 7
+    granularity: run
+  runs:
+    tag_concurrency_limits:
+      - key: team
+        value: {applyLimitPerUniqueValue: true}
+        limit: 2
+"""
+
+
+@pytest.fixture
+def in_instance_dir(tmp_path, monkeypatch):
+    (tmp_path / "dagster.yaml").write_text(INSTANCE_YAML)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_cli_prints_the_plan_from_the_instance_config_in_the_current_directory(in_instance_dir, capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "queue limits from dagster.yaml" in out
+    assert "VMs / queue limit:  7; per team: 2" in out
+    assert "hours per run:      2.08 h" in out
+    assert "makespan:           4.17 h" in out
+    assert "utilisation:        57.1%" in out
+    assert "lower bound:        2.38 h" in out
+    assert "gap to bound:       1.79 h (75.0%)" in out
+    assert "team_d-2" in out
+
+
+def test_cli_search_reports_the_best_plan_and_its_gap(in_instance_dir, capsys):
+    assert main(["--multi-vm", "--search"]) == 0
+    out = capsys.readouterr().out
+    assert "best: 7 VM(s) per run" in out
+    assert "makespan:           2.38 h" in out
+    assert "gap to bound:       0.00 h (0.0%)" in out
+
+
+def test_cli_writes_a_gantt_png(in_instance_dir, capsys):
+    gantt = in_instance_dir / "plan.png"
+    assert main(["--gantt", str(gantt)]) == 0
+    assert gantt.read_bytes().startswith(PNG_SIGNATURE)
+    assert f"Gantt chart written to {gantt}" in capsys.readouterr().out
+
+
+def test_cli_reads_an_explicit_instance_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "elsewhere.yaml"
+    config.write_text(INSTANCE_YAML.replace("default_limit: 7", "default_limit: 1"))
+    assert main(["--instance-config", str(config)]) == 0
+    assert "makespan:           16.67 h" in capsys.readouterr().out
+
+
+def test_cli_max_vms_replaces_the_instance_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--max-vms", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "queue limits from --max-vms/--per-team-limit" in out
+    assert "makespan:           2.08 h" in out
+
+
+def test_cli_without_an_instance_config_or_max_vms_says_what_to_pass(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "pass --instance-config PATH or --max-vms N" in capsys.readouterr().err
+
+
+def test_cli_rejects_an_invalid_input_by_name(in_instance_dir, capsys):
+    with pytest.raises(SystemExit):
+        main(["--gpu-speedup", "0"])
+    assert "gpu_speedup must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_cli_search_needs_multi_vm(in_instance_dir, capsys):
+    with pytest.raises(SystemExit):
+        main(["--search"])
+    assert "add --multi-vm" in capsys.readouterr().err
+
+
+def test_cli_warns_when_the_week_does_not_fit(in_instance_dir, capsys):
+    assert main(["--cpu-hours", "10000"]) == 0
+    assert "WARNING: the weekly load does not fit in a week" in capsys.readouterr().out
