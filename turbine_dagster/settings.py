@@ -5,10 +5,11 @@ store live, which resources are used) is chosen here and by the resource sets in
 ``turbine_dagster.defs.resources`` — never by branches inside assets.
 """
 
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ENVIRONMENTS = ("local", "production")
@@ -27,6 +28,9 @@ class Settings:
     training_hour: int = 2
     team_stagger_minutes: int = 30
     prediction_delay_hours: int = 6
+    gpus_per_training_step: int = 1
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    gpu_tolerations: tuple[dict, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -50,6 +54,9 @@ class Settings:
             training_hour=int(environ.get("TURBINE_TRAINING_HOUR", "2")),
             team_stagger_minutes=int(environ.get("TURBINE_TEAM_STAGGER_MINUTES", "30")),
             prediction_delay_hours=int(environ.get("TURBINE_PREDICTION_DELAY_HOURS", "6")),
+            gpus_per_training_step=int(environ.get("TURBINE_GPUS_PER_TRAINING_STEP", "1")),
+            gpu_node_selector=json.loads(environ.get("TURBINE_GPU_NODE_SELECTOR", "{}")),
+            gpu_tolerations=tuple(json.loads(environ.get("TURBINE_GPU_TOLERATIONS", "[]"))),
         )
 
 

@@ -12,7 +12,35 @@ from upath import UPath
 
 from turbine_dagster.core import landing
 from turbine_dagster.defs.io_managers import ArtifactIOManager
+from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.settings import Settings
+
+GPU_POOL = "gpu"
+K8S_CONFIG_TAG = "dagster-k8s/config"
+
+
+def gpu_k8s_config(settings: Settings = SETTINGS) -> dict[str, Any]:
+    """The Kubernetes request of a training step: GPUs, and the node pool that has them.
+
+    Ignored by the local executors; read from op tags by ``k8s_job_executor`` and from run tags by
+    ``K8sRunLauncher`` (each reads only its own: dagster#22865, #26720), so both carry it.
+    """
+    gpus = str(settings.gpus_per_training_step)
+    pod_spec: dict[str, Any] = {}
+    if settings.gpu_node_selector:
+        pod_spec["node_selector"] = dict(settings.gpu_node_selector)
+    if settings.gpu_tolerations:
+        pod_spec["tolerations"] = list(settings.gpu_tolerations)
+    config: dict[str, Any] = {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}}}
+    }
+    if pod_spec:
+        config["pod_spec_config"] = pod_spec
+    return config
+
+
+def gpu_op_tags(settings: Settings = SETTINGS) -> dict[str, Any]:
+    return {K8S_CONFIG_TAG: gpu_k8s_config(settings)}
 
 
 class LandingZone(dg.ConfigurableResource):

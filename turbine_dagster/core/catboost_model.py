@@ -1,0 +1,227 @@
+"""Search CatBoost hyper-parameters by cross-validation, then fit the final model with early stopping."""
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import catboost
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from catboost.utils import get_gpu_device_count
+
+from turbine_dagster.core.models import feature_matrix, require_both_classes
+from turbine_dagster.core.plots import figure_markdown
+from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
+
+logger = logging.getLogger(__name__)
+
+CV_METRIC = "Logloss"
+"""The loss CatBoost ranks search candidates by (lower is better)."""
+
+CandidateCallback = Callable[[str], None]
+"""Receives one human-readable line per evaluated search candidate."""
+
+
+def _default_param_grid() -> dict[str, list[Any]]:
+    return {"depth": [4, 6], "learning_rate": [0.03, 0.1], "l2_leaf_reg": [1, 3]}
+
+
+@dataclass(frozen=True)
+class CatBoostSearchParams:
+    search: Literal["grid", "randomized"] = "grid"
+    param_grid: dict[str, list[Any]] = field(default_factory=_default_param_grid)
+    n_iter: int = 10
+    """Candidates sampled by the randomized search (at most the grid size); the grid search tries them all."""
+    cv_folds: int = 3
+    iterations: int = 500
+    early_stopping_rounds: int = 50
+    class_weight: Literal["balanced"] | None = "balanced"
+    seed: int = 42
+    use_gpu: bool = False
+    thread_count: int = -1
+
+    def __post_init__(self):
+        if self.search not in ("grid", "randomized"):
+            raise ValueError(f"CatBoost search must be 'grid' or 'randomized', got {self.search!r}")
+        if not self.param_grid:
+            raise ValueError("CatBoost param_grid is empty; give at least one parameter with candidate values")
+        empty = [name for name, values in self.param_grid.items() if len(values) == 0]
+        if empty:
+            raise ValueError(f"CatBoost param_grid has no candidate values for {empty}")
+        if self.class_weight not in ("balanced", None):
+            raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
+        if self.cv_folds < 2 or self.n_iter < 1:
+            raise ValueError(f"CatBoost search needs cv_folds >= 2 and n_iter >= 1, got {self.cv_folds} and {self.n_iter}")
+
+
+@dataclass(frozen=True)
+class CatBoostTrainingResult:
+    model: catboost.CatBoostClassifier
+    best_params: dict[str, Any]
+    cv_score: float
+    """Mean cross-validated ``cv_metric`` of the chosen candidate, the value the search ranked it by."""
+    cv_metric: str
+    best_iteration: int
+    """0-based iteration whose trees the model keeps (``use_best_model`` on the validation split)."""
+    seconds: float
+    device: str
+    """"CPU" or e.g. "GPU (1 device)"."""
+    feature_importance: pd.DataFrame
+    """Columns ``feature`` and ``importance``, most important first."""
+
+
+# CatBoost's search prints one line per candidate: "3:\tloss: 0.1750224\tbest: 0.1337912 (1)\ttotal: 677ms\t..."
+_CANDIDATE_LINE = re.compile(r"^(\d+):\s+loss:\s+(\S+)\s+best:\s+(\S+)\s+\((\d+)\)\s+total:\s+(\S+)")
+
+
+class _CandidateReporter:
+    """A CatBoost log stream that turns each search progress line into a call of ``on_candidate``."""
+
+    def __init__(self, on_candidate: CandidateCallback | None, candidate_count: int):
+        self._on_candidate = on_candidate
+        self._candidate_count = candidate_count
+        self._pending = ""
+
+    def write(self, text: str) -> None:
+        # CatBoost may hand over partial lines; report complete ones only.
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if line.strip() and self._on_candidate is not None:
+                self._on_candidate(self._describe(line))
+
+    def _describe(self, line: str) -> str:
+        match = _CANDIDATE_LINE.match(line)
+        if match is None:
+            return line.strip()
+        index, loss, best, best_index, elapsed = match.groups()
+        return (
+            f"candidate {int(index) + 1}/{self._candidate_count}: cv {CV_METRIC} {float(loss):.4f} "
+            f"(best so far {float(best):.4f}, candidate {int(best_index) + 1}), {elapsed} elapsed"
+        )
+
+
+class _WarningLog:
+    """CatBoost's error stream, sent to Python logging so warnings are not lost in quiet mode."""
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            logger.warning("catboost: %s", text.strip())
+
+
+def _candidate_count(params: CatBoostSearchParams) -> int:
+    grid_size = math.prod(len(values) for values in params.param_grid.values())
+    # A randomized search over lists samples without repetition, so it stops once the grid is exhausted.
+    return grid_size if params.search == "grid" else min(params.n_iter, grid_size)
+
+
+def _task_type(use_gpu: bool) -> tuple[str, str]:
+    """(CatBoost task_type, device label). A GPU is used only when asked for and present."""
+    if not use_gpu:
+        return "CPU", "CPU"
+    gpu_count = get_gpu_device_count()
+    if gpu_count == 0:
+        logger.warning("use_gpu is set but CatBoost sees no GPU; training on the CPU")
+        return "CPU", "CPU"
+    return "GPU", f"GPU ({gpu_count} device{'s' if gpu_count > 1 else ''})"
+
+
+def _classifier(params: CatBoostSearchParams, task_type: str, **chosen: Any) -> catboost.CatBoostClassifier:
+    options = {
+        "loss_function": CV_METRIC,
+        "iterations": params.iterations,
+        "early_stopping_rounds": params.early_stopping_rounds,
+        "auto_class_weights": "Balanced" if params.class_weight == "balanced" else None,
+        "random_seed": params.seed,
+        "thread_count": params.thread_count,
+        "task_type": task_type,
+        "logging_level": "Silent",
+        "allow_writing_files": False,  # no catboost_info/ folder in the worker's working directory
+    }
+    return catboost.CatBoostClassifier(**{**options, **chosen})  # searched values win over the defaults
+
+
+def _python_scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def train_catboost_model(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    params: CatBoostSearchParams,
+    on_candidate: CandidateCallback | None = None,
+    *,
+    where: str | None = None,
+) -> CatBoostTrainingResult:
+    """Search ``params.param_grid`` by cross-validation on ``train``, then refit the best candidate on
+    ``train`` with early stopping on ``validation``; the model keeps its best validation iteration.
+
+    CatBoost's custom log streams are process-wide: run one search at a time per process.
+    """
+    require_both_classes(train, split="train", where=where)
+    require_both_classes(validation, split="validation", where=where)
+    columns = list(FEATURE_COLUMNS)
+    train_features = pd.DataFrame(feature_matrix(train, split="train", where=where), columns=columns)
+    validation_features = pd.DataFrame(feature_matrix(validation, split="validation", where=where), columns=columns)
+    train_labels = train[TARGET].to_numpy(dtype=int)
+    validation_labels = validation[TARGET].to_numpy(dtype=int)
+    task_type, device = _task_type(params.use_gpu)
+
+    started = time.perf_counter()
+    search_options = dict(
+        X=train_features,
+        y=train_labels,
+        cv=params.cv_folds,
+        partition_random_seed=params.seed,
+        search_by_train_test_split=False,  # every candidate is scored by CV: the splits are small
+        stratified=True,
+        refit=False,
+        verbose=1,
+        log_cout=_CandidateReporter(on_candidate, _candidate_count(params)),
+        log_cerr=_WarningLog(),
+    )
+    searcher = _classifier(params, task_type)
+    param_grid = {name: list(values) for name, values in params.param_grid.items()}
+    if params.search == "grid":
+        search = searcher.grid_search(param_grid, **search_options)
+    else:
+        search = searcher.randomized_search(param_grid, n_iter=params.n_iter, **search_options)
+    best_params = {name: _python_scalar(value) for name, value in search["params"].items()}
+
+    model = _classifier(params, task_type, **best_params)
+    model.fit(
+        train_features,
+        train_labels,
+        eval_set=(validation_features, validation_labels),
+        use_best_model=True,
+        log_cerr=_WarningLog(),
+    )
+    seconds = time.perf_counter() - started
+
+    importance = pd.DataFrame({"feature": columns, "importance": model.get_feature_importance()})
+    return CatBoostTrainingResult(
+        model=model,
+        best_params=best_params,
+        # CatBoost ranks candidates by the CV mean at the iteration where CV early stopping ended.
+        cv_score=float(search["cv_results"][f"test-{CV_METRIC}-mean"][-1]),
+        cv_metric=CV_METRIC,
+        best_iteration=int(model.get_best_iteration()),
+        seconds=seconds,
+        device=device,
+        feature_importance=importance.sort_values("importance", ascending=False, ignore_index=True),
+    )
+
+
+def feature_importance_markdown(feature_importance: pd.DataFrame, top: int = 15) -> str:
+    """Horizontal bar plot of the ``top`` most important features, as a Markdown PNG."""
+    shown = feature_importance.nlargest(top, "importance").iloc[::-1]  # largest bar at the top
+    fig, axis = plt.subplots(figsize=(6, 0.3 * len(shown) + 1))
+    axis.barh(shown["feature"], shown["importance"])
+    axis.set_xlabel("importance (prediction values change)")
+    axis.set_title(f"Top {len(shown)} features")
+    return figure_markdown(fig, "Feature importance")

@@ -1,0 +1,312 @@
+"""Evaluation of P(malignant) predictions: operating threshold, classification reports, intervals, plots.
+
+Malignant is class 0 (see ``schema``); every "malignant" metric here treats class 0 as the
+positive class, and a case is predicted malignant iff ``p_malignant >= threshold``.
+"""
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.metrics import (
+    average_precision_score,
+    classification_report,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
+
+from turbine_dagster.core.plots import figure_markdown
+from turbine_dagster.core.schema import BENIGN, CLASS_NAMES, MALIGNANT
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_TARGET_RECALL = 0.98
+CONFIDENCE = 0.95
+LABELS = [MALIGNANT, BENIGN]
+# Class counts are small (~43 malignant in a test split), so k/n must not lose to float noise.
+_RATIO_SLACK = 1e-9
+
+
+def _as_labels(y_true: Any, name: str) -> np.ndarray:
+    labels = np.asarray(y_true).astype(int).reshape(-1)
+    unknown = sorted(set(np.unique(labels)) - set(LABELS))
+    if unknown:
+        raise ValueError(f"{name} holds {unknown}; expected {MALIGNANT} (malignant) or {BENIGN} (benign)")
+    return labels
+
+
+def _as_scores(p_malignant: Any, n_rows: int, name: str) -> np.ndarray:
+    scores = np.asarray(p_malignant, dtype=np.float64).reshape(-1)
+    if len(scores) != n_rows:
+        raise ValueError(f"{name} has {len(scores)} values for {n_rows} labels")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{name} holds NaN or infinite values; P(malignant) must be finite")
+    return scores
+
+
+def _require_both_classes(labels: np.ndarray, split: str) -> None:
+    n_malignant = int(np.sum(labels == MALIGNANT))
+    if n_malignant == 0 or n_malignant == len(labels):
+        raise ValueError(
+            f"{split} split has {n_malignant} malignant and {len(labels) - n_malignant} benign cases; "
+            f"evaluation needs both classes"
+        )
+
+
+def predict_labels(p_malignant: Any, threshold: float) -> np.ndarray:
+    """Class codes: MALIGNANT where ``p_malignant >= threshold``, BENIGN elsewhere."""
+    return np.where(np.asarray(p_malignant, dtype=np.float64) >= threshold, MALIGNANT, BENIGN)
+
+
+def malignant_recall_at(y_true: Any, p_malignant: Any, threshold: float) -> float:
+    """Share of malignant cases predicted malignant at ``threshold`` (the promotion gate's primary metric)."""
+    labels = _as_labels(y_true, "y_true")
+    scores = _as_scores(p_malignant, len(labels), "p_malignant")
+    malignant = labels == MALIGNANT
+    if not malignant.any():
+        raise ValueError("malignant recall is undefined: y_true holds no malignant case")
+    return float(np.mean(scores[malignant] >= threshold))
+
+
+def choose_operating_threshold(y_true: Any, p_malignant: Any, target_recall: float = DEFAULT_TARGET_RECALL) -> float:
+    """The threshold reaching ``target_recall`` of malignant cases on this data with the best precision.
+
+    Candidates are the malignant scores at or below the highest threshold that reaches the target;
+    the most precise wins and, among equally precise ones, the highest. The highest qualifying
+    threshold is usually the most precise, but a lower one can catch more cancers for fewer false
+    alarms, and then it dominates.
+    """
+    if not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+    labels = _as_labels(y_true, "y_true")
+    scores = _as_scores(p_malignant, len(labels), "p_malignant")
+    malignant_scores = np.sort(scores[labels == MALIGNANT])[::-1]
+    n_malignant = len(malignant_scores)
+    if n_malignant == 0:
+        raise ValueError("cannot choose an operating threshold: the validation data holds no malignant case")
+
+    needed = max(1, math.ceil(target_recall * n_malignant - _RATIO_SLACK))
+    candidates = np.unique(malignant_scores[needed - 1 :])  # each reaches at least `needed` cancers
+    benign_scores = scores[labels == BENIGN]
+    true_positives = np.array([np.sum(malignant_scores >= t) for t in candidates])
+    false_positives = np.array([np.sum(benign_scores >= t) for t in candidates])
+    precision = true_positives / (true_positives + false_positives)
+    best = np.flatnonzero(precision >= precision.max() - _RATIO_SLACK)
+    return float(candidates[best].max())
+
+
+def _report(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    predicted = predict_labels(scores, threshold)
+    return {
+        "threshold": float(threshold),
+        "classification_report": classification_report(
+            labels,
+            predicted,
+            labels=LABELS,
+            target_names=list(CLASS_NAMES),
+            output_dict=True,
+            zero_division=0,
+        ),
+        # Rows are the true class, columns the predicted class, both in LABELS order.
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=LABELS).tolist(),
+    }
+
+
+def _interval(values: np.ndarray, point: float) -> dict[str, float]:
+    tail = (1.0 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return {"point": float(point), "low": float(low), "high": float(high)}
+
+
+def bootstrap_intervals(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, n_bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Percentile 95 % intervals of malignant recall, malignant precision and ROC-AUC.
+
+    Resampling is stratified (class counts held fixed), so every resample has both classes and
+    ROC-AUC is always defined; a precision with no predicted malignant case counts as 0, as in
+    the classification report.
+    """
+    rng = np.random.default_rng(seed)
+    malignant_scores = scores[labels == MALIGNANT]
+    benign_scores = scores[labels == BENIGN]
+    n_malignant, n_benign = len(malignant_scores), len(benign_scores)
+    resampled_malignant = rng.choice(malignant_scores, size=(n_bootstrap, n_malignant))
+    resampled_benign = rng.choice(benign_scores, size=(n_bootstrap, n_benign))
+
+    true_positives = np.sum(resampled_malignant >= threshold, axis=1)
+    false_positives = np.sum(resampled_benign >= threshold, axis=1)
+    recall = true_positives / n_malignant
+    predicted_malignant = true_positives + false_positives
+    precision = np.divide(
+        true_positives, predicted_malignant, out=np.zeros(n_bootstrap), where=predicted_malignant > 0
+    )
+    # Mann-Whitney form of ROC-AUC, vectorised over resamples; ties get half credit via mean ranks.
+    ranks = rankdata(np.hstack([resampled_malignant, resampled_benign]), axis=1)
+    roc_auc = (ranks[:, :n_malignant].sum(axis=1) - n_malignant * (n_malignant + 1) / 2) / (n_malignant * n_benign)
+
+    point_tp = int(np.sum(malignant_scores >= threshold))
+    point_predicted = point_tp + int(np.sum(benign_scores >= threshold))
+    return {
+        "method": "stratified percentile bootstrap",
+        "confidence": CONFIDENCE,
+        "n_resamples": n_bootstrap,
+        "seed": seed,
+        "threshold": float(threshold),
+        "malignant_recall": _interval(recall, point_tp / n_malignant),
+        "malignant_precision": _interval(precision, point_tp / point_predicted if point_predicted else 0.0),
+        "roc_auc": _interval(roc_auc, roc_auc_score(labels == MALIGNANT, scores)),
+    }
+
+
+def evaluate_predictions(
+    y_test: Any,
+    p_test: Any,
+    y_validation: Any,
+    p_validation: Any,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The full, JSON-serialisable evaluation of one model on the test split.
+
+    The operating threshold is chosen on the validation split (never on test), then every metric
+    is measured on test. Keys: ``target_recall``, ``threshold``, ``validation_malignant_recall``
+    (at the threshold), ``n_test``, ``n_test_malignant``, ``roc_auc``, ``pr_auc`` (average
+    precision), ``at_default_threshold`` and ``at_operating_threshold`` (each ``threshold``,
+    ``classification_report``, ``confusion_matrix``), ``bootstrap`` (intervals at the operating
+    threshold).
+    """
+    test_labels = _as_labels(y_test, "y_test")
+    test_scores = _as_scores(p_test, len(test_labels), "p_test")
+    validation_labels = _as_labels(y_validation, "y_validation")
+    validation_scores = _as_scores(p_validation, len(validation_labels), "p_validation")
+    _require_both_classes(test_labels, "test")
+
+    threshold = choose_operating_threshold(validation_labels, validation_scores, target_recall)
+    is_malignant = test_labels == MALIGNANT
+    return {
+        "target_recall": float(target_recall),
+        "threshold": threshold,
+        "validation_malignant_recall": malignant_recall_at(validation_labels, validation_scores, threshold),
+        "n_test": int(len(test_labels)),
+        "n_test_malignant": int(is_malignant.sum()),
+        "roc_auc": float(roc_auc_score(is_malignant, test_scores)),
+        "pr_auc": float(average_precision_score(is_malignant, test_scores)),
+        "at_default_threshold": _report(test_labels, test_scores, DEFAULT_THRESHOLD),
+        "at_operating_threshold": _report(test_labels, test_scores, threshold),
+        "bootstrap": bootstrap_intervals(test_labels, test_scores, threshold, n_bootstrap, seed),
+    }
+
+
+def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:
+    """Flat floats at the operating threshold, for metadata the UI plots over time."""
+    at_threshold = report["at_operating_threshold"]["classification_report"]
+    malignant, benign = at_threshold[CLASS_NAMES[MALIGNANT]], at_threshold[CLASS_NAMES[BENIGN]]
+    return {
+        "malignant_recall": float(malignant["recall"]),
+        "malignant_precision": float(malignant["precision"]),
+        "benign_precision": float(benign["precision"]),
+        "malignant_f1": float(malignant["f1-score"]),
+        "roc_auc": float(report["roc_auc"]),
+        "pr_auc": float(report["pr_auc"]),
+        "accuracy": float(at_threshold["accuracy"]),
+        "threshold": float(report["threshold"]),
+    }
+
+
+def metrics_table_markdown(report: Mapping[str, Any]) -> str:
+    """Metrics at 0.5 and at the operating threshold side by side, with the bootstrap intervals."""
+    default = report["at_default_threshold"]["classification_report"]
+    operating = report["at_operating_threshold"]["classification_report"]
+    intervals = report["bootstrap"]
+    percent = round(intervals["confidence"] * 100)
+
+    def interval(name: str) -> str:
+        return f"{intervals[name]['low']:.3f} – {intervals[name]['high']:.3f}"
+
+    rows = [
+        (f"malignant {metric}", default["malignant"][key], operating["malignant"][key], interval_key)
+        for metric, key, interval_key in (
+            ("recall", "recall", "malignant_recall"),
+            ("precision", "precision", "malignant_precision"),
+            ("F1", "f1-score", None),
+        )
+    ] + [
+        (f"benign {metric}", default["benign"][key], operating["benign"][key], None)
+        for metric, key in (("recall", "recall"), ("precision", "precision"), ("F1", "f1-score"))
+    ]
+    rows.append(("accuracy", default["accuracy"], operating["accuracy"], None))
+
+    lines = [
+        f"| metric | at {report['at_default_threshold']['threshold']:.2f} "
+        f"| at operating threshold {report['threshold']:.3f} | {percent} % interval (operating) |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {at_default:.3f} | {at_operating:.3f} | {interval(key) if key else ''} |"
+        for name, at_default, at_operating, key in rows
+    ]
+    lines.append(f"| ROC-AUC (malignant positive) | {report['roc_auc']:.4f} | {report['roc_auc']:.4f} | {interval('roc_auc')} |")
+    lines.append(f"| PR-AUC (average precision) | {report['pr_auc']:.4f} | {report['pr_auc']:.4f} | |")
+    malignant_support = int(operating["malignant"]["support"])
+    lines.append("")
+    lines.append(
+        f"Test split: {report['n_test']} cases, {malignant_support} malignant "
+        f"(one missed cancer moves malignant recall by {1 / malignant_support:.3f}). "
+        f"Threshold chosen on validation for malignant recall ≥ {report['target_recall']:.2f}."
+    )
+    return "\n".join(lines)
+
+
+def evaluation_plots_markdown(y_test: Any, p_test: Any, threshold: float) -> dict[str, str]:
+    """ROC curve, precision-recall curve and confusion matrices as PNGs embedded in Markdown.
+
+    Keys: ``roc_curve``, ``pr_curve``, ``confusion_matrix``; the curves mark the operating point.
+    """
+    labels = _as_labels(y_test, "y_test")
+    scores = _as_scores(p_test, len(labels), "p_test")
+    _require_both_classes(labels, "test")
+    is_malignant = labels == MALIGNANT
+    predicted_malignant = scores >= threshold
+    recall = float(np.mean(predicted_malignant[is_malignant]))
+    false_positive_rate = float(np.mean(predicted_malignant[~is_malignant]))
+    precision = float(np.mean(is_malignant[predicted_malignant])) if predicted_malignant.any() else 0.0
+    operating_label = f"operating threshold {threshold:.3f}"
+
+    fpr, tpr, _ = roc_curve(is_malignant, scores)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(fpr, tpr, label=f"ROC (AUC {roc_auc_score(is_malignant, scores):.4f})")
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.scatter([false_positive_rate], [recall], color="crimson", zorder=3, label=operating_label)
+    ax.set(xlabel="false positive rate (benign called malignant)", ylabel="malignant recall", title="ROC curve")
+    ax.legend(loc="lower right")
+    roc_markdown = figure_markdown(fig, "ROC curve")
+
+    curve_precision, curve_recall, _ = precision_recall_curve(is_malignant, scores)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(curve_recall, curve_precision, label=f"PR (AP {average_precision_score(is_malignant, scores):.4f})")
+    ax.scatter([recall], [precision], color="crimson", zorder=3, label=operating_label)
+    ax.set(xlabel="malignant recall", ylabel="malignant precision", title="Precision-recall curve", ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+    pr_markdown = figure_markdown(fig, "Precision-recall curve")
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), sharey=True, layout="constrained")
+    for ax, at in zip(axes, (DEFAULT_THRESHOLD, threshold)):
+        matrix = confusion_matrix(labels, predict_labels(scores, at), labels=LABELS)
+        ax.imshow(matrix, cmap="Blues")
+        for (row, column), count in np.ndenumerate(matrix):
+            colour = "white" if count > matrix.max() / 2 else "black"
+            ax.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=12)
+        ax.set(
+            xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
+            xlabel="predicted", title=f"threshold {at:.3f}",
+        )
+    axes[0].set_ylabel("true")
+    fig.suptitle("Confusion matrix (test split)")
+    confusion_markdown = figure_markdown(fig, "Confusion matrix")
+    return {"roc_curve": roc_markdown, "pr_curve": pr_markdown, "confusion_matrix": confusion_markdown}

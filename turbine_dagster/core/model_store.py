@@ -1,0 +1,118 @@
+"""Save and load models in their native formats (.keras, .cbm), locally or on object storage.
+
+A model is written to a local temporary file first, then published in one step: ``os.replace`` for
+a local target, a single upload for a remote one (S3 shows an object only once its upload
+completes). A killed process therefore never leaves a half-written file under the final name.
+"""
+
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import catboost
+import keras
+from upath import UPath
+
+import turbine_dagster.core.fcn  # noqa: F401  registers FCNBlock so .keras files load without custom_objects
+from turbine_dagster.core.storage import is_local
+
+ModelKind = Literal["tensorflow", "catboost"]
+
+MODEL_SUFFIX: dict[ModelKind, str] = {"tensorflow": ".keras", "catboost": ".cbm"}
+_KIND_BY_SUFFIX: dict[str, ModelKind] = {suffix: kind for kind, suffix in MODEL_SUFFIX.items()}
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    uri: str
+    """Where the model now lives; ``load_model(uri)`` reads it back."""
+    size_bytes: int
+    format: str
+    """"keras" or "cbm"."""
+
+
+def model_kind(model: Any) -> ModelKind:
+    if isinstance(model, keras.Model):
+        return "tensorflow"
+    if isinstance(model, catboost.CatBoost):
+        return "catboost"
+    raise TypeError(f"unsupported model type {type(model).__qualname__}; expected a keras.Model or a CatBoost model")
+
+
+def _as_path(target: str | os.PathLike) -> UPath:
+    # UPath keeps the storage options (endpoint, credentials) a caller attached to it.
+    return target if isinstance(target, UPath) else UPath(target)
+
+
+def _write_native(model: Any, kind: ModelKind, file: Path) -> None:
+    if kind == "tensorflow":
+        model.save(file)
+    else:
+        model.save_model(str(file), format="cbm")
+
+
+def _publish_local(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    # The partial copy lives beside the destination: os.replace is only atomic within one file system.
+    # A unique name (not mkstemp) keeps the umask-given permissions that mkstemp would narrow to 0600.
+    partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with partial.open("xb") as partial_file, source.open("rb") as source_file:
+            shutil.copyfileobj(source_file, partial_file)
+            partial_file.flush()
+            os.fsync(partial_file.fileno())
+        os.replace(partial, destination)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: Any, target: str | os.PathLike) -> ArtifactInfo:
+    """Write ``model`` to ``target`` (local path or URI such as s3://bucket/key.keras) atomically.
+
+    The target's suffix must be the native one for the model's kind (see MODEL_SUFFIX).
+    """
+    kind = model_kind(model)
+    path = _as_path(target)
+    suffix = MODEL_SUFFIX[kind]
+    if path.suffix != suffix:
+        raise ValueError(
+            f"a {kind} model is saved as '{suffix}', but the target is {str(path)!r}; use a '{suffix}' name"
+        )
+
+    with tempfile.TemporaryDirectory(prefix="turbine-model-") as scratch:
+        local_file = Path(scratch) / f"model{suffix}"
+        _write_native(model, kind, local_file)
+        size_bytes = local_file.stat().st_size
+        if is_local(path):
+            destination = Path(path.path).absolute()
+            _publish_local(local_file, destination)
+            uri = str(destination)
+        else:
+            path.fs.put_file(str(local_file), path.path)
+            uri = str(path)
+    return ArtifactInfo(uri=uri, size_bytes=size_bytes, format=suffix.lstrip("."))
+
+
+def _read_native(kind: ModelKind, file: Path) -> Any:
+    if kind == "tensorflow":
+        return keras.models.load_model(file)
+    return catboost.CatBoostClassifier().load_model(str(file), format="cbm")
+
+
+def load_model(uri: str | os.PathLike) -> Any:
+    """Read a model written by ``save_model``; the suffix says which kind it is."""
+    path = _as_path(uri)
+    kind = _KIND_BY_SUFFIX.get(path.suffix)
+    if kind is None:
+        raise ValueError(f"cannot tell the model kind of {str(path)!r}: expected one of {sorted(_KIND_BY_SUFFIX)}")
+    if is_local(path):
+        return _read_native(kind, Path(path.path))
+    with tempfile.TemporaryDirectory(prefix="turbine-model-") as scratch:
+        local_file = Path(scratch) / f"model{path.suffix}"
+        path.fs.get_file(path.path, str(local_file))
+        return _read_native(kind, local_file)

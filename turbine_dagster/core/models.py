@@ -1,0 +1,65 @@
+"""What both model kinds share: the feature matrix, the label checks, and P(malignant) predictions."""
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from turbine_dagster.core.model_store import model_kind
+from turbine_dagster.core.schema import CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, TARGET
+
+
+def _where_suffix(where: str | None) -> str:
+    return f" for {where}" if where else ""
+
+
+def feature_matrix(frame: pd.DataFrame, *, split: str = "data", where: str | None = None) -> np.ndarray:
+    """The features as float32, columns in FEATURE_COLUMNS order whatever the frame's own order."""
+    missing = [column for column in FEATURE_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{split}{_where_suffix(where)}: feature column(s) {missing} missing; "
+            f"the models need all {len(FEATURE_COLUMNS)} columns of turbine_dagster.core.schema.FEATURE_COLUMNS"
+        )
+    return frame.loc[:, list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
+
+
+def require_both_classes(frame: pd.DataFrame, *, split: str, where: str | None = None) -> None:
+    """Refuse a split a classifier cannot learn from or be validated on: empty, unlabelled, or one class only."""
+    context = f"{split} split{_where_suffix(where)}"
+    if frame.empty:
+        raise ValueError(f"{context} is empty; training needs malignant and benign cases in every split")
+    if TARGET not in frame.columns:
+        raise ValueError(f"{context} has no '{TARGET}' column; training needs labelled cases")
+    if frame[TARGET].isna().any():
+        raise ValueError(f"{context}: {int(frame[TARGET].isna().sum())} rows have no '{TARGET}'; label or drop them")
+    counts = frame[TARGET].value_counts()
+    unknown = sorted(set(counts.index) - set(range(len(CLASS_NAMES))))
+    if unknown:
+        raise ValueError(f"{context}: '{TARGET}' holds {unknown}; expected 0 (malignant) or 1 (benign)")
+    present = [CLASS_NAMES[int(code)] for code in sorted(counts.index)]
+    if len(present) < len(CLASS_NAMES):
+        raise ValueError(
+            f"{context} has a single class ({present[0]} only, {len(frame)} rows); training needs both "
+            f"malignant and benign cases: add data to the partition or change the split"
+        )
+
+
+def predict_malignant_proba(model: Any, features: pd.DataFrame | np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """P(malignant) per row, as float64, for a Keras or a CatBoost model.
+
+    A DataFrame is reordered to FEATURE_COLUMNS; an array must already be in that order.
+    """
+    matrix = feature_matrix(features) if isinstance(features, pd.DataFrame) else np.asarray(features, np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != len(FEATURE_COLUMNS):
+        raise ValueError(f"features must have shape (rows, {len(FEATURE_COLUMNS)}), got {matrix.shape}")
+    if len(matrix) == 0:
+        return np.empty(0, dtype=np.float64)
+
+    if model_kind(model) == "tensorflow":
+        # The network's sigmoid output already is P(malignant); predict() batches without per-row calls.
+        return model.predict(matrix, batch_size=batch_size, verbose=0).reshape(-1).astype(np.float64)
+
+    malignant_column = list(model.classes_).index(MALIGNANT)
+    frame = pd.DataFrame(matrix, columns=list(FEATURE_COLUMNS))
+    return model.predict_proba(frame, thread_count=-1)[:, malignant_column].astype(np.float64)

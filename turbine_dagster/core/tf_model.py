@@ -1,0 +1,187 @@
+"""Build and train the Keras model: normalised features -> FCN blocks -> sigmoid P(malignant)."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from turbine_dagster.core.fcn import FCNBlock
+from turbine_dagster.core.models import feature_matrix, require_both_classes
+from turbine_dagster.core.plots import figure_markdown
+from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+"""Called after every epoch with the 1-based epoch number and that epoch's metrics."""
+
+
+@dataclass(frozen=True)
+class TFTrainingParams:
+    hidden_units: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    epochs: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    class_weight: Literal["balanced"] | None = "balanced"
+    patience: int = 20
+    seed: int = 42
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden_units", tuple(self.hidden_units))  # config systems hand over lists
+        if not self.hidden_units or min(self.hidden_units) < 1:
+            raise ValueError(f"hidden_units needs one positive width per FCN block, got {self.hidden_units}")
+        if self.class_weight not in ("balanced", None):
+            raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
+            raise ValueError(
+                "need epochs >= 1, batch_size >= 1, patience >= 0; "
+                f"got {self.epochs}, {self.batch_size}, {self.patience}"
+            )
+
+
+@dataclass(frozen=True)
+class TFTrainingResult:
+    model: keras.Model
+    history: dict[str, list[float]]
+    """Per-epoch metrics: loss, auc, recall and their ``val_`` twins; recall is malignant recall."""
+    epochs_run: int
+    best_epoch: int
+    """1-based epoch whose weights the model holds (EarlyStopping restores them)."""
+    best_val_loss: float
+    param_count: int
+    device: str
+    """"CPU" or e.g. "GPU:0 (NVIDIA H100 80GB HBM3)"."""
+    seconds: float
+
+
+def training_device() -> str:
+    """The device Keras places the model on: the first GPU TensorFlow sees, else the CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    try:
+        # TensorFlow otherwise reserves the whole GPU, starving other runs that share it.
+        tf.config.experimental.set_memory_growth(gpus[0], True)
+    except RuntimeError:
+        pass  # the GPU is initialised already (an earlier training in this process): its setting stays
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "unknown")
+    return f"GPU:0 ({name})"
+
+
+def malignant_labels(frame: pd.DataFrame) -> np.ndarray:
+    """1.0 for malignant, 0.0 for benign: the sigmoid output is P(malignant)."""
+    return (frame[TARGET].to_numpy() == MALIGNANT).astype(np.float32)
+
+
+def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
+    """Weights that give each class the same total weight, as scikit-learn's "balanced"."""
+    classes, counts = np.unique(labels.astype(int), return_counts=True)
+    return {int(c): len(labels) / (len(classes) * int(n)) for c, n in zip(classes, counts, strict=True)}
+
+
+def build_tf_model(train_features: np.ndarray, params: TFTrainingParams) -> keras.Model:
+    """The network, its input normalisation adapted on the training features only."""
+    normalization = keras.layers.Normalization(name="feature_normalization")
+    normalization.adapt(train_features)
+
+    inputs = keras.Input(shape=(len(FEATURE_COLUMNS),), name="features")
+    hidden = normalization(inputs)
+    for index, units in enumerate(params.hidden_units):
+        hidden = FCNBlock(units, dropout=params.dropout, name=f"fcn_{index}")(hidden)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="p_malignant")(hidden)
+
+    model = keras.Model(inputs, outputs, name="turbine_fcn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.Recall(name="recall")],
+    )
+    return model
+
+
+def train_tf_model(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    params: TFTrainingParams,
+    on_epoch_end: EpochCallback | None = None,
+    *,
+    where: str | None = None,
+) -> TFTrainingResult:
+    """Train with early stopping on the validation loss; the returned model holds the best epoch's weights.
+
+    On the CPU a fixed seed gives identical models. Op determinism is switched on for the whole process
+    (TensorFlow offers no way back), which slows some GPU kernels.
+    """
+    require_both_classes(train, split="train", where=where)
+    require_both_classes(validation, split="validation", where=where)
+    train_features = feature_matrix(train, split="train", where=where)
+    validation_features = feature_matrix(validation, split="validation", where=where)
+    train_labels = malignant_labels(train)
+    validation_labels = malignant_labels(validation)
+
+    device = training_device()
+    keras.utils.set_random_seed(params.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    started = time.perf_counter()
+    model = build_tf_model(train_features, params)
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True)
+    ]
+    if on_epoch_end is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch_end(
+                    epoch + 1, {name: float(value) for name, value in (logs or {}).items()}
+                )
+            )
+        )
+    fit = model.fit(
+        train_features,
+        train_labels,
+        validation_data=(validation_features, validation_labels),
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        class_weight=balanced_class_weight(train_labels) if params.class_weight == "balanced" else None,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - started
+
+    history = {name: [float(value) for value in values] for name, values in fit.history.items()}
+    best_index = int(np.argmin(history["val_loss"]))
+    return TFTrainingResult(
+        model=model,
+        history=history,
+        epochs_run=len(history["val_loss"]),
+        best_epoch=best_index + 1,
+        best_val_loss=history["val_loss"][best_index],
+        param_count=model.count_params(),
+        device=device,
+        seconds=seconds,
+    )
+
+
+def learning_curve_markdown(history: dict[str, list[float]]) -> str:
+    """Loss (and AUC when recorded) per epoch for train and validation, as a Markdown PNG."""
+    panels = [name for name in ("loss", "auc") if name in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for axis, name in zip(axes[0], panels, strict=True):
+        epochs = np.arange(1, len(history[name]) + 1)
+        axis.plot(epochs, history[name], label="train")
+        if f"val_{name}" in history:
+            axis.plot(epochs, history[f"val_{name}"], label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(name)
+        axis.legend()
+    if "val_loss" in history:
+        best_epoch = int(np.argmin(history["val_loss"])) + 1
+        axes[0][0].axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
+        axes[0][0].legend()
+    fig.suptitle("Learning curve")
+    return figure_markdown(fig, "Learning curve")

@@ -1,0 +1,125 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+
+from turbine_dagster.core.catboost_model import (
+    CatBoostSearchParams,
+    feature_importance_markdown,
+    train_catboost_model,
+)
+from turbine_dagster.core.models import predict_malignant_proba
+from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
+
+SPACE = {"depth": [2, 3], "learning_rate": [0.1, 0.3]}
+FAST = CatBoostSearchParams(param_grid=SPACE, cv_folds=3, iterations=40, early_stopping_rounds=10)
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[pd.DataFrame, pd.DataFrame]:
+    frame = load_breast_cancer(as_frame=True).frame.sample(300, random_state=0)
+    frame.insert(0, CASE_ID, range(len(frame)))
+    return tuple(train_test_split(frame, test_size=0.3, stratify=frame[TARGET], random_state=0))
+
+
+@pytest.fixture(scope="module")
+def grid_searched(split, tmp_path_factory):
+    candidate_lines: list[str] = []
+    working_dir = tmp_path_factory.mktemp("catboost_cwd")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(working_dir)
+        result = train_catboost_model(*split, FAST, on_candidate=candidate_lines.append)
+    return result, candidate_lines, working_dir
+
+
+def test_grid_search_picks_values_from_the_configured_space(grid_searched):
+    result, _, _ = grid_searched
+
+    assert set(result.best_params) == set(SPACE)
+    assert all(value in SPACE[name] for name, value in result.best_params.items())
+
+
+def test_reports_one_line_per_grid_candidate(grid_searched):
+    _, candidate_lines, _ = grid_searched
+
+    assert len(candidate_lines) == 4
+    assert candidate_lines[0].startswith("candidate 1/4: cv Logloss ")
+    assert candidate_lines[-1].startswith("candidate 4/4: ")
+
+
+def test_randomized_search_samples_n_iter_candidates_from_the_space(split):
+    candidate_lines: list[str] = []
+    params = CatBoostSearchParams(search="randomized", param_grid=SPACE, n_iter=2, iterations=20)
+
+    result = train_catboost_model(*split, params, on_candidate=candidate_lines.append)
+
+    assert len(candidate_lines) == 2
+    assert all(value in SPACE[name] for name, value in result.best_params.items())
+
+
+def test_result_describes_the_run(grid_searched):
+    result, _, _ = grid_searched
+
+    assert result.cv_metric == "Logloss"
+    assert 0 < result.cv_score < 1
+    assert 0 <= result.best_iteration < FAST.iterations
+    assert result.model.tree_count_ == result.best_iteration + 1  # use_best_model trimmed the trees
+    assert result.device == "CPU"
+    assert result.seconds > 0
+
+
+def test_feature_importance_covers_every_feature_most_important_first(grid_searched):
+    result, _, _ = grid_searched
+    importance = result.feature_importance
+
+    assert sorted(importance["feature"]) == sorted(FEATURE_COLUMNS)
+    assert importance["importance"].is_monotonic_decreasing
+
+
+def test_writes_no_files_into_the_working_directory(grid_searched):
+    _, _, working_dir = grid_searched
+
+    assert list(working_dir.iterdir()) == []
+
+
+def test_predicts_probability_of_malignant(grid_searched, split):
+    result, _, _ = grid_searched
+    _, validation = split
+
+    proba = predict_malignant_proba(result.model, validation)
+
+    assert proba[(validation[TARGET] == MALIGNANT).to_numpy()].mean() > proba[
+        (validation[TARGET] == BENIGN).to_numpy()
+    ].mean()
+
+
+def test_prediction_reads_features_by_name_not_by_position(grid_searched, split):
+    result, _, _ = grid_searched
+    _, validation = split
+    reversed_columns = validation[list(reversed(validation.columns))]
+
+    np.testing.assert_array_equal(
+        predict_malignant_proba(result.model, reversed_columns), predict_malignant_proba(result.model, validation)
+    )
+
+
+def test_single_class_split_is_refused_naming_where(split):
+    train, validation = split
+    malignant_only = train[train[TARGET] == MALIGNANT]
+
+    with pytest.raises(ValueError, match=r"train split for team_a\|2026-11-22 has a single class \(malignant only"):
+        train_catboost_model(malignant_only, validation, FAST, where="team_a|2026-11-22")
+
+
+def test_empty_search_space_is_refused():
+    with pytest.raises(ValueError, match=r"no candidate values for \['depth'\]"):
+        CatBoostSearchParams(param_grid={"depth": []})
+
+
+def test_feature_importance_plot_is_an_embedded_png(grid_searched):
+    result, _, _ = grid_searched
+
+    markdown = feature_importance_markdown(result.feature_importance, top=5)
+
+    assert markdown.startswith("![Feature importance](data:image/png;base64,")

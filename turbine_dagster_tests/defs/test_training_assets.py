@@ -1,0 +1,96 @@
+import dagster as dg
+import pandas as pd
+import pytest
+
+from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, TARGET
+from turbine_dagster.defs.training.data_assets import raw_data, raw_data_checks, splits
+from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
+from turbine_dagster.defs.training.model_assets import TFModelConfig, model_assets, tf_model
+from turbine_dagster_tests.conftest import TEAM
+from turbine_dagster_tests.defs.helpers import failure_messages, materialize, materialized_keys
+
+FAST_TRAINING = {
+    "tf_model": {"config": {"epochs": 3, "patience": 2}},
+    "catboost_model": {"config": {"iterations": 30, "depth": [3], "learning_rate": [0.1], "l2_leaf_reg": [1.0, 3.0],
+                                  "cv_folds": 2, "early_stopping_rounds": 10}},
+    "tf_evaluation": {"config": {"n_bootstrap": 100}},
+    "catboost_evaluation": {"config": {"n_bootstrap": 100}},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, week):
+    """One materialization of data → models → evaluation, shared by the assertions below."""
+    import dataclasses
+
+    from turbine_dagster.core.demo_data import write_demo_data
+    from turbine_dagster.settings import Settings
+    from upath import UPath
+
+    root = tmp_path_factory.mktemp("training")
+    write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=200, scoring_rows=0)
+    settings = dataclasses.replace(Settings.from_env({}), landing_root=str(root / "landing"),
+                                   storage_root=str(root / "storage"))
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize([raw_data, splits, *raw_data_checks, *model_assets, *evaluation_assets], settings,
+                         f"{TEAM}|{week}", instance=instance, run_config={"ops": FAST_TRAINING})
+    result.instance = instance
+    return result, root / "storage" / "assets", week
+
+
+def test_models_and_evaluations_materialize(trained):
+    result, _, _ = trained
+    assert result.success, failure_messages(result)
+    assert {"tf_model", "catboost_model", "tf_evaluation", "catboost_evaluation"} <= materialized_keys(result)
+
+
+def test_model_artifacts_are_native_files(trained):
+    _, assets, week = trained
+    assert (assets / "tf_model" / TEAM / f"{week}.keras").stat().st_size > 0
+    assert (assets / "catboost_model" / TEAM / f"{week}.cbm").stat().st_size > 0
+    assert not list(assets.rglob("*.tmp-*")) and not list(assets.rglob(".*"))
+
+
+def _metadata(result, asset):
+    return result.asset_materializations_for_node(asset)[0].metadata
+
+
+def test_training_metadata_is_complete(trained):
+    result, _, _ = trained
+    tf_metadata = _metadata(result, "tf_model")
+    for key in ("param_count", "epochs_run", "best_val_loss", "training_seconds", "device", "learning_curves",
+                "artifact_uri", "artifact_bytes"):
+        assert key in tf_metadata
+    assert "data:image/png;base64," in tf_metadata["learning_curves"].value
+    assert tf_metadata["artifact_uri"].value.endswith(".keras")
+    catboost_metadata = _metadata(result, "catboost_model")
+    for key in ("chosen_parameters", "best_iteration", "feature_importance", "device", "artifact_uri"):
+        assert key in catboost_metadata
+    assert catboost_metadata["chosen_parameters"].value["depth"] == 3
+    assert catboost_metadata["chosen_parameters"].value["l2_leaf_reg"] in (1.0, 3.0)
+
+
+def test_one_log_line_per_epoch(trained):
+    result, _, _ = trained
+    messages = [entry.user_message for entry in result.instance.all_logs(result.run_id) if entry.step_key == "tf_model"]
+    lines = [m for m in messages if m.startswith("epoch ") and "val_loss" in m]
+    assert len(lines) == _metadata(result, "tf_model")["epochs_run"].value
+
+
+def test_evaluation_metadata_has_metrics_and_plots(trained):
+    result, assets, week = trained
+    metadata = _metadata(result, "catboost_evaluation")
+    for key in ("malignant_recall", "roc_auc", "pr_auc", "threshold", "metrics"):
+        assert key in metadata
+    for plot in ("roc_curve", "pr_curve", "confusion_matrix"):
+        assert "data:image/png;base64," in metadata[plot].value
+    report = pd.read_json(assets / "catboost_evaluation" / TEAM / f"{week}.json", typ="series")
+    assert "malignant" in report["at_operating_threshold"]["classification_report"]
+
+
+def test_single_class_training_split_fails_naming_the_partition(week):
+    benign_only = pd.DataFrame({c: [1.0] * 20 for c in FEATURE_COLUMNS})
+    benign_only[TARGET] = BENIGN
+    context = dg.build_asset_context(partition_key=f"{TEAM}|{week}")
+    with pytest.raises(dg.Failure, match=rf"tf_model for {TEAM}\|{week}: .*one class|single class|only"):
+        tf_model(context=context, config=TFModelConfig(epochs=1), train_split=benign_only, validation_split=benign_only)
