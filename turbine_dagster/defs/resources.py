@@ -11,6 +11,7 @@ from pydantic import Field
 from upath import UPath
 
 from turbine_dagster.core import landing
+from turbine_dagster.core.registry import ModelRegistry
 from turbine_dagster.defs.io_managers import ArtifactIOManager
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.settings import Settings
@@ -53,10 +54,21 @@ class LandingZone(dg.ConfigurableResource):
         return landing.root_path(self.root, self.storage_options)
 
 
+class ModelRegistryResource(dg.ConfigurableResource):
+    """Versioned models per team with a serving pointer; the only thing the prediction side reads."""
+
+    root: str = Field(description="Registry root: a folder or an s3:// URI.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options, e.g. an S3 endpoint.")
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.root, self.storage_options)
+
+
 def local_resources(settings: Settings) -> dict[str, Any]:
     artifacts = f"{settings.storage_root}/assets"
     return {
         "landing": LandingZone(root=settings.landing_root),
+        "registry": ModelRegistryResource(root=f"{settings.storage_root}/registry"),
         "io_manager": ArtifactIOManager(base_path=artifacts, file_format="parquet"),
         "json_io_manager": ArtifactIOManager(base_path=artifacts, file_format="json"),
         "keras_io_manager": ArtifactIOManager(base_path=artifacts, file_format="keras"),

@@ -3,6 +3,13 @@ import pandas as pd
 import pytest
 
 from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, TARGET
+from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.defs.training.champion_assets import (
+    QualityBarsConfig,
+    champion_assets,
+    champion_checks,
+    champion_meets_quality_bars,
+)
 from turbine_dagster.defs.training.data_assets import raw_data, raw_data_checks, splits
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
 from turbine_dagster.defs.training.model_assets import TFModelConfig, model_assets, tf_model
@@ -15,7 +22,11 @@ FAST_TRAINING = {
                                   "cv_folds": 2, "early_stopping_rounds": 10}},
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
+    # Three epochs make no diagnostic model: the bars here test the wiring, not the quality.
+    "champion_model_champion_meets_quality_bars": {"config": {"min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
 }
+TRAINING_GRAPH = [raw_data, splits, *raw_data_checks, *model_assets, *evaluation_assets, *champion_assets,
+                  *champion_checks]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +43,10 @@ def trained(tmp_path_factory, week):
     settings = dataclasses.replace(Settings.from_env({}), landing_root=str(root / "landing"),
                                    storage_root=str(root / "storage"))
     instance = dg.DagsterInstance.ephemeral()
-    result = materialize([raw_data, splits, *raw_data_checks, *model_assets, *evaluation_assets], settings,
-                         f"{TEAM}|{week}", instance=instance, run_config={"ops": FAST_TRAINING})
+    result = materialize(TRAINING_GRAPH, settings, f"{TEAM}|{week}", instance=instance,
+                         run_config={"ops": FAST_TRAINING})
     result.instance = instance
+    result.settings = settings
     return result, root / "storage" / "assets", week
 
 
@@ -94,3 +106,30 @@ def test_single_class_training_split_fails_naming_the_partition(week):
     context = dg.build_asset_context(partition_key=f"{TEAM}|{week}")
     with pytest.raises(dg.Failure, match=rf"tf_model for {TEAM}\|{week}: .*one class|single class|only"):
         tf_model(context=context, config=TFModelConfig(epochs=1), train_split=benign_only, validation_split=benign_only)
+
+
+def test_champion_records_both_verdicts_and_plots(trained):
+    result, _, _ = trained
+    metadata = _metadata(result, "champion_model")
+    assert metadata["champion"].value in ("tf_model", "catboost_model")
+    assert set(metadata["verdicts"].value) == {"recall_first", "win_count"}
+    assert "malignant recall" in metadata["comparison"].value
+    assert metadata["reason"].value.startswith(metadata["champion"].value)
+    assert metadata["champion_plots"].value.count("data:image/png;base64,") == 3
+
+
+def test_first_champion_is_registered_and_serves(trained):
+    result, _, week = trained
+    registry = ModelRegistry(f"{result.settings.storage_root}/registry")
+    serving = registry.serving(TEAM)
+    assert serving is not None and serving.version == 1 and serving.partition == f"{TEAM}|{week}"
+    assert serving.model_type == _metadata(result, "champion_model")["champion"].value.removesuffix("_model").replace(
+        "tf", "tensorflow")
+    assert _metadata(result, "serving_champion")["promoted"].value is True
+    assert len(registry.load_reference(serving)) > 0
+
+
+def test_quality_bars_check_fails_below_the_bars():
+    champion = {"champion": "tf_model", "metrics": {"malignant_recall": 0.90, "roc_auc": 0.99}}
+    outcome = champion_meets_quality_bars(config=QualityBarsConfig(), champion_model=champion)
+    assert not outcome.passed and "malignant recall 0.9000 is below the bar 0.9500" in outcome.description

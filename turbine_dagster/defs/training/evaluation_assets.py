@@ -28,6 +28,7 @@ def evaluate(model: Any, validation_split: pd.DataFrame, test_split: pd.DataFram
     report = evaluation.evaluate_predictions(test_split[TARGET], p_test, validation_split[TARGET], p_validation,
                                              config.target_recall, config.n_bootstrap, config.seed)
     plots = evaluation.evaluation_plots_markdown(test_split[TARGET], p_test, report["threshold"])
+    report["plots"] = plots  # stored with the report, so the champion can show its own curves
     bootstrap = report["bootstrap"]
     return dg.Output(report, metadata={
         **evaluation.headline_metrics(report),

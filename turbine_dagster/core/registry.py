@@ -1,0 +1,481 @@
+"""The model registry: immutable, numbered model versions per team, a serving pointer, and a history.
+
+Layout under the root (a local folder or ``s3://bucket/prefix``)::
+
+    <team>/versions/v0001/claim.json         written first and exclusively: reserves the number
+    <team>/versions/v0001/model.cbm|.keras   the native model (model_store.save_model)
+    <team>/versions/v0001/reference.parquet  training features, the reference for drift detection
+    <team>/versions/v0001/entry.json         written last: the version exists once this file does
+    <team>/serving.json                      the version that serves the team
+    <team>/events/<time>-<kind>-v0001-<id>.json   one object per event, never rewritten
+    <team>.lock                              local roots only: the cross-process lock
+
+Nothing in a version folder changes after ``entry.json`` is written. A version's status
+(serving, retired, refused, candidate) is derived from the serving pointer and the events rather
+than stored in the entry: a second copy of the pointer could disagree with it after a crash.
+
+Concurrency guarantees:
+
+- **Version numbers** are reserved by creating ``claim.json`` exclusively (``O_EXCL`` locally, a
+  conditional PUT with ``If-None-Match: *`` on S3); the loser of a race takes the next number.
+  Two registrations never share a number, locally or on S3. On other fsspec stores the exclusive
+  create is check-then-write and not atomic.
+- **The serving pointer** (``promote_if``, ``rollback``) is read, decided on and replaced under a
+  per-team lock. Local roots: an in-process lock plus a ``filelock`` lock file, which serialises
+  processes on the same host (flock; not reliable on NFS). S3 roots: an in-process lock plus a
+  compare-and-swap write of ``serving.json`` (``If-Match`` on the ETag read, ``If-None-Match``
+  for the first pointer); a promotion that lost a race re-reads the pointer and decides again,
+  so it is never decided against a pointer it did not replace. This needs a store that honours
+  conditional PUTs (AWS S3 does; check an S3-compatible store before relying on it). Other remote
+  stores: the in-process lock only; serialise across processes outside (the Dagster ``registry``
+  pool with limit 1).
+- **Events** get unique names and are written whole (rename locally, single PUT on S3), so a
+  reader never sees a half-written event. An event is written after the change it records; a
+  crash in between loses the event, not the change.
+"""
+
+import datetime as dt
+import io
+import json
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeVar
+
+import filelock
+import numpy as np
+import pandas as pd
+from upath import UPath
+
+from turbine_dagster.core.schema import FEATURE_COLUMNS
+from turbine_dagster.core.selection import GateDecision
+from turbine_dagster.core.storage import is_local, write_bytes_atomic
+
+EventKind = Literal["registered", "promoted", "refused", "rollback"]
+VersionStatus = Literal["serving", "retired", "refused", "candidate"]
+
+REFERENCE_MAX_ROWS = 5000
+"""Drift reference rows kept per version; enough for PSI/KS, small enough to read on every scoring run."""
+
+_TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # one safe path segment: no dots, no slashes
+_VERSION_FOLDER = re.compile(r"^v(\d{4,})$")
+_CLAIM, _ENTRY, _REFERENCE, _POINTER = "claim.json", "entry.json", "reference.parquet", "serving.json"
+_POINTER_ATTEMPTS = 5
+_S3_PROTOCOLS = ("s3", "s3a")
+
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+class RegistryLookupError(LookupError):
+    """An unknown team or version; the message lists what exists."""
+
+
+class ConcurrentPromotionError(RuntimeError):
+    """The serving pointer kept changing under a promotion or rollback (remote roots only)."""
+
+
+class _PointerMoved(Exception):
+    """A conditional write of the serving pointer lost to another writer."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    team: str
+    version: int
+    model_type: str
+    artifact_uri: str
+    reference_uri: str
+    threshold: float
+    metrics: dict[str, Any]
+    partition: str | None
+    run_id: str | None
+    data_version: str | None
+    created_at: str
+    status: VersionStatus
+
+    @property
+    def label(self) -> str:
+        return version_label(self.version)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+T = TypeVar("T")
+PointerChange = Callable[[ModelVersion | None, ModelVersion], tuple[EventKind | None, Callable[[], T]]]
+
+
+def version_label(version: int) -> str:
+    return f"v{version:04d}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _json_bytes(payload: Mapping[str, Any]) -> bytes:
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        raise TypeError(f"{type(value).__qualname__} is not JSON-serialisable; registry entries hold plain values")
+
+    return json.dumps(payload, indent=2, sort_keys=True, default=plain).encode()
+
+
+def _is_precondition_failure(error: OSError) -> bool:
+    response = getattr(error.__cause__, "response", None) or {}
+    return response.get("Error", {}).get("Code") == "PreconditionFailed"
+
+
+class ModelRegistry:
+    """Registry rooted at a local folder or an ``s3://`` URI (``storage_options`` go to fsspec)."""
+
+    def __init__(
+        self, root: str | os.PathLike, storage_options: Mapping[str, Any] | None = None, lock_timeout_s: float = 120.0
+    ) -> None:
+        self._storage_options = dict(storage_options or {})
+        root_path = UPath(root, **self._storage_options)
+        # Entries record URIs; a relative local root would make them depend on the working directory.
+        self.root = UPath(os.path.abspath(root_path.path)) if is_local(root_path) else root_path
+        self.lock_timeout_s = lock_timeout_s
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry({str(self.root)!r})"
+
+    # -- paths and low-level I/O ---------------------------------------------------------------
+
+    def _path(self, uri: str) -> UPath:
+        return UPath(uri, **self._storage_options)
+
+    def _team_dir(self, team: str) -> UPath:
+        if not isinstance(team, str) or not _TEAM_NAME.match(team):
+            raise ValueError(f"invalid team name {team!r}: use letters, digits, '_' and '-' (it becomes a folder name)")
+        return self.root / team
+
+    def _version_dir(self, team: str, version: int) -> UPath:
+        return self._team_dir(team) / "versions" / version_label(version)
+
+    def _names(self, folder: UPath) -> list[str]:
+        if not is_local(folder):
+            folder.fs.invalidate_cache(folder.path)  # another process may have written since the last listing
+        try:
+            entries = folder.fs.ls(folder.path, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+
+    @staticmethod
+    def _read_json(path: UPath) -> dict[str, Any]:
+        return json.loads(path.read_bytes())
+
+    @staticmethod
+    def _create_exclusive(path: UPath, data: bytes) -> None:
+        """Write ``data`` only if ``path`` does not exist yet; FileExistsError otherwise."""
+        if is_local(path):
+            os.makedirs(os.path.dirname(path.path), exist_ok=True)
+            with open(path.path, "xb") as handle:
+                handle.write(data)
+        else:
+            path.fs.pipe_file(path.path, data, mode="create")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def teams(self) -> list[str]:
+        return [name for name in self._names(self.root) if _TEAM_NAME.match(name)]
+
+    def _claimed_numbers(self, team: str) -> list[int]:
+        """Every reserved number, complete or not, so a crashed registration's number is never reused."""
+        folders = (_VERSION_FOLDER.match(name) for name in self._names(self._team_dir(team) / "versions"))
+        return sorted(int(match.group(1)) for match in folders if match)
+
+    def _entries(self, team: str) -> list[dict[str, Any]]:
+        entries = []
+        for number in self._claimed_numbers(team):
+            try:
+                entries.append(self._read_json(self._version_dir(team, number) / _ENTRY))
+            except FileNotFoundError:
+                continue  # registration still running, or it died before its entry was written
+        return entries
+
+    def _statuses(self, team: str, serving_version: int | None) -> Callable[[int], VersionStatus]:
+        events = self.events(team)
+        served = {event["version"] for event in events if event["kind"] in ("promoted", "rollback")}
+        refused = {event["version"] for event in events if event["kind"] == "refused"}
+
+        def status(version: int) -> VersionStatus:
+            if version == serving_version:
+                return "serving"
+            if version in served:
+                return "retired"
+            return "refused" if version in refused else "candidate"
+
+        return status
+
+    def _read_pointer(self, team: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The serving pointer and, on S3, the ETag that a conditional replace must match."""
+        path = self._team_dir(team) / _POINTER
+        etag = None
+        try:
+            if path.protocol in _S3_PROTOCOLS:
+                path.fs.invalidate_cache(path.path)
+                etag = path.fs.info(path.path)["ETag"]  # read before the body: a stale ETag fails safe
+            return self._read_json(path), etag
+        except FileNotFoundError:
+            return None, None
+
+    def _as_version(self, entry: dict[str, Any], status: VersionStatus) -> ModelVersion:
+        return ModelVersion(**entry, status=status)
+
+    def versions(self, team: str) -> list[ModelVersion]:
+        """All complete versions of ``team``, oldest first; empty for a team with none yet."""
+        pointer, _ = self._read_pointer(team)
+        status = self._statuses(team, pointer["version"] if pointer else None)
+        return [self._as_version(entry, status(entry["version"])) for entry in self._entries(team)]
+
+    def _unknown(self, team: str, version: int) -> RegistryLookupError:
+        available = [version_label(entry["version"]) for entry in self._entries(team)]
+        if available:
+            return RegistryLookupError(
+                f"team {team!r} has no version {version_label(version)} in {self.root}; available: {', '.join(available)}"
+            )
+        teams = self.teams()
+        return RegistryLookupError(
+            f"team {team!r} has no registered version in {self.root}; "
+            f"teams with versions: {', '.join(teams) if teams else 'none yet'}"
+        )
+
+    def get(self, team: str, version: int) -> ModelVersion:
+        try:
+            entry = self._read_json(self._version_dir(team, version) / _ENTRY)
+        except FileNotFoundError:
+            raise self._unknown(team, version) from None
+        pointer, _ = self._read_pointer(team)
+        return self._as_version(entry, self._statuses(team, pointer["version"] if pointer else None)(version))
+
+    def serving(self, team: str) -> ModelVersion | None:
+        """The version serving ``team``, or None before its first promotion."""
+        pointer, _ = self._read_pointer(team)
+        return self.get(team, pointer["version"]) if pointer else None
+
+    def events(self, team: str) -> list[dict[str, Any]]:
+        """Every recorded event of ``team``, oldest first."""
+        folder = self._team_dir(team) / "events"
+        return [self._read_json(folder / name) for name in self._names(folder) if name.endswith(".json")]
+
+    def load_model(self, model_version: ModelVersion) -> Any:
+        from turbine_dagster.core import model_store  # imports TensorFlow: only paid by callers that load models
+
+        return model_store.load_model(self._path(model_version.artifact_uri))
+
+    def load_reference(self, model_version: ModelVersion) -> pd.DataFrame:
+        """The training features stored with the version, for drift detection."""
+        return pd.read_parquet(io.BytesIO(self._path(model_version.reference_uri).read_bytes()))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _record(
+        self,
+        team: str,
+        kind: EventKind,
+        version: int,
+        *,
+        previous_version: int | None = None,
+        reason: str = "",
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        at = _now()
+        event_id = f"{at:%Y%m%dT%H%M%S%fZ}-{kind}-{version_label(version)}-{uuid.uuid4().hex[:8]}"
+        event = {
+            "event_id": event_id,
+            "kind": kind,
+            "team": team,
+            "version": version,
+            "previous_version": previous_version,
+            "reason": reason,
+            "run_id": run_id,
+            "at": at.isoformat(),
+        }
+        write_bytes_atomic(self._team_dir(team) / "events" / f"{event_id}.json", _json_bytes(event))
+        return event
+
+    def _claim_version(self, team: str, run_id: str | None) -> int:
+        number = max(self._claimed_numbers(team), default=0) + 1
+        claim = _json_bytes({"run_id": run_id, "claimed_at": _now().isoformat()})
+        while True:
+            try:
+                self._create_exclusive(self._version_dir(team, number) / _CLAIM, claim)
+                return number
+            except FileExistsError:
+                number += 1  # a concurrent registration took this number
+
+    def register(
+        self,
+        team: str,
+        model: Any,
+        *,
+        threshold: float,
+        metrics: Mapping[str, Any],
+        partition: str | None,
+        run_id: str | None,
+        data_version: str | None,
+        reference: pd.DataFrame,
+        model_type: str | None = None,
+    ) -> ModelVersion:
+        """Store ``model`` as the next version of ``team`` (a candidate: promotion is ``promote_if``).
+
+        ``model_type`` labels the entry (default: the model kind, "tensorflow" or "catboost");
+        ``reference`` must hold the feature columns, of which at most REFERENCE_MAX_ROWS rows are kept.
+        """
+        from turbine_dagster.core import model_store  # imports TensorFlow: only paid by callers that save models
+
+        kind = model_store.model_kind(model)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
+        missing = [column for column in FEATURE_COLUMNS if column not in reference.columns]
+        if missing:
+            raise ValueError(f"reference for team {team!r} lacks feature column(s) {missing}; pass the training features")
+        features = reference.loc[:, list(FEATURE_COLUMNS)]
+        if len(features) > REFERENCE_MAX_ROWS:
+            features = features.sample(n=REFERENCE_MAX_ROWS, random_state=0).sort_index()
+        entry_metrics = json.loads(_json_bytes(dict(metrics)))  # fail before any file is written
+
+        version = self._claim_version(team, run_id)
+        folder = self._version_dir(team, version)
+        artifact = model_store.save_model(model, folder / f"model{model_store.MODEL_SUFFIX[kind]}")
+        reference_path = folder / _REFERENCE
+        buffer = io.BytesIO()
+        features.to_parquet(buffer, index=False)
+        write_bytes_atomic(reference_path, buffer.getvalue())
+        entry = {
+            "team": team,
+            "version": version,
+            "model_type": model_type or kind,
+            "artifact_uri": artifact.uri,
+            "reference_uri": str(reference_path),
+            "threshold": float(threshold),
+            "metrics": entry_metrics,
+            "partition": partition,
+            "run_id": run_id,
+            "data_version": data_version,
+            "created_at": _now().isoformat(),
+        }
+        write_bytes_atomic(folder / _ENTRY, _json_bytes(entry))
+        self._record(team, "registered", version, reason=f"registered from partition {partition}", run_id=run_id)
+        return self._as_version(entry, "candidate")
+
+    @contextmanager
+    def _team_lock(self, team: str) -> Iterator[None]:
+        key = f"{self.root}/{team}"
+        with _process_locks_guard:
+            process_lock = _process_locks.setdefault(key, threading.Lock())
+        if not process_lock.acquire(timeout=self.lock_timeout_s):
+            raise TimeoutError(f"another thread held the registry lock of team {team!r} for over {self.lock_timeout_s} s")
+        try:
+            if not is_local(self.root):
+                yield
+                return
+            lock_path = f"{self._team_dir(team).path}.lock"
+            os.makedirs(self.root.path, exist_ok=True)
+            try:
+                with filelock.FileLock(lock_path, timeout=self.lock_timeout_s):
+                    yield
+            except filelock.Timeout:
+                raise TimeoutError(
+                    f"could not lock {lock_path} within {self.lock_timeout_s} s: another process is promoting or "
+                    f"rolling back team {team!r}; retry when it has finished"
+                ) from None
+        finally:
+            process_lock.release()
+
+    def _replace_pointer(self, team: str, version: int, kind: EventKind, etag: str | None) -> None:
+        path = self._team_dir(team) / _POINTER
+        data = _json_bytes({"team": team, "version": version, "since": _now().isoformat(), "by": kind})
+        if path.protocol not in _S3_PROTOCOLS:
+            write_bytes_atomic(path, data)  # the team lock already excludes other writers
+            return
+        try:
+            if etag is None:
+                path.fs.pipe_file(path.path, data, mode="create")
+            else:
+                path.fs.pipe_file(path.path, data, IfMatch=etag)
+        except FileExistsError:
+            raise _PointerMoved from None
+        except OSError as error:
+            if _is_precondition_failure(error):
+                raise _PointerMoved from None
+            raise
+
+    def _change_pointer(self, team: str, version: int, change: PointerChange[T]) -> T:
+        """Under the team lock, ``change(serving, target)`` returns ``(pointer_kind, finish)``.
+
+        ``pointer_kind`` None leaves the pointer alone; otherwise the pointer moves to ``version`` by a
+        conditional replace, and a lost race runs ``change`` again on the new pointer. ``finish()``
+        runs once the pointer is settled (it records the event) and gives the result.
+        """
+        with self._team_lock(team):
+            for _ in range(_POINTER_ATTEMPTS):
+                pointer, etag = self._read_pointer(team)
+                target = self.get(team, version)
+                current = self.get(team, pointer["version"]) if pointer else None
+                pointer_kind, finish = change(current, target)
+                if pointer_kind is None:
+                    return finish()
+                try:
+                    self._replace_pointer(team, version, pointer_kind, etag)
+                except _PointerMoved:
+                    continue
+                return finish()
+        raise ConcurrentPromotionError(
+            f"the serving pointer of team {team!r} changed {_POINTER_ATTEMPTS} times while deciding; "
+            f"{version_label(version)} was not promoted: retry"
+        )
+
+    def promote_if(
+        self, team: str, version: int, decide: Callable[[ModelVersion | None], GateDecision]
+    ) -> GateDecision:
+        """Ask ``decide(serving)`` and move the serving pointer to ``version`` if it says promote.
+
+        Read, decision, pointer move and event happen under the team lock (see the module docstring
+        for what that guarantees per store). A refusal is recorded and leaves the pointer unchanged.
+        ``promote`` in the result means ``version`` serves after the call.
+        """
+
+        def change(current: ModelVersion | None, target: ModelVersion) -> tuple[EventKind | None, Callable[[], GateDecision]]:
+            previous = current.version if current else None
+            if previous == version:
+                return None, lambda: GateDecision(True, f"{target.label} already serves team {team}")
+            decision = decide(current)
+            kind: EventKind = "promoted" if decision.promote else "refused"
+
+            def finish() -> GateDecision:
+                self._record(team, kind, version, previous_version=previous, reason=decision.reason, run_id=target.run_id)
+                return decision
+
+            return (kind if decision.promote else None), finish
+
+        return self._change_pointer(team, version, change)
+
+    def rollback(self, team: str, to_version: int, reason: str) -> dict[str, Any]:
+        """Serve ``to_version`` again (it must have served before) and record why; returns the event."""
+        if not reason.strip():
+            raise ValueError("a rollback needs a reason; it is kept in the team's history")
+
+        def change(current: ModelVersion | None, target: ModelVersion) -> tuple[EventKind, Callable[[], dict[str, Any]]]:
+            if current is not None and current.version == to_version:
+                raise ValueError(f"{target.label} already serves team {team}; nothing to roll back")
+            if target.status != "retired":
+                served = [v.label for v in self.versions(team) if v.status == "retired"]
+                raise ValueError(
+                    f"{target.label} of team {team} never served (status {target.status}); rollback returns to a "
+                    f"version that served before: {', '.join(served) if served else 'none'}. Promote new "
+                    f"versions through the gate instead"
+                )
+            previous = current.version if current else None
+            return "rollback", lambda: self._record(team, "rollback", to_version, previous_version=previous, reason=reason)
+
+        return self._change_pointer(team, to_version, change)

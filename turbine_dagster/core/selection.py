@@ -1,0 +1,238 @@
+"""Champion selection over classification reports, quality bars and the promotion gate.
+
+Reports are ``sklearn.metrics.classification_report(output_dict=True)`` dicts with target names
+``malignant``/``benign`` (the champion asset passes the report at the operating threshold).
+
+Two selection policies:
+
+- **win count** (the original rule): for every metric key of the report (precision, recall and
+  F1 of each class, accuracy, macro and weighted averages; never support) the model strictly
+  best on that key scores a win; most wins wins.
+- **recall first** (the business rule): malignant recall, then benign precision (how far a
+  "benign" answer can be trusted), then malignant F1; a difference within the tolerance is a
+  tie that passes to the next key.
+
+Ties are stated, never hidden: a tied verdict has ``winner=None``. ``select_champion`` breaks a
+tie of the configured policy with the other policy, and a tie of both by ``tie_break_order``
+(default: model names in alphabetical order), and says so in its reason.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from turbine_dagster.core.schema import BENIGN, CLASS_NAMES, MALIGNANT
+
+Policy = Literal["recall_first", "win_count"]
+POLICIES: tuple[Policy, ...] = ("recall_first", "win_count")
+
+_MALIGNANT, _BENIGN = CLASS_NAMES[MALIGNANT], CLASS_NAMES[BENIGN]
+_PER_CLASS_METRICS = ("precision", "recall", "f1-score")
+# (section, metric) pairs; accuracy is a bare float in the report, hence metric None.
+WIN_COUNT_KEYS: tuple[tuple[str, str | None], ...] = (
+    *((section, metric) for section in (_MALIGNANT, _BENIGN, "macro avg", "weighted avg") for metric in _PER_CLASS_METRICS),
+    ("accuracy", None),
+)
+RECALL_FIRST_KEYS: tuple[tuple[str, str | None], ...] = (
+    (_MALIGNANT, "recall"),
+    (_BENIGN, "precision"),
+    (_MALIGNANT, "f1-score"),
+)
+# Reports computed on the same split give bit-identical values for equal counts; this absorbs
+# float noise from any other route so that "equal" never turns on the 16th digit.
+_FLOAT_SLACK = 1e-12
+
+
+def key_name(key: tuple[str, str | None]) -> str:
+    section, metric = key
+    return section if metric is None else f"{section} {metric}"
+
+
+def metric_value(report: Mapping[str, Any], key: tuple[str, str | None], model: str = "model") -> float:
+    section, metric = key
+    try:
+        value = report[section] if metric is None else report[section][metric]
+    except (KeyError, TypeError):
+        raise KeyError(
+            f"report of {model!r} has no '{key_name(key)}'; expected a classification_report(output_dict=True) "
+            f"with target_names {list(CLASS_NAMES)} (report keys: {sorted(report)})"
+        ) from None
+    return float(value)
+
+
+def _require_models(reports: Mapping[str, Mapping[str, Any]]) -> None:
+    if not reports:
+        raise ValueError("no reports to compare; pass at least one {model name: classification report}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One policy's outcome. ``winner`` is None on a tie; ``tied`` then names the models still level."""
+
+    policy: Policy
+    winner: str | None
+    tied: tuple[str, ...]
+    explanation: str
+    wins: dict[str, int] = field(default_factory=dict)  # win count policy only
+    decided_by: str | None = None  # recall first: the key that separated the models
+
+    @property
+    def is_tie(self) -> bool:
+        return self.winner is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tied": list(self.tied)}
+
+
+def win_count_verdict(reports: Mapping[str, Mapping[str, Any]]) -> Verdict:
+    """Count, per model, the report keys on which it is strictly better than every other model."""
+    _require_models(reports)
+    wins = dict.fromkeys(reports, 0)
+    for key in WIN_COUNT_KEYS:
+        values = {model: metric_value(report, key, model) for model, report in reports.items()}
+        best = max(values.values())
+        leaders = [model for model, value in values.items() if value >= best - _FLOAT_SLACK]
+        if len(leaders) == 1:
+            wins[leaders[0]] += 1
+
+    top = max(wins.values())
+    leaders = tuple(model for model, count in wins.items() if count == top)
+    tally = ", ".join(f"{model} {count}" for model, count in sorted(wins.items(), key=lambda item: -item[1]))
+    out_of = f"of {len(WIN_COUNT_KEYS)} metric keys (wins: {tally}; shared keys count for nobody)"
+    if len(leaders) == 1:
+        return Verdict("win_count", leaders[0], (), f"{leaders[0]} is strictly best on the most {out_of}", wins)
+    return Verdict("win_count", None, leaders, f"tie between {' and '.join(leaders)} on the win count {out_of}", wins)
+
+
+def recall_first_verdict(reports: Mapping[str, Mapping[str, Any]], tolerance: float = 0.0) -> Verdict:
+    """Malignant recall, then benign precision, then malignant F1; within ``tolerance`` is a tie."""
+    _require_models(reports)
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    contenders = list(reports)
+    steps = []
+    for key in RECALL_FIRST_KEYS:
+        values = {model: metric_value(reports[model], key, model) for model in contenders}
+        best = max(values.values())
+        contenders = [model for model in contenders if values[model] >= best - tolerance - _FLOAT_SLACK]
+        shown = " vs ".join(f"{model} {value:.4f}" for model, value in values.items())
+        if len(contenders) == 1:
+            explanation = f"{contenders[0]} has the higher {key_name(key)} ({shown})"
+            if steps:
+                explanation += f" after ties within tolerance {tolerance:g} on {', '.join(steps)}"
+            return Verdict("recall_first", contenders[0], (), explanation, decided_by=key_name(key))
+        steps.append(key_name(key))
+
+    explanation = (
+        f"tie between {' and '.join(contenders)}: {', '.join(steps)} all equal within tolerance {tolerance:g}"
+    )
+    return Verdict("recall_first", None, tuple(contenders), explanation)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen model, both verdicts (whichever decided) and a one-sentence reason."""
+
+    policy: Policy
+    champion: str
+    reason: str
+    verdicts: dict[str, Verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "champion": self.champion,
+            "reason": self.reason,
+            "verdicts": {policy: verdict.to_dict() for policy, verdict in self.verdicts.items()},
+        }
+
+
+def select_champion(
+    reports: Mapping[str, Mapping[str, Any]],
+    policy: Policy = "recall_first",
+    tolerance: float = 0.0,
+    tie_break_order: Sequence[str] | None = None,
+) -> Selection:
+    """Apply both policies; the configured one decides, the other breaks its tie, then ``tie_break_order``."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown selection policy {policy!r}; choose one of {list(POLICIES)}")
+    verdicts = {"recall_first": recall_first_verdict(reports, tolerance), "win_count": win_count_verdict(reports)}
+    primary = verdicts[policy]
+    other = verdicts["win_count" if policy == "recall_first" else "recall_first"]
+    label = policy.replace("_", "-")
+
+    if primary.winner is not None:
+        return Selection(policy, primary.winner, f"{primary.winner} chosen by the {label} policy: {primary.explanation}.", verdicts)
+    if other.winner in primary.tied:
+        reason = f"{other.winner} chosen: the {label} policy tied ({primary.explanation}); the {other.policy.replace('_', '-')} policy broke the tie ({other.explanation})."
+        return Selection(policy, other.winner, reason, verdicts)
+
+    order = list(tie_break_order) if tie_break_order is not None else sorted(reports)
+    ranked = [model for model in order if model in primary.tied]
+    if not ranked:
+        raise ValueError(f"tie_break_order {order} names none of the tied models {list(primary.tied)}")
+    reason = (
+        f"{ranked[0]} chosen by tie-break order {order}: both policies tied ({primary.explanation}; {other.explanation})."
+    )
+    return Selection(policy, ranked[0], reason, verdicts)
+
+
+def comparison_table_markdown(reports: Mapping[str, Mapping[str, Any]]) -> str:
+    """Every compared metric key, one column per model; the strictly best value is in bold."""
+    _require_models(reports)
+    models = list(reports)
+    lines = ["| metric | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+    for key in (*RECALL_FIRST_KEYS, *(k for k in WIN_COUNT_KEYS if k not in RECALL_FIRST_KEYS)):
+        values = [metric_value(reports[model], key, model) for model in models]
+        best = max(values)
+        unique_best = sum(value >= best - _FLOAT_SLACK for value in values) == 1
+        cells = [f"**{value:.4f}**" if unique_best and value == best else f"{value:.4f}" for value in values]
+        lines.append(f"| {key_name(key)} | " + " | ".join(cells) + " |")
+    supports = [str(int(metric_value(reports[model], (_MALIGNANT, "support"), model))) for model in models]
+    lines.append("| malignant support (cases) | " + " | ".join(supports) + " |")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class QualityBars:
+    """Minimum quality a model needs to be promoted at all, whatever it serves against."""
+
+    min_malignant_recall: float = 0.95
+    min_roc_auc: float = 0.98
+
+
+def check_quality_bars(metrics: Mapping[str, float], bars: QualityBars = QualityBars()) -> list[str]:
+    """One sentence per bar missed (empty list: all passed). ``metrics`` as ``evaluation.headline_metrics``."""
+    checks = (("malignant_recall", "malignant recall", bars.min_malignant_recall), ("roc_auc", "ROC-AUC", bars.min_roc_auc))
+    failures = []
+    for name, label, minimum in checks:
+        if name not in metrics:
+            raise KeyError(f"metrics lack '{name}' (have {sorted(metrics)}); pass evaluation.headline_metrics(report)")
+        if float(metrics[name]) < minimum:
+            failures.append(f"{label} {float(metrics[name]):.4f} is below the bar {minimum:.4f}")
+    return failures
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether the challenger serves after the gate, and why, in one sentence."""
+
+    promote: bool
+    reason: str
+
+
+def promotion_decision(challenger_recall: float, serving_recall: float | None, tolerance: float = 0.0) -> GateDecision:
+    """Promote unless the challenger's malignant recall is below the serving champion's by more than ``tolerance``.
+
+    Both recalls must be measured by the caller on the same test split (each model at its own
+    operating threshold). With no serving champion the challenger is promoted; the quality bars
+    are a separate, blocking check.
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if serving_recall is None:
+        return GateDecision(True, f"first champion for this team (malignant recall {challenger_recall:.4f})")
+    compared = f"challenger malignant recall {challenger_recall:.4f} vs serving {serving_recall:.4f}, tolerance {tolerance:g}"
+    if challenger_recall >= serving_recall - tolerance - _FLOAT_SLACK:
+        return GateDecision(True, f"promoted: not worse than the serving champion ({compared})")
+    return GateDecision(False, f"refused: the serving champion misses fewer cancers ({compared}); it keeps serving")
