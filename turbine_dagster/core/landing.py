@@ -105,3 +105,20 @@ def read_file(path: UPath, root: UPath) -> pd.DataFrame:
             return pq.read_table(handle).to_pandas()
     except Exception as error:  # the parser's own words, with the file named
         raise LandingError(f"cannot read {relative_name(path, root)}: {error}") from error
+
+
+def file_signature(path: UPath) -> str:
+    """What changes when a file is replaced: the ETag on object stores, else modification time and size."""
+    info = path.fs.info(path.path)
+    stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")
+    return f"{stamp}|{info.get('size')}"
+
+
+def partition_signatures(root: UPath, kind: str, team: str) -> dict[str, dict[str, str]]:
+    """Per landed week of ``team``: every file (relative name) with its signature, markers skipped."""
+    signatures = {}
+    for week in landed_weeks(root, kind, team):
+        folder = partition_dir(root, kind, team, week)
+        files = [p for p in folder.iterdir() if not p.name.startswith((".", "_")) and not p.is_dir()]
+        signatures[week] = {relative_name(p, root): file_signature(p) for p in sorted(files, key=lambda p: p.name)}
+    return signatures

@@ -64,13 +64,17 @@ def training_device() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return "CPU"
-    try:
-        # TensorFlow otherwise reserves the whole GPU, starving other runs that share it.
-        tf.config.experimental.set_memory_growth(gpus[0], True)
-    except RuntimeError:
-        pass  # the GPU is initialised already (an earlier training in this process): its setting stays
     name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "unknown")
     return f"GPU:0 ({name})"
+
+
+def _grow_gpu_memory_on_demand() -> None:
+    """TensorFlow otherwise reserves all memory of every GPU it sees, starving other runs sharing them."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # initialised by an earlier training in this process: the setting can no longer change
 
 
 def malignant_labels(frame: pd.DataFrame) -> np.ndarray:
@@ -100,6 +104,7 @@ def build_tf_model(train_features: np.ndarray, params: TFTrainingParams) -> kera
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.Recall(name="recall")],
+        jit_compile=False,
     )
     return model
 
@@ -124,6 +129,7 @@ def train_tf_model(
     train_labels = malignant_labels(train)
     validation_labels = malignant_labels(validation)
 
+    _grow_gpu_memory_on_demand()
     device = training_device()
     keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()

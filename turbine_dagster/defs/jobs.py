@@ -3,7 +3,7 @@
 import dagster as dg
 
 from turbine_dagster.defs.partitions import team_week_partitions
-from turbine_dagster.defs.schedules import team_tags_for_partition
+from turbine_dagster.defs.schedules import TRIGGER, team_tag_for_partition
 
 
 def team_week_job(name: str, selection: dg.AssetSelection, description: str):
@@ -11,9 +11,11 @@ def team_week_job(name: str, selection: dg.AssetSelection, description: str):
 
     @dg.partitioned_config(
         partitions_def=team_week_partitions,
-        tags_for_partition_key_fn=lambda key: team_tags_for_partition(team_week_partitions.get_partition_key_from_str(key)),
+        tags_for_partition_key_fn=lambda key: team_tag_for_partition(team_week_partitions.get_partition_key_from_str(key)),
     )
     def no_extra_config(partition_key: str) -> dict:
         return {}
 
-    return dg.define_asset_job(name, selection=selection, config=no_extra_config, description=description)
+    # Schedules and sensors set their own trigger; a run launched from the UI or a backfill keeps this one.
+    return dg.define_asset_job(name, selection=selection, config=no_extra_config, description=description,
+                               run_tags={TRIGGER: "manual"})

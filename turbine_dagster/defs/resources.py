@@ -67,7 +67,7 @@ class ModelRegistryResource(dg.ConfigurableResource):
 def local_resources(settings: Settings) -> dict[str, Any]:
     artifacts = f"{settings.storage_root}/assets"
     return {
-        "landing": LandingZone(root=settings.landing_root),
+        "landing_zone": LandingZone(root=settings.landing_root),
         "registry": ModelRegistryResource(root=f"{settings.storage_root}/registry"),
         "io_manager": ArtifactIOManager(base_path=artifacts, file_format="parquet"),
         "json_io_manager": ArtifactIOManager(base_path=artifacts, file_format="json"),

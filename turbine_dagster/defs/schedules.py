@@ -52,6 +52,6 @@ def team_schedules(settings: Settings, job, delay_hours: int = 0) -> list:
     ]
 
 
-def team_tags_for_partition(partition_key: dg.MultiPartitionKey) -> dict[str, str]:
-    """Tags of a run launched by hand for one partition: the team limit and the trigger apply to it too."""
-    return run_tags(partition_key.keys_by_dimension[TEAM], "manual")
+def team_tag_for_partition(partition_key: dg.MultiPartitionKey) -> dict[str, str]:
+    """The team tag of any run of one partition, however launched: the per-team queue limit reads it."""
+    return {TEAM: partition_key.keys_by_dimension[TEAM]}

@@ -51,10 +51,10 @@ def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     owners=OWNERS,
     description="The team's labeled landing data up to this week (window configurable), as one table.",
 )
-def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig, landing: LandingZone) -> dg.Output[pd.DataFrame]:
+def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig, landing_zone: LandingZone) -> dg.Output[pd.DataFrame]:
     team, week = team_and_week(context)
     try:
-        frame = data.load_labeled_cases(landing.path(), team, week, config.window_weeks)
+        frame = data.load_labeled_cases(landing_zone.path(), team, week, config.window_weeks)
     except (LandingError, data.EmptyPartitionError) as error:
         raise dg.Failure(description=f"raw_data for {context.partition_key}: {error}", allow_retries=False) from error
     files = frame[data.SOURCE_FILE].value_counts(sort=False).rename_axis("file").reset_index(name="rows")

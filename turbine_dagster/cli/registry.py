@@ -1,0 +1,121 @@
+"""``turbine-registry``: list a team's model versions, roll back its serving model, read its history.
+
+The registry root defaults to ``$TURBINE_STORAGE_ROOT/registry`` (storage root default
+``.turbine/storage``), the folder the platform's registry resource uses; ``--root`` overrides it.
+S3 credentials and endpoint come from the usual AWS environment variables.
+"""
+
+import argparse
+import sys
+
+from upath import UPath
+
+from turbine_dagster.core.registry import ModelRegistry, ModelVersion, RegistryLookupError
+from turbine_dagster.settings import Settings
+
+
+def default_registry_root() -> str:
+    return str(UPath(Settings.from_env().storage_root) / "registry")
+
+
+def _version_number(text: str) -> int:
+    # Accept what `list` prints ("v0003") as well as a plain number.
+    digits = text[1:] if text[:1] in ("v", "V") else text
+    if not digits.isdigit() or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version: use a number such as 3 or a label such as v0003")
+    return int(digits)
+
+
+def _metric(version: ModelVersion, name: str) -> str:
+    value = version.metrics.get(name)
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def versions_table(versions: list[ModelVersion]) -> str:
+    header = ["", "version", "model type", "created (UTC)", "malignant recall", "ROC-AUC", "threshold", "status"]
+    rows = [
+        [
+            "*" if version.status == "serving" else "",
+            version.label,
+            version.model_type,
+            version.created_at[:19].replace("T", " "),
+            _metric(version, "malignant_recall"),
+            _metric(version, "roc_auc"),
+            f"{version.threshold:.4f}",
+            version.status,
+        ]
+        for version in versions
+    ]
+    return _table([header, *rows]) + "\n(* serves the team)"
+
+
+def events_table(events: list[dict]) -> str:
+    header = ["at (UTC)", "event", "version", "previous", "reason"]
+    rows = [
+        [
+            event["at"][:19].replace("T", " "),
+            event["kind"],
+            f"v{event['version']:04d}",
+            f"v{event['previous_version']:04d}" if event["previous_version"] is not None else "-",
+            event["reason"],
+        ]
+        for event in events
+    ]
+    return _table([header, *rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--team", required=True, help="team whose models to show or change")
+    common.add_argument("--root", help="registry root, a folder or s3:// URI (default: $TURBINE_STORAGE_ROOT/registry)")
+
+    parser = argparse.ArgumentParser(prog="turbine-registry", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", parents=[common], help="the team's versions, the serving one marked")
+    rollback = commands.add_parser("rollback", parents=[common], help="serve an earlier version again")
+    rollback.add_argument("--to-version", type=_version_number, required=True, help="e.g. 3 or v0003")
+    rollback.add_argument("--reason", required=True, help="why; kept in the team's history")
+    commands.add_parser("events", parents=[common], help="the team's registration, promotion and rollback history")
+    args = parser.parse_args(argv)
+
+    try:
+        registry = ModelRegistry(args.root or default_registry_root())
+        if args.command == "list":
+            versions = registry.versions(args.team)
+            if not versions:
+                teams = registry.teams()
+                print(
+                    f"team {args.team!r} has no registered version in {registry.root} "
+                    f"(teams there: {', '.join(teams) if teams else 'none'})",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"team {args.team} in {registry.root}")
+            print(versions_table(versions))
+        elif args.command == "rollback":
+            event = registry.rollback(args.team, args.to_version, args.reason)
+            previous = event["previous_version"]
+            print(
+                f"team {args.team}: v{event['version']:04d} serves again"
+                + (f" (was v{previous:04d})" if previous is not None else "")
+                + f"; recorded as event {event['event_id']}"
+            )
+        else:
+            events = registry.events(args.team)
+            if not events:
+                print(f"team {args.team!r} has no recorded event in {registry.root}", file=sys.stderr)
+                return 1
+            print(events_table(events))
+    except (RegistryLookupError, ValueError, TimeoutError) as error:
+        print(f"turbine-registry {args.command}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,622 @@
+"""Chunked batch scoring: landing files in, one Parquet file of predictions out, memory flat.
+
+``score_partition`` works through a partition's files in five steps:
+
+1. every file's columns are checked before any row is read, so a wrong file fails the run with its
+   name and the missing column, and nothing is written;
+2. the files are read in record batches with pyarrow datasets; CSV feature columns are read as text,
+   so a stray word is a quarantined cell rather than a parser crash. One chunk is read ahead on a
+   thread while the previous one is scored (pyarrow and both model libraries release the GIL);
+3. each batch is validated with the rules of ``data.row_problems`` (the training data's rules): bad
+   rows go to the quarantine file with their reason and raw values; good rows are regrouped into
+   chunks of exactly ``chunk_rows`` rows, whatever the files' own row groups or sizes;
+4. each chunk is scored by ``predict_malignant_proba`` (Keras in large fixed-size batches, CatBoost
+   on all cores) and appended to the output as one Parquet row group;
+5. both files are written locally under a temporary name and published whole at the end
+   (``os.replace`` beside a local target, a single upload to an object store), so a killed run never
+   leaves a half-written file under the final name.
+
+At most three chunks are in memory at once (one read ahead, one waiting, one scored), plus one
+Parquet row group of the file being read: memory does not grow with the number of rows.
+"""
+
+import csv
+import datetime as dt
+import os
+import queue
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from upath import UPath
+
+from turbine_dagster.core import landing
+from turbine_dagster.core.data import row_problems
+from turbine_dagster.core.models import feature_matrix, predict_malignant_proba
+from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, SOURCE_FILE
+from turbine_dagster.core.storage import is_local
+
+P_MALIGNANT = "p_malignant"
+PREDICTED_LABEL = "predicted_label"
+MODEL_VERSION = "model_version"
+THRESHOLD = "threshold"
+SCORED_AT = "scored_at"
+SOURCE_ROW = "source_row"
+REASON = "reason"
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        pa.field(CASE_ID, pa.string()),
+        pa.field(P_MALIGNANT, pa.float64()),
+        pa.field(PREDICTED_LABEL, pa.int8()),
+        pa.field(MODEL_VERSION, pa.string()),
+        pa.field(THRESHOLD, pa.float64()),
+        pa.field(SCORED_AT, pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""The predictions file. ``predicted_label`` is MALIGNANT (0) when ``p_malignant >= threshold``, else BENIGN (1)."""
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field(CASE_ID, pa.string()),
+        pa.field(SOURCE_FILE, pa.string()),
+        pa.field(SOURCE_ROW, pa.int64()),
+        pa.field(REASON, pa.string()),
+        *(pa.field(column, pa.string()) for column in FEATURE_COLUMNS),
+    ]
+)
+"""Rows that were not scored: where they came from (file relative to the landing root, 0-based data row),
+why, and the feature values exactly as read, as text (null where the cell was empty)."""
+
+MISSING_CASE_ID = f"'{CASE_ID}' is missing"
+CSV_BLOCK_BYTES = 16 << 20
+"""CSV bytes parsed per block: ~50k rows of 30 features, so batches are not tiny."""
+
+_READ_COLUMNS = [CASE_ID, *FEATURE_COLUMNS]
+_CSV_COLUMN_TYPES = {column: pa.string() for column in _READ_COLUMNS}
+
+
+@dataclass(frozen=True)
+class ScoringProgress:
+    """Where a run stands after a chunk has been scored and written."""
+
+    chunks: int
+    rows_read: int
+    rows_scored: int
+    rows_quarantined: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        """Rows read (scored or quarantined) per second since the run started."""
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+    def message(self) -> str:
+        return (
+            f"chunk {self.chunks}: {self.rows_read:,} rows read, {self.rows_scored:,} scored, "
+            f"{self.rows_quarantined:,} quarantined, {self.rows_per_second:,.0f} rows/s"
+        )
+
+
+@dataclass(frozen=True)
+class ScoringSummary:
+    rows_read: int
+    rows_scored: int
+    rows_quarantined: int
+    rows_predicted_malignant: int
+    seconds: float
+    rows_per_second: float
+    """Rows read (scored or quarantined) per second of the whole run, reading and writing included."""
+    share_predicted_malignant: float | None
+    """Share of the scored rows predicted malignant; None when no row was scored."""
+    output_uri: str | None
+    """None only when the input had no rows: then nothing is written."""
+    quarantine_uri: str | None
+    """None when no row was quarantined."""
+    files: tuple[str, ...] = field(default_factory=tuple)
+    """The files read, relative to the landing root."""
+
+    @property
+    def empty(self) -> bool:
+        return self.rows_read == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring rows already in memory
+
+
+def predicted_labels(p_malignant: np.ndarray, threshold: float) -> np.ndarray:
+    """MALIGNANT (0) where ``p_malignant >= threshold``, else BENIGN (1), as int8."""
+    return np.where(np.asarray(p_malignant) >= threshold, MALIGNANT, BENIGN).astype(np.int8)
+
+
+def score_batch(
+    case_ids: pa.Array,
+    features: np.ndarray,
+    model: Any,
+    *,
+    threshold: float,
+    model_version: str,
+    scored_at: dt.datetime,
+    batch_size: int = 8192,
+) -> pa.Table:
+    """Predictions for clean rows: ``features`` in FEATURE_COLUMNS order, one row per case id.
+
+    The table has OUTPUT_SCHEMA; ``score_partition`` writes one of these per chunk.
+    """
+    if len(case_ids) != len(features):
+        raise ValueError(f"{len(case_ids)} case ids for {len(features)} feature rows")
+    p_malignant = predict_malignant_proba(model, features, batch_size=batch_size)
+    rows = len(p_malignant)
+    return pa.Table.from_arrays(
+        [
+            pc.cast(case_ids, pa.string()),
+            pa.array(p_malignant, pa.float64()),
+            pa.array(predicted_labels(p_malignant, threshold), pa.int8()),
+            pa.repeat(pa.scalar(model_version, pa.string()), rows),
+            pa.repeat(pa.scalar(float(threshold), pa.float64()), rows),
+            pa.repeat(pa.scalar(_utc(scored_at), OUTPUT_SCHEMA.field(SCORED_AT).type), rows),
+        ],
+        schema=OUTPUT_SCHEMA,
+    )
+
+
+def score_frame(
+    frame: pd.DataFrame,
+    model: Any,
+    *,
+    threshold: float,
+    model_version: str,
+    scored_at: dt.datetime | None = None,
+    batch_size: int = 8192,
+) -> pd.DataFrame:
+    """``score_batch`` for a frame of clean rows (``case_id`` and the feature columns, any order)."""
+    table = score_batch(
+        pa.array(frame[CASE_ID].astype(str).to_numpy(dtype=object), pa.string()),
+        feature_matrix(frame),
+        model,
+        threshold=threshold,
+        model_version=model_version,
+        scored_at=scored_at or dt.datetime.now(dt.UTC),
+        batch_size=batch_size,
+    )
+    return table.to_pandas()
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring a partition's files
+
+
+def score_partition(
+    files: list[UPath],
+    root: UPath,
+    model: Any,
+    *,
+    threshold: float,
+    model_version: str,
+    output: UPath,
+    quarantine: UPath,
+    chunk_rows: int = 100_000,
+    batch_size: int = 8192,
+    scored_at: dt.datetime | None = None,
+    on_progress: Callable[[ScoringProgress], None] | None = None,
+) -> ScoringSummary:
+    """Score every row of ``files`` with ``model`` at ``threshold``; write predictions to ``output``
+    and rows that break the data rules to ``quarantine`` (both Parquet).
+
+    Fails with ``LandingError`` naming the file (relative to ``root``) when a file is not CSV or
+    Parquet, cannot be read, or lacks ``case_id`` or a feature column; nothing is written then.
+    Input without rows writes nothing and returns ``rows_read == 0``. Otherwise the output is written
+    (with no rows when every row was quarantined); the quarantine file is written when some row was
+    quarantined, and a quarantine file left at that path by an earlier run is removed when none was,
+    so both files always describe the same run.
+    """
+    _check_arguments(threshold, chunk_rows, batch_size)
+    scored_at = _utc(scored_at or dt.datetime.now(dt.UTC))
+    started = time.perf_counter()
+    sources = [_Source.open(path, root) for path in files]  # every file's columns, before any row
+    names = tuple(source.name for source in sources)
+
+    predictions = _StagedParquet(output, OUTPUT_SCHEMA)
+    quarantined = _StagedParquet(quarantine, QUARANTINE_SCHEMA)
+    waiting: list[pa.Table] = []  # quarantined rows, written in blocks of about chunk_rows rows
+    chunks = rows_read = rows_scored = rows_quarantined = rows_malignant = 0
+    try:
+        for chunk in _read_ahead(_chunks(sources, chunk_rows)):
+            rows_read += chunk.rows_read
+            rows_quarantined += sum(table.num_rows for table in chunk.quarantined)
+            waiting += chunk.quarantined
+            if sum(table.num_rows for table in waiting) >= chunk_rows:
+                quarantined.write(pa.concat_tables(waiting))
+                waiting = []
+            if chunk.rows:
+                table = score_batch(
+                    chunk.case_ids,
+                    chunk.features,
+                    model,
+                    threshold=threshold,
+                    model_version=model_version,
+                    scored_at=scored_at,
+                    batch_size=batch_size,
+                )
+                predictions.write(table)
+                rows_scored += table.num_rows
+                rows_malignant += int(pc.sum(pc.equal(table[PREDICTED_LABEL], MALIGNANT)).as_py() or 0)
+                chunks += 1
+            if on_progress is not None:
+                on_progress(
+                    ScoringProgress(chunks, rows_read, rows_scored, rows_quarantined, time.perf_counter() - started)
+                )
+        if waiting:
+            quarantined.write(pa.concat_tables(waiting))
+        if rows_quarantined:
+            quarantined.publish()
+        elif rows_read and quarantine.exists():
+            quarantine.unlink()  # an earlier run's quarantine: this run quarantined nothing
+        if rows_read:
+            predictions.publish()  # last: the predictions file appears only once everything else is in place
+    finally:
+        predictions.discard()
+        quarantined.discard()
+
+    seconds = time.perf_counter() - started
+    return ScoringSummary(
+        rows_read=rows_read,
+        rows_scored=rows_scored,
+        rows_quarantined=rows_quarantined,
+        rows_predicted_malignant=rows_malignant,
+        seconds=seconds,
+        rows_per_second=rows_read / seconds if seconds > 0 else 0.0,
+        share_predicted_malignant=rows_malignant / rows_scored if rows_scored else None,
+        output_uri=str(output) if rows_read else None,
+        quarantine_uri=str(quarantine) if rows_quarantined else None,
+        files=names,
+    )
+
+
+def _check_arguments(threshold: float, chunk_rows: int, batch_size: int) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold {threshold} is not a probability: use a value between 0 and 1")
+    if chunk_rows < 1 or batch_size < 1:
+        raise ValueError(f"chunk_rows ({chunk_rows}) and batch_size ({batch_size}) must be at least 1")
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"scored_at {moment.isoformat()} has no time zone; pass an aware datetime, e.g. in UTC")
+    return moment.astimezone(dt.UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: one source per file, validated batches, regrouped into chunks
+
+
+@dataclass
+class _Source:
+    path: UPath
+    name: str
+    dataset: ds.Dataset
+
+    @classmethod
+    def open(cls, path: UPath, root: UPath) -> "_Source":
+        name = landing.relative_name(path, root)
+        suffix = path.suffix.lower()
+        if suffix not in landing.SUPPORTED_SUFFIXES:
+            raise landing.LandingError(
+                f"{name} is not a CSV or Parquet file; only {', '.join(landing.SUPPORTED_SUFFIXES)} files can be scored"
+            )
+        filesystem = None if is_local(path) else path.fs
+        try:
+            if suffix == ".csv":
+                _check_columns(_csv_header(path), name)
+                dataset = ds.dataset(path.path, format=_csv_format(), filesystem=filesystem)
+            else:
+                dataset = ds.dataset(path.path, format=ds.ParquetFileFormat(), filesystem=filesystem)
+        except landing.LandingError:
+            raise
+        except Exception as error:  # the reader's own words, with the file named
+            raise landing.LandingError(f"cannot read {name}: {_reader_words(error)}") from error
+        _check_columns(dataset.schema.names, name)
+        _check_feature_types(dataset.schema, name)
+        return cls(path, name, dataset)
+
+    def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self.dataset.to_batches(
+                columns=_READ_COLUMNS, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1
+            )
+        except Exception as error:
+            raise landing.LandingError(f"cannot read {self.name}: {_reader_words(error)}") from error
+
+
+def _reader_words(error: Exception) -> str:
+    """The reader's message, cut short: Arrow may quote whole columns of data in it."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return first_line if len(first_line) <= 300 else first_line[:300] + " ..."
+
+
+def _check_columns(columns: list[str], name: str) -> None:
+    missing = [column for column in _READ_COLUMNS if column not in columns]
+    if missing:
+        listed = ", ".join(f"'{column}'" for column in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise landing.LandingError(
+            f"column{'s' if len(missing) > 1 else ''} {listed}{more} missing in {name}; every scoring file needs "
+            f"'{CASE_ID}' and the {len(FEATURE_COLUMNS)} feature columns of "
+            "turbine_dagster.core.schema.FEATURE_COLUMNS (fix the file or move it out of the landing zone)"
+        )
+
+
+def _check_feature_types(schema: pa.Schema, name: str) -> None:
+    for column in FEATURE_COLUMNS:
+        kind = schema.field(column).type
+        if not (_is_numeric(kind) or _is_text(kind) or pa.types.is_null(kind)):
+            raise landing.LandingError(
+                f"column '{column}' in {name} holds {kind} values; feature columns must hold numbers "
+                "(or text that reads as numbers)"
+            )
+
+
+def _csv_header(path: UPath) -> list[str]:
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        header = next(csv.reader(handle), None)
+    if header is None:
+        raise ValueError("the file is empty; a scoring CSV needs a header row")
+    return header
+
+
+def _csv_format() -> ds.CsvFileFormat:
+    # Identifier and features as text: a word in a number column must reach the quarantine, not stop the
+    # parser. The usual missing-value markers ('', NA, NaN, null, ...) read as null, as pandas reads them.
+    return ds.CsvFileFormat(
+        read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        convert_options=pacsv.ConvertOptions(
+            column_types=_CSV_COLUMN_TYPES, strings_can_be_null=True
+        ),  # the scan's column projection reads only the columns scored (include_columns would clash with it)
+    )
+
+
+def _is_numeric(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+def _as_float64(values: pa.Array) -> np.ndarray:
+    """The column as float64, NaN where a cell is empty or not a number (the rules then name which)."""
+    kind = values.type
+    if pa.types.is_null(kind):
+        return np.full(len(values), np.nan)
+    if _is_numeric(kind):
+        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    try:
+        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)  # fast path: every cell a number
+    except pa.ArrowInvalid:
+        return pd.to_numeric(pd.Series(values.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(np.float64)
+
+
+@dataclass
+class _Rows:
+    """Clean rows ready to score."""
+
+    case_ids: pa.Array
+    features: np.ndarray  # float32, FEATURE_COLUMNS order
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+
+def _validate(batch: pa.RecordBatch, source: str, first_row: int) -> tuple[_Rows, pa.Table | None]:
+    """Splits a batch into clean rows and quarantined rows (QUARANTINE_SCHEMA), by ``row_problems``' rules.
+
+    A row is clean when every feature reads as a finite number and it has a case id. Finiteness is checked
+    here on all rows at once; ``row_problems`` then words the reasons for the few rows that failed.
+    """
+    rows = batch.num_rows
+    by_column = np.empty((len(FEATURE_COLUMNS), rows), dtype=np.float32)
+    clean = np.ones(rows, dtype=bool)
+    for index, column in enumerate(FEATURE_COLUMNS):
+        values = _as_float64(batch.column(column))
+        clean &= np.isfinite(values)  # on float64, as row_problems checks: a huge value is finite there
+        by_column[index] = values
+    # Filling column by column and transposing once is ~3x faster than filling a row-major matrix's columns.
+    features = np.ascontiguousarray(by_column.T)
+    case_ids = pc.cast(batch.column(CASE_ID), pa.string())
+    if case_ids.null_count:
+        clean &= case_ids.is_valid().to_numpy(zero_copy_only=False)
+    if clean.all():
+        return _Rows(case_ids, features), None
+
+    mask = pa.array(clean)
+    good = _Rows(case_ids.filter(mask), features[clean])
+    bad_rows = np.flatnonzero(~clean)
+    bad = batch.filter(pc.invert(mask))
+    reasons = np.array(row_problems(bad.select(list(FEATURE_COLUMNS)).to_pandas()).tolist(), dtype=object)
+    bad_ids = pc.cast(bad.column(CASE_ID), pa.string())
+    for position, has_id in enumerate(bad_ids.is_valid().to_pylist()):
+        if not has_id:
+            reasons[position] = f"{reasons[position]}; {MISSING_CASE_ID}" if reasons[position] else MISSING_CASE_ID
+    reasons[reasons == ""] = "a feature value does not read as a finite number"  # a safety net: never a blank reason
+    quarantined = pa.Table.from_arrays(
+        [
+            bad_ids,
+            pa.repeat(pa.scalar(source, pa.string()), len(bad_rows)),
+            pa.array(first_row + bad_rows, pa.int64()),
+            pa.array(reasons, pa.string()),
+            *(pc.cast(bad.column(column), pa.string()) for column in FEATURE_COLUMNS),
+        ],
+        schema=QUARANTINE_SCHEMA,
+    )
+    return good, quarantined
+
+
+@dataclass
+class _Chunk:
+    """Up to ``chunk_rows`` clean rows, with what was read and quarantined since the previous chunk."""
+
+    case_ids: pa.Array
+    features: np.ndarray
+    rows_read: int
+    quarantined: list[pa.Table]
+
+    @property
+    def rows(self) -> int:
+        return len(self.case_ids)
+
+
+def _chunks(sources: list[_Source], chunk_rows: int) -> Iterator[_Chunk]:
+    """Clean rows regrouped into chunks of exactly ``chunk_rows`` across batches and files; the last may be
+    smaller, or hold no rows at all when it only reports rows read and quarantined since the last full one."""
+    pending: list[_Rows] = []
+    pending_rows = rows_read = 0
+    quarantined: list[pa.Table] = []
+    for source in sources:
+        first_row = 0
+        for batch in source.batches(chunk_rows):
+            good, bad = _validate(batch, source.name, first_row)
+            first_row += batch.num_rows
+            rows_read += batch.num_rows
+            if bad is not None:
+                quarantined.append(bad)
+            if len(good):
+                pending.append(good)
+                pending_rows += len(good)
+            while pending_rows >= chunk_rows:
+                rows, pending = _split(pending, chunk_rows)
+                pending_rows -= chunk_rows
+                yield _Chunk(rows.case_ids, rows.features, rows_read, quarantined)
+                rows_read, quarantined = 0, []
+    if pending_rows or rows_read or quarantined:
+        rows, _ = _split(pending, pending_rows)
+        yield _Chunk(rows.case_ids, rows.features, rows_read, quarantined)
+
+
+def _split(pieces: list[_Rows], rows: int) -> tuple[_Rows, list[_Rows]]:
+    """The first ``rows`` rows of ``pieces`` as one block, and the rest."""
+    if not pieces:
+        return _Rows(pa.array([], pa.string()), np.empty((0, len(FEATURE_COLUMNS)), np.float32)), []
+    if len(pieces[0]) == rows:  # the common case with aligned batches: no copy
+        return pieces[0], pieces[1:]
+    case_ids = pa.concat_arrays([piece.case_ids for piece in pieces])
+    features = np.concatenate([piece.features for piece in pieces]) if len(pieces) > 1 else pieces[0].features
+    head = _Rows(case_ids.slice(0, rows), features[:rows])
+    rest = _Rows(case_ids.slice(rows), features[rows:])
+    return head, ([rest] if len(rest) else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Plumbing: read-ahead thread, staged files
+
+T = TypeVar("T")
+
+
+@dataclass
+class _End:
+    error: BaseException | None = None
+
+
+def _read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Yields ``items`` while a thread produces the next ``depth`` ones; the producer's errors are raised here."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_End())
+        except BaseException as error:  # handed to the consumer, raised there
+            put(_End(error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="scoring-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _StagedParquet:
+    """A Parquet file written on local disk under a temporary name, one row group per ``write``, then
+    published whole at ``target``; nothing touches the target's folder before the first write."""
+
+    def __init__(self, target: UPath, schema: pa.Schema):
+        self.target = target
+        self.schema = schema
+        self.staging: str | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._open()
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+
+    def publish(self) -> None:
+        """Closes the file (one with no rows when nothing was written) and puts it in place in one step."""
+        if self._writer is None:
+            self._open()
+        self._writer.close()
+        self._writer = None
+        if is_local(self.target):
+            descriptor = os.open(self.staging, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(self.staging, self.target.path)
+        else:
+            # One upload: an object store shows the object only once the upload completes.
+            self.target.fs.put_file(self.staging, self.target.path)
+
+    def discard(self) -> None:
+        """Removes what is left of the staging file; after ``publish`` only the remote case leaves one."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.staging is not None and os.path.exists(self.staging):
+            os.remove(self.staging)
+
+    def _open(self) -> None:
+        if is_local(self.target):
+            folder = Path(self.target.path).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            # Beside the target: os.replace is atomic within one file system.
+            self.staging = str(folder / f".{self.target.name}.tmp-{uuid.uuid4().hex}")
+        else:
+            self.staging = str(Path(tempfile.gettempdir()) / f"turbine-scoring-{uuid.uuid4().hex}{self.target.suffix}")
+        self._writer = pq.ParquetWriter(self.staging, self.schema)

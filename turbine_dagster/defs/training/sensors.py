@@ -1,0 +1,99 @@
+"""Sensors of the training location: retrain on drift, rerun on new labeled landing data.
+
+Both keep their own cursor. A drift sensor built on ``asset_sensor`` would see only the latest
+event when several partitions land between two ticks (dagster#32853), so it reads every new
+``drift_report`` materialization since the storage id in its cursor.
+"""
+
+import datetime as dt
+import hashlib
+import json
+
+import dagster as dg
+
+from turbine_dagster.core import landing
+from turbine_dagster.defs.environment import SETTINGS
+from turbine_dagster.defs.partitions import team_week_key, weeks_partitions
+from turbine_dagster.defs.resources import LandingZone
+from turbine_dagster.defs.schedules import run_tags
+
+DRIFT_REPORT = dg.AssetKey("drift_report")
+DRIFT_FLAG = "drift_detected"
+EVENTS_PER_TICK = 500
+
+
+def drift_retraining_sensor_for(job, cooldown_hours: float = SETTINGS.drift_cooldown_hours) -> dg.SensorDefinition:
+    @dg.sensor(name="drift_retraining_sensor", job=job, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Retrains a team's partition when its drift_report says drift; at most one drift "
+                           f"retraining per team every {cooldown_hours:g} h.")
+    def drift_retraining_sensor(context: dg.SensorEvaluationContext):
+        state = json.loads(context.cursor) if context.cursor else {"after": 0, "last_retraining": {}}
+        result = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=state["after"]),
+            limit=EVENTS_PER_TICK, ascending=True)
+        requests, skipped = [], []
+        for record in result.records:
+            state["after"] = record.storage_id
+            materialization = record.asset_materialization
+            flag = materialization.metadata.get(DRIFT_FLAG)
+            if flag is None or not flag.value:
+                continue
+            partition = materialization.partition
+            team = partition.split("|")[0]
+            last = state["last_retraining"].get(team)
+            if last is not None and record.timestamp - last < cooldown_hours * 3600:
+                skipped.append(f"{partition} (team {team} retrained {(record.timestamp - last) / 3600:.1f} h ago)")
+                continue
+            state["last_retraining"][team] = record.timestamp
+            requests.append(dg.RunRequest(
+                run_key=f"drift-{record.storage_id}",  # one run per drift event, however often re-evaluated
+                partition_key=partition,
+                tags=run_tags(team, "drift"),
+            ))
+        if skipped:
+            context.log.info(f"cooldown: not retraining {', '.join(skipped)}")
+        skip = None
+        if not requests:
+            seen = len(result.records)
+            skip = (f"{seen} new drift report(s), none to act on" + (f"; in cooldown: {', '.join(skipped)}" if skipped else "")
+                    if seen else "no new drift_report materializations")
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(state), skip_reason=skip)
+
+    return drift_retraining_sensor
+
+
+def _fingerprint(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_landing_data_sensor_for(job, teams=SETTINGS.teams) -> dg.SensorDefinition:
+    @dg.sensor(name="new_landing_data_sensor", job=job, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Reruns raw_data and everything downstream for a team's week when its labeled landing "
+                           "files are new or changed. The first tick records what is there without running.")
+    def new_landing_data_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
+        root = landing_zone.path()
+        known = json.loads(context.cursor) if context.cursor else None
+        seen: dict[str, str] = {}
+        requests = []
+        valid_weeks = set(weeks_partitions.get_partition_keys(dynamic_partitions_store=context.instance))
+        for team in teams:
+            for week, files in landing.partition_signatures(root, landing.LABELED, team).items():
+                partition = f"{team}|{week}"
+                seen[partition] = _fingerprint(files)
+                if known is None or known.get(partition) == seen[partition]:
+                    continue
+                if week not in valid_weeks:
+                    context.log.warning(f"{partition}: landed files for a week outside the partitions; not run")
+                    continue
+                requests.append(dg.RunRequest(run_key=f"landing-{partition}-{seen[partition]}",
+                                              partition_key=team_week_key(team, week), tags=run_tags(team, "sensor")))
+        skip = None
+        if known is None:
+            skip = f"first tick: recorded {len(seen)} landed partition(s) as the baseline"
+        elif not requests:
+            skip = "no new or changed labeled landing files"
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen), skip_reason=skip)
+
+    return new_landing_data_sensor
