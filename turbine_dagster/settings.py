@@ -29,7 +29,7 @@ class Settings:
     team_stagger_minutes: int = 30
     prediction_delay_hours: int = 6
     drift_cooldown_hours: float = 24.0
-    gpus_per_training_step: int = 1
+    gpus_per_training_step: int = 8
     gpu_node_selector: dict[str, str] = field(default_factory=dict)
     gpu_tolerations: tuple[dict, ...] = ()
 
@@ -56,7 +56,7 @@ class Settings:
             team_stagger_minutes=int(environ.get("TURBINE_TEAM_STAGGER_MINUTES", "30")),
             prediction_delay_hours=int(environ.get("TURBINE_PREDICTION_DELAY_HOURS", "6")),
             drift_cooldown_hours=float(environ.get("TURBINE_DRIFT_COOLDOWN_HOURS", "24")),
-            gpus_per_training_step=int(environ.get("TURBINE_GPUS_PER_TRAINING_STEP", "1")),
+            gpus_per_training_step=int(environ.get("TURBINE_GPU_COUNT", "8")),
             gpu_node_selector=json.loads(environ.get("TURBINE_GPU_NODE_SELECTOR", "{}")),
             gpu_tolerations=tuple(json.loads(environ.get("TURBINE_GPU_TOLERATIONS", "[]"))),
         )

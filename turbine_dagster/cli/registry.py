@@ -10,7 +10,7 @@ import sys
 
 from upath import UPath
 
-from turbine_dagster.core.registry import ModelRegistry, ModelVersion, RegistryLookupError
+from turbine_dagster.core.registry import ConcurrentPromotionError, ModelRegistry, ModelVersion, RegistryLookupError
 from turbine_dagster.settings import Settings
 
 
@@ -55,7 +55,7 @@ def versions_table(versions: list[ModelVersion]) -> str:
 
 
 def events_table(events: list[dict]) -> str:
-    header = ["at (UTC)", "event", "version", "previous", "reason"]
+    header = ["at (UTC)", "event", "version", "serving before", "reason"]
     rows = [
         [
             event["at"][:19].replace("T", " "),
@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--team", required=True, help="team whose models to show or change")
     common.add_argument("--root", help="registry root, a folder or s3:// URI (default: $TURBINE_STORAGE_ROOT/registry)")
 
-    parser = argparse.ArgumentParser(prog="turbine-registry", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="turbine-registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", parents=[common], help="the team's versions, the serving one marked")
     rollback = commands.add_parser("rollback", parents=[common], help="serve an earlier version again")
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"team {args.team!r} has no recorded event in {registry.root}", file=sys.stderr)
                 return 1
             print(events_table(events))
-    except (RegistryLookupError, ValueError, TimeoutError) as error:
+    except (RegistryLookupError, ValueError, TimeoutError, ConcurrentPromotionError) as error:
         print(f"turbine-registry {args.command}: {error}", file=sys.stderr)
         return 1
     return 0

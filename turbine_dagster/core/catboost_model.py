@@ -56,7 +56,9 @@ class CatBoostSearchParams:
         if self.class_weight not in ("balanced", None):
             raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
         if self.cv_folds < 2 or self.n_iter < 1:
-            raise ValueError(f"CatBoost search needs cv_folds >= 2 and n_iter >= 1, got {self.cv_folds} and {self.n_iter}")
+            raise ValueError(
+                f"CatBoost search needs cv_folds >= 2 and n_iter >= 1, got {self.cv_folds} and {self.n_iter}"
+            )
 
 
 @dataclass(frozen=True)

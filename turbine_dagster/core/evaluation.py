@@ -251,7 +251,8 @@ def metrics_table_markdown(report: Mapping[str, Any]) -> str:
         f"| {name} | {at_default:.3f} | {at_operating:.3f} | {interval(key) if key else ''} |"
         for name, at_default, at_operating, key in rows
     ]
-    lines.append(f"| ROC-AUC (malignant positive) | {report['roc_auc']:.4f} | {report['roc_auc']:.4f} | {interval('roc_auc')} |")
+    roc_auc = f"{report['roc_auc']:.4f}"
+    lines.append(f"| ROC-AUC (malignant positive) | {roc_auc} | {roc_auc} | {interval('roc_auc')} |")
     lines.append(f"| PR-AUC (average precision) | {report['pr_auc']:.4f} | {report['pr_auc']:.4f} | |")
     malignant_support = int(operating["malignant"]["support"])
     lines.append("")

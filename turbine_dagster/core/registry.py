@@ -241,7 +241,8 @@ class ModelRegistry:
         available = [version_label(entry["version"]) for entry in self._entries(team)]
         if available:
             return RegistryLookupError(
-                f"team {team!r} has no version {version_label(version)} in {self.root}; available: {', '.join(available)}"
+                f"team {team!r} has no version {version_label(version)} in {self.root}; "
+                f"available: {', '.join(available)}"
             )
         teams = self.teams()
         return RegistryLookupError(
@@ -338,7 +339,9 @@ class ModelRegistry:
             raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
         missing = [column for column in FEATURE_COLUMNS if column not in reference.columns]
         if missing:
-            raise ValueError(f"reference for team {team!r} lacks feature column(s) {missing}; pass the training features")
+            raise ValueError(
+                f"reference for team {team!r} lacks feature column(s) {missing}; pass the training features"
+            )
         features = reference.loc[:, list(FEATURE_COLUMNS)]
         if len(features) > REFERENCE_MAX_ROWS:
             features = features.sample(n=REFERENCE_MAX_ROWS, random_state=0).sort_index()
@@ -374,7 +377,9 @@ class ModelRegistry:
         with _process_locks_guard:
             process_lock = _process_locks.setdefault(key, threading.Lock())
         if not process_lock.acquire(timeout=self.lock_timeout_s):
-            raise TimeoutError(f"another thread held the registry lock of team {team!r} for over {self.lock_timeout_s} s")
+            raise TimeoutError(
+                f"another thread held the registry lock of team {team!r} for over {self.lock_timeout_s} s"
+            )
         try:
             if not is_local(self.root):
                 yield
@@ -445,7 +450,9 @@ class ModelRegistry:
         ``promote`` in the result means ``version`` serves after the call.
         """
 
-        def change(current: ModelVersion | None, target: ModelVersion) -> tuple[EventKind | None, Callable[[], GateDecision]]:
+        def change(
+            current: ModelVersion | None, target: ModelVersion
+        ) -> tuple[EventKind | None, Callable[[], GateDecision]]:
             previous = current.version if current else None
             if previous == version:
                 return None, lambda: GateDecision(True, f"{target.label} already serves team {team}")
@@ -453,7 +460,9 @@ class ModelRegistry:
             kind: EventKind = "promoted" if decision.promote else "refused"
 
             def finish() -> GateDecision:
-                self._record(team, kind, version, previous_version=previous, reason=decision.reason, run_id=target.run_id)
+                self._record(
+                    team, kind, version, previous_version=previous, reason=decision.reason, run_id=target.run_id
+                )
                 return decision
 
             return (kind if decision.promote else None), finish
@@ -465,7 +474,9 @@ class ModelRegistry:
         if not reason.strip():
             raise ValueError("a rollback needs a reason; it is kept in the team's history")
 
-        def change(current: ModelVersion | None, target: ModelVersion) -> tuple[EventKind, Callable[[], dict[str, Any]]]:
+        def change(
+            current: ModelVersion | None, target: ModelVersion
+        ) -> tuple[EventKind, Callable[[], dict[str, Any]]]:
             if current is not None and current.version == to_version:
                 raise ValueError(f"{target.label} already serves team {team}; nothing to roll back")
             if target.status != "retired":
@@ -476,6 +487,8 @@ class ModelRegistry:
                     f"versions through the gate instead"
                 )
             previous = current.version if current else None
-            return "rollback", lambda: self._record(team, "rollback", to_version, previous_version=previous, reason=reason)
+            return "rollback", lambda: self._record(
+                team, "rollback", to_version, previous_version=previous, reason=reason
+            )
 
         return self._change_pointer(team, to_version, change)

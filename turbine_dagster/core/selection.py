@@ -30,7 +30,11 @@ _MALIGNANT, _BENIGN = CLASS_NAMES[MALIGNANT], CLASS_NAMES[BENIGN]
 _PER_CLASS_METRICS = ("precision", "recall", "f1-score")
 # (section, metric) pairs; accuracy is a bare float in the report, hence metric None.
 WIN_COUNT_KEYS: tuple[tuple[str, str | None], ...] = (
-    *((section, metric) for section in (_MALIGNANT, _BENIGN, "macro avg", "weighted avg") for metric in _PER_CLASS_METRICS),
+    *(
+        (section, metric)
+        for section in (_MALIGNANT, _BENIGN, "macro avg", "weighted avg")
+        for metric in _PER_CLASS_METRICS
+    ),
     ("accuracy", None),
 )
 RECALL_FIRST_KEYS: tuple[tuple[str, str | None], ...] = (
@@ -159,12 +163,16 @@ def select_champion(
     verdicts = {"recall_first": recall_first_verdict(reports, tolerance), "win_count": win_count_verdict(reports)}
     primary = verdicts[policy]
     other = verdicts["win_count" if policy == "recall_first" else "recall_first"]
-    label = policy.replace("_", "-")
+    label, other_label = policy.replace("_", "-"), other.policy.replace("_", "-")
 
     if primary.winner is not None:
-        return Selection(policy, primary.winner, f"{primary.winner} chosen by the {label} policy: {primary.explanation}.", verdicts)
+        reason = f"{primary.winner} chosen by the {label} policy: {primary.explanation}."
+        return Selection(policy, primary.winner, reason, verdicts)
     if other.winner in primary.tied:
-        reason = f"{other.winner} chosen: the {label} policy tied ({primary.explanation}); the {other.policy.replace('_', '-')} policy broke the tie ({other.explanation})."
+        reason = (
+            f"{other.winner} chosen: the {label} policy tied ({primary.explanation}); "
+            f"the {other_label} policy broke the tie ({other.explanation})."
+        )
         return Selection(policy, other.winner, reason, verdicts)
 
     order = list(tie_break_order) if tie_break_order is not None else sorted(reports)
@@ -172,7 +180,8 @@ def select_champion(
     if not ranked:
         raise ValueError(f"tie_break_order {order} names none of the tied models {list(primary.tied)}")
     reason = (
-        f"{ranked[0]} chosen by tie-break order {order}: both policies tied ({primary.explanation}; {other.explanation})."
+        f"{ranked[0]} chosen by tie-break order {order}: "
+        f"both policies tied ({primary.explanation}; {other.explanation})."
     )
     return Selection(policy, ranked[0], reason, verdicts)
 
@@ -203,7 +212,10 @@ class QualityBars:
 
 def check_quality_bars(metrics: Mapping[str, float], bars: QualityBars = QualityBars()) -> list[str]:
     """One sentence per bar missed (empty list: all passed). ``metrics`` as ``evaluation.headline_metrics``."""
-    checks = (("malignant_recall", "malignant recall", bars.min_malignant_recall), ("roc_auc", "ROC-AUC", bars.min_roc_auc))
+    checks = (
+        ("malignant_recall", "malignant recall", bars.min_malignant_recall),
+        ("roc_auc", "ROC-AUC", bars.min_roc_auc),
+    )
     failures = []
     for name, label, minimum in checks:
         if name not in metrics:
@@ -232,7 +244,9 @@ def promotion_decision(challenger_recall: float, serving_recall: float | None, t
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if serving_recall is None:
         return GateDecision(True, f"first champion for this team (malignant recall {challenger_recall:.4f})")
-    compared = f"challenger malignant recall {challenger_recall:.4f} vs serving {serving_recall:.4f}, tolerance {tolerance:g}"
+    compared = (
+        f"challenger malignant recall {challenger_recall:.4f} vs serving {serving_recall:.4f}, tolerance {tolerance:g}"
+    )
     if challenger_recall >= serving_recall - tolerance - _FLOAT_SLACK:
         return GateDecision(True, f"promoted: not worse than the serving champion ({compared})")
     return GateDecision(False, f"refused: the serving champion misses fewer cancers ({compared}); it keeps serving")

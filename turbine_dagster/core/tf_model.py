@@ -104,7 +104,6 @@ def build_tf_model(train_features: np.ndarray, params: TFTrainingParams) -> kera
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.Recall(name="recall")],
-        jit_compile=False,
     )
     return model
 

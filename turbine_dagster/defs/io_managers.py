@@ -10,10 +10,12 @@ from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 from upath import UPath
 
 from turbine_dagster.core import storage
+from turbine_dagster.defs.object_store import s3fs_options
 
 Format = Literal["parquet", "json", "keras", "cbm"]
 SUFFIXES: dict[str, str] = {"parquet": ".parquet", "json": ".json", "keras": ".keras", "cbm": ".cbm"}
@@ -58,7 +60,7 @@ class ArtifactIOManager(dg.ConfigurableIOManagerFactory):
 
     base_path: str = Field(description="Folder or s3:// URI under which asset values are stored.")
     file_format: Format = Field(description="parquet (frames), json (reports), keras or cbm (models).")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options, e.g. an S3 endpoint.")
+    s3: S3Resource | None = Field(None, description="S3 connection settings when base_path is an s3:// URI.")
 
     def create_io_manager(self, context: dg.InitResourceContext) -> _NativeFormatIOManager:
-        return _NativeFormatIOManager(UPath(self.base_path, **self.storage_options), self.file_format)
+        return _NativeFormatIOManager(UPath(self.base_path, **s3fs_options(self.s3)), self.file_format)

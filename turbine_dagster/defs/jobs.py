@@ -6,7 +6,7 @@ from turbine_dagster.defs.partitions import team_week_partitions
 from turbine_dagster.defs.schedules import TRIGGER, team_tag_for_partition
 
 
-def team_week_job(name: str, selection: dg.AssetSelection, description: str):
+def team_week_job(name: str, selection: dg.AssetSelection, description: str, run_tags: dict | None = None):
     """A team × week job whose runs carry the team tag however they are launched (UI, backfill, code)."""
 
     @dg.partitioned_config(
@@ -18,4 +18,4 @@ def team_week_job(name: str, selection: dg.AssetSelection, description: str):
 
     # Schedules and sensors set their own trigger; a run launched from the UI or a backfill keeps this one.
     return dg.define_asset_job(name, selection=selection, config=no_extra_config, description=description,
-                               run_tags={TRIGGER: "manual"})
+                               run_tags={TRIGGER: "manual", **(run_tags or {})})

@@ -7,12 +7,14 @@ by type and never know which set they got.
 from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 from upath import UPath
 
 from turbine_dagster.core import landing
 from turbine_dagster.core.registry import ModelRegistry
 from turbine_dagster.defs.io_managers import ArtifactIOManager
+from turbine_dagster.defs.object_store import s3fs_options
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.settings import Settings
 
@@ -48,33 +50,62 @@ class LandingZone(dg.ConfigurableResource):
     """Where teams land labeled and scoring case files (hive layout: team=<t>/week=<YYYY-MM-DD>)."""
 
     root: str = Field(description="Landing root: a folder or an s3:// URI.")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options, e.g. an S3 endpoint.")
+    s3: S3Resource | None = Field(None, description="S3 connection settings when the root is an s3:// URI.")
 
     def path(self) -> UPath:
-        return landing.root_path(self.root, self.storage_options)
+        return landing.root_path(self.root, s3fs_options(self.s3))
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
     """Versioned models per team with a serving pointer; the only thing the prediction side reads."""
 
     root: str = Field(description="Registry root: a folder or an s3:// URI.")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options, e.g. an S3 endpoint.")
+    s3: S3Resource | None = Field(None, description="S3 connection settings when the root is an s3:// URI.")
 
     def registry(self) -> ModelRegistry:
-        return ModelRegistry(self.root, self.storage_options)
+        return ModelRegistry(self.root, s3fs_options(self.s3))
 
 
-def local_resources(settings: Settings) -> dict[str, Any]:
+def storage_resources(settings: Settings, s3: S3Resource | None = None) -> dict[str, Any]:
+    """Landing zone, registry and asset storage under the configured roots, over S3 when ``s3`` is given."""
     artifacts = f"{settings.storage_root}/assets"
     return {
-        "landing_zone": LandingZone(root=settings.landing_root),
-        "registry": ModelRegistryResource(root=f"{settings.storage_root}/registry"),
-        "io_manager": ArtifactIOManager(base_path=artifacts, file_format="parquet"),
-        "json_io_manager": ArtifactIOManager(base_path=artifacts, file_format="json"),
-        "keras_io_manager": ArtifactIOManager(base_path=artifacts, file_format="keras"),
-        "catboost_io_manager": ArtifactIOManager(base_path=artifacts, file_format="cbm"),
+        "landing_zone": LandingZone(root=settings.landing_root, s3=s3),
+        "registry": ModelRegistryResource(root=f"{settings.storage_root}/registry", s3=s3),
+        "io_manager": ArtifactIOManager(base_path=artifacts, file_format="parquet", s3=s3),
+        "json_io_manager": ArtifactIOManager(base_path=artifacts, file_format="json", s3=s3),
+        "keras_io_manager": ArtifactIOManager(base_path=artifacts, file_format="keras", s3=s3),
+        "catboost_io_manager": ArtifactIOManager(base_path=artifacts, file_format="cbm", s3=s3),
     }
 
 
+def local_resources(settings: Settings) -> dict[str, Any]:
+    """The embedded default: local folders (or s3:// roots reached with the default AWS settings)."""
+    return storage_resources(settings)
+
+
+def production_resources(settings: Settings) -> dict[str, Any]:
+    """Everything on S3; endpoint, region and credentials come from the environment only."""
+    s3 = S3Resource(
+        endpoint_url=dg.EnvVar("TURBINE_S3_ENDPOINT_URL"),
+        region_name=dg.EnvVar("AWS_REGION"),
+        aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+    )
+    for name, root in (("TURBINE_LANDING_ROOT", settings.landing_root), ("TURBINE_STORAGE_ROOT", settings.storage_root)):
+        if not root.startswith("s3://"):
+            raise ValueError(f"TURBINE_ENV=production needs {name} to be an s3:// URI, got {root!r}")
+    return {**storage_resources(settings, s3), "s3": s3}
+
+
 def resources_for(settings: Settings) -> dict[str, Any]:
-    return local_resources(settings)
+    return production_resources(settings) if settings.environment == "production" else local_resources(settings)
+
+
+def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
+    """Production runs each step in its own Kubernetes pod; locally Dagster's default executor runs them."""
+    if settings.environment == "production":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return None

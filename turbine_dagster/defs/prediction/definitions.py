@@ -3,8 +3,8 @@
 import dagster as dg
 
 from turbine_dagster.defs.environment import SETTINGS
-from turbine_dagster.defs.resources import resources_for
+from turbine_dagster.defs.resources import executor_for, resources_for
 
 
 def build_definitions() -> dg.Definitions:
-    return dg.Definitions(resources=resources_for(SETTINGS))
+    return dg.Definitions(resources=resources_for(SETTINGS), executor=executor_for(SETTINGS))

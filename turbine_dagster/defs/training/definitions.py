@@ -4,7 +4,7 @@ import dagster as dg
 
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.jobs import team_week_job
-from turbine_dagster.defs.resources import resources_for
+from turbine_dagster.defs.resources import executor_for, gpu_op_tags, resources_for
 from turbine_dagster.defs.schedules import team_schedules
 from turbine_dagster.defs.training.champion_assets import champion_assets, champion_checks
 from turbine_dagster.defs.training.data_assets import data_assets, raw_data_checks
@@ -18,6 +18,8 @@ training_job = team_week_job(
     "training_pipeline",
     dg.AssetSelection.groups(*TRAINING_GROUPS),
     "Raw data → splits → both models → evaluations → champion → promotion gate, for one team and week.",
+    # K8sRunLauncher reads only run tags: a run executed in its own pod gets the GPU there.
+    run_tags=gpu_op_tags(SETTINGS),
 )
 
 
@@ -29,4 +31,5 @@ def build_definitions() -> dg.Definitions:
         schedules=team_schedules(SETTINGS, training_job),
         sensors=[drift_retraining_sensor_for(training_job), new_landing_data_sensor_for(training_job)],
         resources=resources_for(SETTINGS),
+        executor=executor_for(SETTINGS),
     )

@@ -1,0 +1,155 @@
+import boto3
+import catboost
+import numpy as np
+import pandas as pd
+import pytest
+import s3fs
+from moto.server import ThreadedMotoServer
+from sklearn.datasets import load_breast_cancer
+from upath import UPath
+
+from turbine_dagster.core import model_store
+from turbine_dagster.core.model_store import MODEL_SUFFIX, load_model, model_kind, save_model
+from turbine_dagster.core.models import feature_matrix, predict_malignant_proba
+from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
+from turbine_dagster.core.tf_model import TFTrainingParams, build_tf_model
+
+BUCKET = "models"
+
+
+@pytest.fixture(scope="module")
+def cases() -> pd.DataFrame:
+    return load_breast_cancer(as_frame=True).frame.sample(200, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def keras_model(cases):
+    features = feature_matrix(cases)
+    model = build_tf_model(features, TFTrainingParams(hidden_units=(8,)))
+    # One epoch builds the optimizer state, which the .keras file carries like a real training's.
+    model.fit(features, (cases[TARGET] == MALIGNANT).to_numpy(np.float32), epochs=1, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def catboost_model(cases):
+    model = catboost.CatBoostClassifier(iterations=20, depth=3, logging_level="Silent", allow_writing_files=False)
+    return model.fit(cases[list(FEATURE_COLUMNS)], cases[TARGET])
+
+
+@pytest.fixture(params=["tensorflow", "catboost"])
+def model(request, keras_model, catboost_model):
+    return {"tensorflow": keras_model, "catboost": catboost_model}[request.param]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A local S3 (moto) on a free port; credentials and endpoint come from the environment, as in a deployment."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }.items():
+            patch.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep an earlier endpoint
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield endpoint
+        s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+def test_model_kind_follows_the_model_type(keras_model, catboost_model):
+    assert model_kind(keras_model) == "tensorflow"
+    assert model_kind(catboost_model) == "catboost"
+
+
+def test_unsupported_model_type_is_refused(tmp_path):
+    with pytest.raises(TypeError, match="unsupported model type dict"):
+        save_model({}, tmp_path / "model.keras")
+
+
+def test_local_round_trip_gives_identical_predictions(model, cases, tmp_path):
+    kind = model_kind(model)
+    target = tmp_path / "team_a" / f"model{MODEL_SUFFIX[kind]}"
+
+    artifact = save_model(model, target)
+    reloaded = load_model(artifact.uri)
+
+    assert artifact.uri == str(target)
+    assert artifact.size_bytes == target.stat().st_size > 0
+    assert artifact.format == MODEL_SUFFIX[kind].lstrip(".")
+    np.testing.assert_array_equal(predict_malignant_proba(reloaded, cases), predict_malignant_proba(model, cases))
+
+
+def test_wrong_suffix_is_refused(keras_model, tmp_path):
+    with pytest.raises(ValueError, match=r"tensorflow model is saved as '\.keras'"):
+        save_model(keras_model, tmp_path / "model.cbm")
+
+
+def test_unknown_suffix_cannot_be_loaded(tmp_path):
+    with pytest.raises(ValueError, match="cannot tell the model kind"):
+        load_model(tmp_path / "model.pkl")
+
+
+def test_save_leaves_only_the_final_file(model, tmp_path):
+    target = tmp_path / f"model{MODEL_SUFFIX[model_kind(model)]}"
+
+    save_model(model, target)
+    save_model(model, target)  # overwriting goes through the same temporary file
+
+    assert [path.name for path in tmp_path.iterdir()] == [target.name]
+
+
+def _failing_copy(source, destination):
+    destination.write(source.read(100))
+    raise OSError("No space left on device")
+
+
+def test_failed_save_leaves_no_file(catboost_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(model_store.shutil, "copyfileobj", _failing_copy)
+
+    with pytest.raises(OSError, match="No space left"):
+        save_model(catboost_model, tmp_path / "model.cbm")
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_save_keeps_the_previous_version(catboost_model, tmp_path, monkeypatch):
+    target = tmp_path / "model.cbm"
+    save_model(catboost_model, target)
+    previous = target.read_bytes()
+    monkeypatch.setattr(model_store.shutil, "copyfileobj", _failing_copy)
+
+    with pytest.raises(OSError):
+        save_model(catboost_model, target)
+
+    assert target.read_bytes() == previous
+    assert [path.name for path in tmp_path.iterdir()] == [target.name]
+
+
+def test_s3_round_trip_gives_identical_predictions(model, cases, s3_endpoint):
+    kind = model_kind(model)
+    uri = f"s3://{BUCKET}/team_a/2026-11-22/model{MODEL_SUFFIX[kind]}"
+
+    artifact = save_model(model, uri)
+    reloaded = load_model(artifact.uri)
+
+    assert artifact.uri == uri
+    assert UPath(uri).stat().st_size == artifact.size_bytes
+    np.testing.assert_array_equal(predict_malignant_proba(reloaded, cases), predict_malignant_proba(model, cases))
+
+
+def test_s3_endpoint_can_travel_with_the_path(catboost_model, cases, s3_endpoint):
+    target = UPath(f"s3://{BUCKET}/explicit/model.cbm", endpoint_url=s3_endpoint)
+
+    save_model(catboost_model, target)
+
+    np.testing.assert_array_equal(
+        predict_malignant_proba(load_model(target), cases), predict_malignant_proba(catboost_model, cases)
+    )

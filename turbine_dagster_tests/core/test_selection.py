@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+from sklearn.metrics import classification_report
+
+from turbine_dagster.core.evaluation import evaluate_predictions
+from turbine_dagster.core.schema import BENIGN, MALIGNANT
+from turbine_dagster.core.selection import (
+    WIN_COUNT_KEYS,
+    QualityBars,
+    check_quality_bars,
+    comparison_table_markdown,
+    promotion_decision,
+    recall_first_verdict,
+    select_champion,
+    win_count_verdict,
+)
+
+
+def report_from_counts(caught: int, missed: int, false_alarms: int, cleared: int) -> dict:
+    """A classification report from a confusion matrix with malignant (class 0) as the positive class."""
+    y_true = [MALIGNANT] * (caught + missed) + [BENIGN] * (false_alarms + cleared)
+    y_pred = [MALIGNANT] * caught + [BENIGN] * missed + [MALIGNANT] * false_alarms + [BENIGN] * cleared
+    return classification_report(
+        y_true, y_pred, labels=[MALIGNANT, BENIGN], target_names=["malignant", "benign"],
+        output_dict=True, zero_division=0,
+    )
+
+
+# 43 malignant and 71 benign cases: a 20 % test split of WDBC.
+CAREFUL = report_from_counts(caught=42, missed=1, false_alarms=6, cleared=65)  # catches cancers, more false alarms
+TIDY = report_from_counts(caught=40, missed=3, false_alarms=0, cleared=71)  # fewer false alarms, misses 3 cancers
+
+
+def test_win_count_counts_every_report_key_except_support():
+    assert len(WIN_COUNT_KEYS) == 13
+    verdict = win_count_verdict({"careful": CAREFUL, "tidy": TIDY})
+    assert verdict.winner == "tidy"
+    assert verdict.wins == {"careful": 2, "tidy": 11}  # careful wins malignant recall and benign precision only
+
+
+def test_a_model_winning_more_keys_but_missing_more_cancers_loses_under_recall_first():
+    reports = {"tidy": TIDY, "careful": CAREFUL}
+    selection = select_champion(reports, policy="recall_first")
+
+    assert selection.champion == "careful"
+    assert selection.verdicts["recall_first"].decided_by == "malignant recall"
+    assert selection.verdicts["win_count"].winner == "tidy"  # both verdicts are recorded
+    assert selection.reason.startswith("careful chosen by the recall-first policy")
+    assert select_champion(reports, policy="win_count").champion == "tidy"
+
+
+def test_identical_reports_tie_under_both_policies_and_the_tie_break_is_stated():
+    reports = {"tf": CAREFUL, "catboost": dict(CAREFUL)}
+    win_count = win_count_verdict(reports)
+    recall_first = recall_first_verdict(reports)
+    assert win_count.is_tie and set(win_count.tied) == {"tf", "catboost"}
+    assert win_count.wins == {"tf": 0, "catboost": 0}
+    assert recall_first.is_tie and recall_first.decided_by is None
+
+    selection = select_champion(reports)
+    assert selection.champion == "catboost"  # alphabetical by default
+    assert "tie-break order ['catboost', 'tf']" in selection.reason
+    assert select_champion(reports, tie_break_order=["tf", "catboost"]).champion == "tf"
+
+
+def test_equal_recall_passes_to_benign_precision():
+    more_false_alarms = report_from_counts(caught=42, missed=1, false_alarms=11, cleared=60)
+    verdict = recall_first_verdict({"careful": CAREFUL, "alarmist": more_false_alarms})
+    assert verdict.winner == "careful"  # benign precision 65/66 against 60/61
+    assert verdict.decided_by == "benign precision"
+
+
+def test_differences_within_tolerance_pass_to_the_next_key():
+    one_more_miss = report_from_counts(caught=41, missed=2, false_alarms=1, cleared=70)
+    reports = {"careful": CAREFUL, "balanced": one_more_miss}
+
+    assert recall_first_verdict(reports, tolerance=0.0).winner == "careful"
+    # One cancer of 43 is 0.023; benign precision differs by 0.013: both ties, malignant F1 decides.
+    verdict = recall_first_verdict(reports, tolerance=0.03)
+    assert verdict.winner == "balanced"
+    assert verdict.decided_by == "malignant f1-score"
+    assert "within tolerance 0.03 on malignant recall, benign precision" in verdict.explanation
+
+
+def test_a_recall_first_tie_is_broken_by_the_win_count_and_said_so():
+    same_recall_and_benign_precision = report_from_counts(caught=42, missed=1, false_alarms=6, cleared=65)
+    # Same malignant recall, benign precision and F1; only the win count can separate them.
+    same_recall_and_benign_precision["weighted avg"] = {**CAREFUL["weighted avg"], "recall": 0.99}
+    selection = select_champion({"a": CAREFUL, "b": same_recall_and_benign_precision})
+
+    assert selection.verdicts["recall_first"].is_tie
+    assert selection.champion == "b"
+    assert "the win-count policy broke the tie" in selection.reason
+
+
+def test_selection_follows_the_malignant_label_end_to_end():
+    """Fails if class 1 were taken for malignant: the model catching every class-0 case must win."""
+    labels = np.array([MALIGNANT] * 10 + [BENIGN] * 20)
+    catches_every_cancer = np.r_[np.full(10, 0.9), np.full(3, 0.8), np.full(17, 0.1)]
+    misses_two_cancers = np.r_[np.full(8, 0.9), np.full(2, 0.2), np.full(20, 0.1)]
+    reports = {
+        name: evaluate_predictions(labels, scores, labels, scores, target_recall=0.8, n_bootstrap=20)[
+            "at_default_threshold"
+        ]["classification_report"]
+        for name, scores in (("catches_every_cancer", catches_every_cancer), ("misses_two_cancers", misses_two_cancers))
+    }
+    assert reports["catches_every_cancer"]["malignant"]["recall"] == 1.0
+    assert select_champion(reports, policy="recall_first").champion == "catches_every_cancer"
+
+
+def test_unknown_policy_and_malformed_reports_get_clear_errors():
+    with pytest.raises(ValueError, match="unknown selection policy 'fastest'"):
+        select_champion({"a": CAREFUL}, policy="fastest")
+    with pytest.raises(KeyError, match="report of 'a' has no 'malignant recall'"):
+        recall_first_verdict({"a": {"0": {}, "1": {}}})
+
+
+def test_comparison_table_lists_every_key_side_by_side_with_the_best_in_bold():
+    table = comparison_table_markdown({"careful": CAREFUL, "tidy": TIDY})
+    assert table.splitlines()[0] == "| metric | careful | tidy |"
+    assert f"| malignant recall | **{42 / 43:.4f}** | {40 / 43:.4f} |" in table
+    assert "| accuracy |" in table and "| macro avg f1-score |" in table
+    assert "| malignant support (cases) | 43 | 43 |" in table
+
+
+def test_quality_bars_list_each_failure():
+    bars = QualityBars(min_malignant_recall=0.95, min_roc_auc=0.98)
+    assert check_quality_bars({"malignant_recall": 0.97, "roc_auc": 0.99}, bars) == []
+    failures = check_quality_bars({"malignant_recall": 0.93, "roc_auc": 0.97}, bars)
+    assert failures == ["malignant recall 0.9300 is below the bar 0.9500", "ROC-AUC 0.9700 is below the bar 0.9800"]
+
+
+def test_gate_promotes_the_first_champion_and_refuses_a_worse_challenger():
+    assert promotion_decision(0.93, None).promote
+    refused = promotion_decision(40 / 43, 42 / 43, tolerance=0.0)
+    assert not refused.promote
+    assert "keeps serving" in refused.reason
+    assert promotion_decision(42 / 43, 42 / 43).promote  # not worse is enough
+    assert promotion_decision(41 / 43, 42 / 43, tolerance=0.025).promote  # one cancer of 43 within tolerance
