@@ -256,7 +256,10 @@ class ModelRegistry:
         except FileNotFoundError:
             raise self._unknown(team, version) from None
         pointer, _ = self._read_pointer(team)
-        return self._as_version(entry, self._statuses(team, pointer["version"] if pointer else None)(version))
+        serving_version = pointer["version"] if pointer else None
+        # The serving version needs no history: the prediction side never pays for reading every event.
+        status = "serving" if version == serving_version else self._statuses(team, serving_version)(version)
+        return self._as_version(entry, status)
 
     def serving(self, team: str) -> ModelVersion | None:
         """The version serving ``team``, or None before its first promotion."""
@@ -266,7 +269,12 @@ class ModelRegistry:
     def events(self, team: str) -> list[dict[str, Any]]:
         """Every recorded event of ``team``, oldest first."""
         folder = self._team_dir(team) / "events"
-        return [self._read_json(folder / name) for name in self._names(folder) if name.endswith(".json")]
+        paths = [f"{folder.path}/{name}" for name in self._names(folder) if name.endswith(".json")]
+        if not paths:
+            return []
+        contents = folder.fs.cat(paths)  # one concurrent batch on object stores
+        # Names start with the UTC time, so path order is time order.
+        return [json.loads(contents[path]) for path in sorted(contents)]
 
     def load_model(self, model_version: ModelVersion) -> Any:
         from turbine_dagster.core import model_store  # imports TensorFlow: only paid by callers that load models
@@ -437,7 +445,7 @@ class ModelRegistry:
                 return finish()
         raise ConcurrentPromotionError(
             f"the serving pointer of team {team!r} changed {_POINTER_ATTEMPTS} times while deciding; "
-            f"{version_label(version)} was not promoted: retry"
+            f"{version_label(version)} does not serve: retry"
         )
 
     def promote_if(
