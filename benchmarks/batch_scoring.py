@@ -246,14 +246,33 @@ def run_child(args, model_file: Path, week: str, out: Path) -> dict:
 
 
 def peak_rss_bytes() -> int:
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process' peak RSS. On Linux VmHWM, the peak of this program's own memory: ru_maxrss also counts
+    the parent's RSS copied at fork, before exec, which here is the parent's TensorFlow and models."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak if sys.platform == "darwin" else peak * 1024
 
 
 def current_rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> bool:
+    """Linux: restart the peak-RSS mark (VmHWM) at the current RSS, so the peak read later is the peak of what
+    ran in between, not of importing TensorFlow or loading the model."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def child(args, model_file: str, week: str, result: str) -> None:
@@ -265,9 +284,10 @@ def child(args, model_file: str, week: str, result: str) -> None:
     files = partition_files(landing_root, week)
     model = load_model(model_file)
     # Warm the model once, so the baseline holds what any run holds before its first chunk (Keras' traced function).
-    warm = np.zeros((args.batch_size, len(FEATURE_COLUMNS)), dtype=np.float32)
-    library_p_malignant(model, warm, args.batch_size)
-    baseline_rss, baseline_peak = current_rss_bytes(), peak_rss_bytes()
+    library_p_malignant(model, np.zeros((args.batch_size, len(FEATURE_COLUMNS)), np.float32), args.batch_size)
+    peak_before = peak_rss_bytes()
+    rss_before = current_rss_bytes()
+    scoring_only = reset_peak_rss()
     output = UPath(tempfile.mkdtemp(dir=out)) / "predictions.parquet"
     summary = score_partition(
         files, landing_root, model, threshold=THRESHOLD, model_version="bench", output=output,
@@ -280,9 +300,10 @@ def child(args, model_file: str, week: str, result: str) -> None:
         "rows": summary.rows_scored,
         "seconds": summary.seconds,
         "rows_per_second": summary.rows_per_second,
-        "rss_before_scoring_bytes": baseline_rss,
-        "peak_rss_before_scoring_bytes": baseline_peak,
+        "rss_before_scoring_bytes": rss_before,
+        "peak_rss_before_scoring_bytes": peak_before,
         "peak_rss_bytes": peak,
+        "peak_is_of_scoring_only": scoring_only,
     }))
 
 
@@ -306,9 +327,10 @@ def report(args, sizes: dict[str, int], models: dict, throughput: list[Throughpu
         print(f"{t.kind:<11} {t.partition_rate:>14,.0f} row/s {t.library_rate:>8,.0f} row/s {t.ratio:>6.2f}  "
               f"{verdict(t.ratio >= THROUGHPUT_GOAL):<22} max |Δp| = {t.max_abs_difference:.1e}")
 
-    print("\nPeak RSS of score_partition in a fresh process (RSS before scoring: model loaded and warm)")
+    print("\nPeak RSS of score_partition in a fresh process. before: RSS with the model loaded and warm; "
+          "peak: highest RSS while scoring")
     header = f"{'model':<11} {'rows':>12} {'before':>10} {'peak':>10} {'growth':>10} {'rows/s':>10}"
-    print(header + ("   peak 10M / 1M   target <= " + str(RSS_GOAL) if "large" in sizes else ""))
+    print(header + (f"   peak large/default   target <= {RSS_GOAL}" if "large" in sizes else ""))
     for kind, by_size in memory.items():
         for size, figures in by_size.items():
             line = (f"{kind:<11} {figures['rows']:>12,} {mib(figures['rss_before_scoring_bytes']):>10} "
@@ -317,8 +339,13 @@ def report(args, sizes: dict[str, int], models: dict, throughput: list[Throughpu
                     f"{figures['rows_per_second']:>10,.0f}")
             if size == "large":
                 ratio = figures["peak_rss_bytes"] / by_size["default"]["peak_rss_bytes"]
-                line += f"   {ratio:>13.2f}   {verdict(ratio <= RSS_GOAL)}"
+                line += f"   {ratio:>18.2f}   {verdict(ratio <= RSS_GOAL)}"
             print(line)
+    if not all(f["peak_is_of_scoring_only"] for by_size in memory.values() for f in by_size.values()):
+        print("(this kernel cannot reset the peak-RSS mark: 'peak' is the whole process' peak, imports included)")
+    else:
+        lifetime = max(f["peak_rss_before_scoring_bytes"] for by_size in memory.values() for f in by_size.values())
+        print(f"(highest RSS of a child before scoring, while importing and loading: {mib(lifetime)})")
     if "large" not in sizes:
         print(f"(peak RSS at {args.rows_large:,} rows not measured: run with --large)")
 

@@ -129,7 +129,8 @@ def bootstrap_intervals(
 
     Resampling is stratified (class counts held fixed), so every resample has both classes and
     ROC-AUC is always defined; a precision with no predicted malignant case counts as 0, as in
-    the classification report.
+    the classification report. A percentile interval cannot extend past what the sample shows: at
+    a point recall of 1.0 it collapses to [1, 1], so read it with the malignant count.
     """
     rng = np.random.default_rng(seed)
     malignant_scores = scores[labels == MALIGNANT]

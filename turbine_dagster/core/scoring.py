@@ -85,6 +85,11 @@ CSV_BLOCK_BYTES = 16 << 20
 """CSV bytes parsed per block: ~50k rows of 30 features, so batches are not tiny."""
 
 _READ_COLUMNS = [CASE_ID, *FEATURE_COLUMNS]
+_PARQUET_FORMAT = ds.ParquetFileFormat(
+    # Pre-buffering keeps the raw bytes of row groups not yet decoded: measured with pyarrow 26, the reader's
+    # memory then grows with the file (~0.9 GiB for 3 M rows) instead of staying at about one row group.
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
+)
 _CSV_COLUMN_TYPES = {column: pa.string() for column in _READ_COLUMNS}
 
 
@@ -323,7 +328,7 @@ class _Source:
                 _check_columns(_csv_header(path), name)
                 dataset = ds.dataset(path.path, format=_csv_format(), filesystem=filesystem)
             else:
-                dataset = ds.dataset(path.path, format=ds.ParquetFileFormat(), filesystem=filesystem)
+                dataset = ds.dataset(path.path, format=_PARQUET_FORMAT, filesystem=filesystem)
         except landing.LandingError:
             raise
         except Exception as error:  # the reader's own words, with the file named

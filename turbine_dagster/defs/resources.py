@@ -66,12 +66,24 @@ class ModelRegistryResource(dg.ConfigurableResource):
         return ModelRegistry(self.root, s3fs_options(self.s3))
 
 
+class PredictionStore(dg.ConfigurableResource):
+    """Where batch predictions and their quarantined rows are written, per team and week."""
+
+    root: str = Field(description="Predictions root: a folder or an s3:// URI.")
+    s3: S3Resource | None = Field(None, description="S3 connection settings when the root is an s3:// URI.")
+
+    def folder(self, team: str, week: str) -> UPath:
+        return UPath(self.root, **s3fs_options(self.s3)) / f"team={landing.validate_team(team)}" / \
+            f"week={landing.validate_week(week)}"
+
+
 def storage_resources(settings: Settings, s3: S3Resource | None = None) -> dict[str, Any]:
     """Landing zone, registry and asset storage under the configured roots, over S3 when ``s3`` is given."""
     artifacts = f"{settings.storage_root}/assets"
     return {
         "landing_zone": LandingZone(root=settings.landing_root, s3=s3),
         "registry": ModelRegistryResource(root=f"{settings.storage_root}/registry", s3=s3),
+        "prediction_store": PredictionStore(root=f"{settings.storage_root}/predictions", s3=s3),
         "io_manager": ArtifactIOManager(base_path=artifacts, file_format="parquet", s3=s3),
         "json_io_manager": ArtifactIOManager(base_path=artifacts, file_format="json", s3=s3),
         "keras_io_manager": ArtifactIOManager(base_path=artifacts, file_format="keras", s3=s3),

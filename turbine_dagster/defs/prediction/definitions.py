@@ -3,8 +3,24 @@
 import dagster as dg
 
 from turbine_dagster.defs.environment import SETTINGS
+from turbine_dagster.defs.jobs import team_week_job
+from turbine_dagster.defs.prediction.assets import prediction_assets, prediction_checks
 from turbine_dagster.defs.resources import executor_for, resources_for
+from turbine_dagster.defs.schedules import team_schedules
+
+prediction_job = team_week_job(
+    "prediction_pipeline",
+    dg.AssetSelection.groups("prediction", "monitoring"),
+    "Batch predictions and the drift report of one team's week, from the team's serving champion.",
+)
 
 
 def build_definitions() -> dg.Definitions:
-    return dg.Definitions(resources=resources_for(SETTINGS), executor=executor_for(SETTINGS))
+    return dg.Definitions(
+        assets=prediction_assets,
+        asset_checks=prediction_checks,
+        jobs=[prediction_job],
+        schedules=team_schedules(SETTINGS, prediction_job, delay_hours=SETTINGS.prediction_delay_hours),
+        resources=resources_for(SETTINGS),
+        executor=executor_for(SETTINGS),
+    )
