@@ -36,3 +36,42 @@ def settings(tmp_path, landing_root) -> Settings:
 @pytest.fixture
 def partition_key(week) -> str:
     return f"{TEAM}|{week}"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3 (moto's server) on a free port of 127.0.0.1, for the whole session; stopped after."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_environment(s3_server, monkeypatch):
+    """Credentials, region and endpoint in the environment, as in a deployment; clients made afresh."""
+    import s3fs
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server,
+        "TURBINE_S3_ENDPOINT_URL": s3_server,
+    }.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep an earlier endpoint
+    yield s3_server
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def create_bucket(name: str) -> None:
+    import boto3
+
+    client = boto3.client("s3")
+    if name not in {bucket["Name"] for bucket in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=name)

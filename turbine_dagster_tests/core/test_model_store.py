@@ -1,10 +1,8 @@
-import boto3
+from turbine_dagster_tests.conftest import create_bucket
 import catboost
 import numpy as np
 import pandas as pd
 import pytest
-import s3fs
-from moto.server import ThreadedMotoServer
 from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
@@ -42,26 +40,10 @@ def model(request, keras_model, catboost_model):
     return {"tensorflow": keras_model, "catboost": catboost_model}[request.param]
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A local S3 (moto) on a free port; credentials and endpoint come from the environment, as in a deployment."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }.items():
-            patch.setenv(name, value)
-        s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep an earlier endpoint
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield endpoint
-        s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
+@pytest.fixture
+def s3_endpoint(s3_environment):
+    create_bucket(BUCKET)
+    return s3_environment
 
 
 def test_model_kind_follows_the_model_type(keras_model, catboost_model):

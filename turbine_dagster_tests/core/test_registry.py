@@ -6,13 +6,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: keep its C++ start-up chatter out
 
-import boto3  # noqa: E402
+from turbine_dagster_tests.conftest import create_bucket  # noqa: E402
 import catboost  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-import s3fs  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
 
 from turbine_dagster.core import model_store  # noqa: E402, F401  loaded before any fork: children inherit it
@@ -237,25 +235,10 @@ def test_concurrent_promotions_in_processes_leave_a_consistent_registry(registry
     assert_consistent(registry)
 
 
-@pytest.fixture(scope="module")
-def s3_registry_root():
-    """A local S3 (moto) on a free port; credentials and endpoint come from the environment, as in a deployment."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        }.items():
-            patch.setenv(name, value)
-        s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep an earlier endpoint
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield f"s3://{BUCKET}/registry"
-        s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
+@pytest.fixture
+def s3_registry_root(s3_environment):
+    create_bucket(BUCKET)
+    return f"s3://{BUCKET}/registry"
 
 
 def test_on_s3_versions_promotion_and_rollback_work_as_locally(s3_registry_root, model, cases):
