@@ -7,6 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+PORT ?= 3000
 
 .PHONY: dev test setup instance demo-data
 
@@ -29,7 +30,7 @@ demo-data: setup
 	$(BIN)/turbine-demo-data --if-missing
 
 dev: instance demo-data
-	$(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
+	$(BIN)/dagster dev --host 127.0.0.1 --port $(PORT) --workspace workspace.yaml
 
 test: setup
 	$(BIN)/pytest

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import dagster as dg
 from pydantic import Field
 
-from turbine_dagster.core import drift, landing, scoring
+from turbine_dagster.core import drift, landing
 from turbine_dagster.core.registry import ModelRegistry, ModelVersion
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import LandingZone, ModelRegistryResource, PredictionStore
@@ -77,6 +77,8 @@ def batch_predictions(context: dg.AssetExecutionContext, config: BatchPrediction
     if not files:
         _skipped_empty(context, root, team, week)
         return
+    from turbine_dagster.core import scoring  # TensorFlow loads in runs, not in the code server
+
     folder = prediction_store.folder(team, week)
     context.log.info(f"scoring {len(files)} file(s) with {team} {version.label} ({version.model_type}) "
                      f"at threshold {version.threshold:.4f}")
@@ -124,6 +126,8 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, landing
     store = registry.registry()
     version = serving_version(context, store, team)
     root, files = scoring_files(context, landing_zone, team, week)
+    from turbine_dagster.core import scoring
+
     current = scoring.sample_clean_features(files, root, config.max_rows, config.seed) if files else None
     if current is None or current.empty:
         _skipped_empty(context, root, team, week)

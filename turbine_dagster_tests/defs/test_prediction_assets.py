@@ -1,0 +1,144 @@
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from upath import UPath
+
+from turbine_dagster.core import landing
+from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model
+from turbine_dagster.core.data import stratified_splits
+from turbine_dagster.core.demo_data import DemoDataWriter, DriftInjection, recent_weeks, write_demo_data
+from turbine_dagster.core.models import predict_malignant_proba
+from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT
+from turbine_dagster.core.selection import GateDecision
+from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model
+from turbine_dagster.defs.prediction.assets import batch_predictions, drift_report, no_data_drift
+from turbine_dagster_tests.conftest import TEAM
+from turbine_dagster_tests.defs.helpers import failure_messages, materialize, materialized_keys
+
+PREDICTION = [batch_predictions]
+
+
+@pytest.fixture(scope="module")
+def team_models():
+    cases = DemoDataWriter().cases(TEAM, "2026-01-04", 400, "L")
+    train, validation, _ = stratified_splits(cases)
+    tf = train_tf_model(train, validation, TFTrainingParams(epochs=3, patience=1)).model
+    catboost = train_catboost_model(train, validation, CatBoostSearchParams(
+        param_grid={"depth": [3]}, iterations=30, cv_folds=2)).model
+    return {"tensorflow": tf, "catboost": catboost}, train
+
+
+def serve(settings, model, reference, threshold=0.5) -> ModelRegistry:
+    registry = ModelRegistry(f"{settings.storage_root}/registry")
+    version = registry.register(TEAM, model, threshold=threshold, metrics={"malignant_recall": 0.99}, partition=None,
+                                run_id=None, data_version=None, reference=reference.loc[:, list(FEATURE_COLUMNS)])
+    registry.promote_if(TEAM, version.version, lambda current: GateDecision(True, "test"))
+    return registry
+
+
+def scoring_frame(landing_root, week) -> pd.DataFrame:
+    folder = landing.partition_dir(landing_root, landing.SCORING, TEAM, week)
+    return pd.concat([pd.read_parquet(path.path) for path in landing.data_files(folder, landing_root)])
+
+
+def read_predictions(settings, week) -> pd.DataFrame:
+    return pd.read_parquet(f"{settings.storage_root}/predictions/team={TEAM}/week={week}/predictions.parquet")
+
+
+@pytest.mark.parametrize("kind", ["tensorflow", "catboost"])
+def test_asset_predictions_equal_direct_model_predictions(settings, landing_root, week, partition_key, team_models, kind):
+    models, train = team_models
+    serve(settings, models[kind], train, threshold=0.4)
+    result = materialize(PREDICTION, settings, partition_key,
+                         run_config={"ops": {"batch_predictions": {"config": {"chunk_rows": 128}}}})
+    assert result.success, failure_messages(result)
+    predictions = read_predictions(settings, week).set_index(CASE_ID)
+    cases = scoring_frame(landing_root, week).set_index(CASE_ID)
+    assert len(predictions) == len(cases) == 500  # 500 is no multiple of the 128-row chunks
+    expected = predict_malignant_proba(models[kind], cases.loc[predictions.index])
+    np.testing.assert_allclose(predictions["p_malignant"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert ((predictions["predicted_label"] == MALIGNANT) == (predictions["p_malignant"] >= 0.4)).all()
+    assert set(predictions["model_version"]) == {"v0001"} and set(predictions["threshold"]) == {0.4}
+    metadata = result.asset_materializations_for_node("batch_predictions")[0].metadata
+    assert metadata["rows_scored"].value == 500 and metadata["rows_quarantined"].value == 0
+    assert metadata["model_version"].value == "v0001"
+
+
+def test_bad_rows_are_quarantined_with_reasons(settings, landing_root, week, partition_key, team_models):
+    models, train = team_models
+    serve(settings, models["catboost"], train)
+    folder = landing.partition_dir(landing_root, landing.SCORING, TEAM, week)
+    extra = DemoDataWriter(seed=5).cases(TEAM, week, 20, "X").drop(columns=["target"])
+    extra[FEATURE_COLUMNS[0]] = extra[FEATURE_COLUMNS[0]].astype(object)
+    extra.loc[0, FEATURE_COLUMNS[0]] = "abc"
+    extra.loc[1, FEATURE_COLUMNS[1]] = np.nan
+    extra.loc[2, FEATURE_COLUMNS[2]] = np.inf
+    extra.to_csv((folder / "late_cases.csv").path, index=False)
+    result = materialize(PREDICTION, settings, partition_key)
+    assert result.success, failure_messages(result)
+    metadata = result.asset_materializations_for_node("batch_predictions")[0].metadata
+    assert (metadata["rows_scored"].value, metadata["rows_quarantined"].value) == (517, 3)
+    quarantine = pd.read_parquet(f"{settings.storage_root}/predictions/team={TEAM}/week={week}/quarantine.parquet")
+    reasons = dict(zip(quarantine[CASE_ID], quarantine["reason"]))
+    assert "is not numeric" in reasons[extra.loc[0, CASE_ID]] and "is NaN" in reasons[extra.loc[1, CASE_ID]]
+    assert "is infinite" in reasons[extra.loc[2, CASE_ID]]
+
+
+def test_missing_champion_names_the_team_and_how_to_train(settings, partition_key):
+    result = materialize(PREDICTION, settings, partition_key)
+    message = failure_messages(result)
+    assert not result.success
+    assert f"team {TEAM} has no serving champion" in message and "training_pipeline" in message
+
+
+def test_empty_scoring_partition_is_skipped_with_a_message(settings, partition_key, team_models):
+    models, train = team_models
+    serve(settings, models["catboost"], train)
+    week = recent_weeks(3)[0]  # no demo data landed for that week
+    result = materialize(PREDICTION, settings, f"{TEAM}|{week}")
+    assert result.success and materialized_keys(result) == set()
+
+
+def test_scoring_file_without_a_feature_column_fails_naming_it(settings, landing_root, week, partition_key, team_models):
+    models, train = team_models
+    serve(settings, models["catboost"], train)
+    folder = landing.partition_dir(landing_root, landing.SCORING, TEAM, week)
+    DemoDataWriter().cases(TEAM, week, 5, "Y").drop(columns=["target", "worst symmetry"]).to_csv(
+        (folder / "partial.csv").path, index=False)
+    result = materialize(PREDICTION, settings, partition_key)
+    assert not result.success
+    message = failure_messages(result)
+    assert "partial.csv" in message and "worst symmetry" in message
+
+
+def test_drifted_week_is_flagged_and_the_sensor_requests_exactly_it(tmp_path, team_models):
+    import dataclasses
+
+    from turbine_dagster.defs.training.definitions import training_job
+    from turbine_dagster.defs.training.sensors import drift_retraining_sensor_for
+    from turbine_dagster.locations.training import defs as training_defs
+    from turbine_dagster.settings import Settings
+
+    models, train = team_models
+    calm, drifted = recent_weeks(2)
+    root = UPath(tmp_path / "landing")
+    shift = DriftInjection(TEAM, drifted, tuple(FEATURE_COLUMNS[:5]), 1.0)
+    write_demo_data(root, [TEAM], [calm, drifted], labeled_rows=50, scoring_rows=1500, drift=[shift])
+    settings = dataclasses.replace(Settings.from_env({}), landing_root=str(root), storage_root=str(tmp_path / "storage"))
+    serve(settings, models["catboost"], DemoDataWriter().cases(TEAM, "2026-01-04", 2000, "R"))
+
+    with dg.instance_for_test() as instance:
+        flags = {}
+        for week in (calm, drifted):
+            result = materialize([drift_report, no_data_drift], settings, f"{TEAM}|{week}", instance=instance)
+            assert result.success, failure_messages(result)
+            flags[week] = result.asset_materializations_for_node("drift_report")[0].metadata["drift_detected"].value
+            check = next(e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
+            assert check.event_specific_data.passed is (not flags[week])
+        assert flags == {calm: False, drifted: True}
+        sensor = drift_retraining_sensor_for(training_job)
+        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance,
+                                                            repository_def=training_defs.get_repository_def()))
+    assert [str(r.partition_key) for r in tick.run_requests] == [f"{TEAM}|{drifted}"]

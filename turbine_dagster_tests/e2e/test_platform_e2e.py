@@ -1,0 +1,112 @@
+"""End to end as a user meets the platform: `make dev`, the webserver's GraphQL API, and a browser."""
+
+import json
+import socket
+
+import pytest
+
+from turbine_dagster.core.demo_data import recent_weeks
+from turbine_dagster_tests.e2e.platform import REPO, start_platform
+
+pytestmark = pytest.mark.slow
+
+TEAM = "team_a"
+# Enough training to make a real diagnostic model, little enough for CI's two cores.
+TRAINING_CONFIG = {"ops": {
+    "tf_model": {"config": {"epochs": 40, "patience": 8}},
+    "catboost_model": {"config": {"iterations": 150, "depth": [4], "learning_rate": [0.1], "l2_leaf_reg": [1.0, 3.0],
+                                  "cv_folds": 2}},
+    "tf_evaluation": {"config": {"n_bootstrap": 200}},
+    "catboost_evaluation": {"config": {"n_bootstrap": 200}},
+}}
+TRAINING_ASSETS = {"raw_data", "train_split", "validation_split", "test_split", "tf_model", "catboost_model",
+                   "tf_evaluation", "catboost_evaluation", "champion_model", "serving_champion"}
+PREDICTION_ASSETS = {"batch_predictions", "drift_report"}
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    started = start_platform(tmp_path_factory.mktemp("e2e"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def partition():
+    return f"{TEAM}|{recent_weeks(1)[0]}"
+
+
+@pytest.fixture(scope="module")
+def trained(platform, partition):
+    run_id = platform.launch("turbine-training", "training_pipeline", partition, TRAINING_CONFIG)
+    status = platform.wait_for_run(run_id)
+    assert status == "SUCCESS", platform.step_failures(run_id)
+    return run_id
+
+
+def test_both_code_locations_load_without_errors(platform):
+    locations = platform.locations()
+    assert set(locations) == {"turbine-training", "turbine-prediction"}
+    for entry in locations.values():
+        assert entry["loadStatus"] == "LOADED"
+        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
+
+
+def test_every_asset_is_listed(platform):
+    keys = {node["assetKey"]["path"][-1] for node in platform.graphql("{ assetNodes { assetKey { path } } }")["assetNodes"]}
+    assert TRAINING_ASSETS | PREDICTION_ASSETS <= keys
+
+
+def test_training_graph_runs_and_champion_metadata_reads_back(platform, partition, trained):
+    champion = platform.latest_metadata("champion_model", partition)
+    assert champion["champion"] in ("tf_model", "catboost_model")
+    assert set(json.loads(champion["verdicts"])) == {"recall_first", "win_count"}
+    assert "data:image/png;base64," in champion["champion_plots"]
+    serving = platform.latest_metadata("serving_champion", partition)
+    assert serving["promoted"] is True and serving["serving_version"] == 1
+
+
+def test_batch_predictions_run_from_the_prediction_location(platform, partition, trained):
+    run_id = platform.launch("turbine-prediction", "prediction_pipeline", partition)
+    assert platform.wait_for_run(run_id) == "SUCCESS", platform.step_failures(run_id)
+    predictions = platform.latest_metadata("batch_predictions", partition)
+    assert predictions["rows_scored"] + predictions["rows_quarantined"] == 3000
+    assert predictions["model_version"] == "v0001"
+
+
+def test_webserver_listens_on_loopback_only(platform):
+    port = int(platform.url.rsplit(":", 1)[1])
+    addresses = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    for address in addresses - {"127.0.0.1"}:
+        with socket.socket() as probe:
+            probe.settimeout(2)
+            assert probe.connect_ex((address, port)) != 0, f"the webserver answers on {address}"
+    listening = [line for line in open("/proc/net/tcp").read().splitlines()[1:] if f":{port:04X} " in line.split()[1] + " "]
+    assert listening and all(line.split()[1].startswith("0100007F:") for line in listening), listening
+
+
+def test_browser_shows_the_asset_graph_and_champion_plot(platform, partition, trained):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{platform.url}/asset-groups", wait_until="networkidle")
+        skip = page.get_by_role("button", name="Skip")
+        if skip.count():
+            skip.first.click()
+        page.get_by_text("champion_model").first.wait_for(timeout=60_000)
+        for asset in ("raw_data", "tf_model", "catboost_model", "serving_champion"):
+            assert page.get_by_text(asset).count() > 0, asset
+        page.screenshot(path=ARTIFACTS / "asset_graph.png", full_page=True)
+
+        page.goto(f"{platform.url}/assets/champion_model?partition={partition}", wait_until="networkidle")
+        plot = page.locator('img[src^="data:image/png"]').first
+        plot.wait_for(state="visible", timeout=60_000)
+        assert plot.bounding_box()["width"] > 100
+        page.screenshot(path=ARTIFACTS / "champion_model.png", full_page=True)
+        browser.close()
