@@ -57,8 +57,10 @@ def predict_malignant_proba(model: Any, features: pd.DataFrame | np.ndarray, bat
         return np.empty(0, dtype=np.float64)
 
     if model_kind(model) == "tensorflow":
-        # The network's sigmoid output already is P(malignant); predict() batches without per-row calls.
-        return model.predict(matrix, batch_size=batch_size, verbose=0).reshape(-1).astype(np.float64)
+        # The sigmoid output already is P(malignant). Fixed-size predict_on_batch calls skip the per-call
+        # setup of predict() (about 0.2 s each), which dominated chunked scoring.
+        batches = [model.predict_on_batch(matrix[start : start + batch_size]) for start in range(0, len(matrix), batch_size)]
+        return np.concatenate([np.asarray(batch).reshape(-1) for batch in batches]).astype(np.float64)
 
     malignant_column = list(model.classes_).index(MALIGNANT)
     frame = pd.DataFrame(matrix, columns=list(FEATURE_COLUMNS))

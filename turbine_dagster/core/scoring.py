@@ -4,9 +4,10 @@
 
 1. every file's columns are checked before any row is read, so a wrong file fails the run with its
    name and the missing column, and nothing is written;
-2. the files are read in record batches with pyarrow datasets; CSV feature columns are read as text,
-   so a stray word is a quarantined cell rather than a parser crash. One chunk is read ahead on a
-   thread while the previous one is scored (pyarrow and both model libraries release the GIL);
+2. the files are read in record batches with pyarrow datasets, a Parquet file one row group at a
+   time; CSV feature columns are read as text, so a stray word is a quarantined cell rather than a
+   parser crash. A thread reads and validates the next chunk while the current one is scored, and
+   another writes the previous one (pyarrow and both model libraries release the GIL);
 3. each batch is validated with the rules of ``data.row_problems`` (the training data's rules): bad
    rows go to the quarantine file with their reason and raw values; good rows are regrouped into
    chunks of exactly ``chunk_rows`` rows, whatever the files' own row groups or sizes;
@@ -16,8 +17,9 @@
    (``os.replace`` beside a local target, a single upload to an object store), so a killed run never
    leaves a half-written file under the final name.
 
-At most three chunks are in memory at once (one read ahead, one waiting, one scored), plus one
-Parquet row group of the file being read: memory does not grow with the number of rows.
+Memory is bounded by a few chunks (one being read, one queued, one scored, one being written) plus one
+Parquet row group, or a few MiB of CSV blocks, of the file being read: it does not grow with the number
+of rows. A Parquet file written as one huge row group is the exception: its row group is read whole.
 """
 
 import csv
@@ -383,6 +385,7 @@ def _check_columns(columns: list[str], name: str) -> None:
 def _check_feature_types(schema: pa.Schema, name: str) -> None:
     for column in FEATURE_COLUMNS:
         kind = schema.field(column).type
+        kind = kind.value_type if pa.types.is_dictionary(kind) else kind
         if not (_is_numeric(kind) or _is_text(kind) or pa.types.is_null(kind)):
             raise landing.LandingError(
                 f"column '{column}' in {name} holds {kind} values; feature columns must hold numbers "
@@ -399,13 +402,13 @@ def _csv_header(path: UPath) -> list[str]:
 
 
 def _csv_format() -> ds.CsvFileFormat:
-    # Identifier and features as text: a word in a number column must reach the quarantine, not stop the
-    # parser. The usual missing-value markers ('', NA, NaN, null, ...) read as null, as pandas reads them.
+    """Identifier and features as text: a word in a number column must reach the quarantine, not stop the
+    parser. The usual missing-value markers ('', NA, NaN, null, ...) read as null, as pandas reads them.
+    Only the scored columns are converted: the scan's projection sees to that (``include_columns`` would
+    clash with it)."""
     return ds.CsvFileFormat(
         read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-        convert_options=pacsv.ConvertOptions(
-            column_types=_CSV_COLUMN_TYPES, strings_can_be_null=True
-        ),  # the scan's column projection reads only the columns scored (include_columns would clash with it)
+        convert_options=pacsv.ConvertOptions(column_types=_CSV_COLUMN_TYPES, strings_can_be_null=True),
     )
 
 
@@ -419,6 +422,8 @@ def _is_text(kind: pa.DataType) -> bool:
 
 def _as_float64(values: pa.Array) -> np.ndarray:
     """The column as float64, NaN where a cell is empty or not a number (the rules then name which)."""
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
     kind = values.type
     if pa.types.is_null(kind):
         return np.full(len(values), np.nan)

@@ -52,7 +52,7 @@ class _NativeFormatIOManager(dg.UPathIOManager):
     def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
         path = next(iter(self._get_paths_for_partitions(context).values())) if context.has_asset_partitions \
             else self._get_path(context)
-        return {"artifact_uri": dg.MetadataValue.path(str(path)), "artifact_bytes": path.stat().st_size}
+        return {"artifact_bytes": path.stat().st_size}  # the URI is Dagster's own `path` entry
 
 
 class ArtifactIOManager(dg.ConfigurableIOManagerFactory):

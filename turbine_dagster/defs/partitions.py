@@ -14,7 +14,8 @@ team_week_partitions = dg.MultiPartitionsDefinition({TEAM: teams_partitions, WEE
 
 
 def team_and_week(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:
-    keys = context.partition_key.keys_by_dimension
+    # A run launched with only the `dagster/partition` tag (GraphQL, some UI paths) hands over a plain string.
+    keys = team_week_partitions.get_partition_key_from_str(str(context.partition_key)).keys_by_dimension
     return keys[TEAM], keys[WEEK]
 
 

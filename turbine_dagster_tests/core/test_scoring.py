@@ -16,7 +16,7 @@ from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catb
 from turbine_dagster.core.data import stratified_splits  # noqa: E402
 from turbine_dagster.core.demo_data import DemoDataWriter  # noqa: E402
 from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
-from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, SOURCE_FILE, TARGET  # noqa: E402
+from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, SOURCE_FILE, TARGET  # noqa: E402
 from turbine_dagster.core.scoring import OUTPUT_SCHEMA, QUARANTINE_SCHEMA, score_frame, score_partition  # noqa: E402
 from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model  # noqa: E402
 
@@ -138,7 +138,8 @@ def test_an_input_spanning_several_files_is_scored_whole_and_in_order(models, ro
 
     summary = score(files, root, models["catboost"], tmp_path, chunk_rows=64)
 
-    assert summary.files == tuple(f"scoring/team={TEAM}/week={WEEK}/{name}" for name in ("1.csv", "2.parquet", "3.parquet"))
+    names = ("1.csv", "2.parquet", "3.parquet")
+    assert summary.files == tuple(f"scoring/team={TEAM}/week={WEEK}/{name}" for name in names)
     assert summary.rows_scored == 205
     assert read(summary.output_uri)[CASE_ID].tolist() == pd.concat(parts)[CASE_ID].tolist()
 
@@ -201,7 +202,8 @@ def test_a_file_missing_a_column_fails_naming_the_file_and_the_column(models, ro
     good = write_parquet(cases(10, "P"), folder / "a.parquet")
     bad = write_parquet(cases(10, "Q").drop(columns=["mean radius"]), folder / "b.parquet")
 
-    with pytest.raises(landing.LandingError, match=rf"'mean radius' missing in scoring/team={TEAM}/week={WEEK}/b\.parquet"):
+    expected = rf"'mean radius' missing in scoring/team={TEAM}/week={WEEK}/b\.parquet"
+    with pytest.raises(landing.LandingError, match=expected):
         score([good, bad], root, models["catboost"], tmp_path)
     assert not (tmp_path / "out").exists()  # checked before any row is read: nothing written
 
@@ -277,3 +279,33 @@ def test_a_clean_rerun_removes_the_previous_runs_quarantine(models, root, folder
 def test_invalid_arguments_are_refused(models, root, tmp_path, options):
     with pytest.raises(ValueError):
         score([], root, models["catboost"], tmp_path, **options)
+
+
+def test_on_s3_files_are_read_and_results_published_as_locally(models, s3_environment, tmp_path):
+    from turbine_dagster_tests.conftest import create_bucket
+
+    create_bucket("scoring-test")
+    root = UPath("s3://scoring-test/landing")
+    folder = landing.partition_dir(root, landing.SCORING, TEAM, WEEK)
+    parquet_rows, csv_rows = cases(150, "P"), cases(20, "C")
+    csv_rows.loc[2, "mean radius"] = np.nan
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(parquet_rows, preserve_index=False), buffer, row_group_size=64)
+    (folder / "a.parquet").write_bytes(buffer.getvalue().to_pybytes())
+    (folder / "b.csv").write_text(csv_rows.to_csv(index=False))
+    files = landing.data_files(folder, root)
+    output, quarantine = UPath("s3://scoring-test/out/predictions.parquet"), UPath("s3://scoring-test/out/q.parquet")
+
+    summary = score_partition(
+        files, root, models["catboost"], threshold=0.5, model_version="m-1", output=output, quarantine=quarantine,
+        chunk_rows=50,
+    )
+
+    assert (summary.rows_scored, summary.rows_quarantined) == (169, 1)
+    assert summary.output_uri == "s3://scoring-test/out/predictions.parquet"
+    with output.open("rb") as handle:
+        scored = pq.read_table(handle).to_pandas()
+    expected = pd.concat([parquet_rows, csv_rows.drop(index=2)], ignore_index=True)
+    assert scored[CASE_ID].tolist() == expected[CASE_ID].tolist()
+    np.testing.assert_allclose(scored["p_malignant"], predict_malignant_proba(models["catboost"], expected))
+    assert quarantine.exists()

@@ -71,12 +71,12 @@ def test_training_metadata_is_complete(trained):
     result, _, _ = trained
     tf_metadata = _metadata(result, "tf_model")
     for key in ("param_count", "epochs_run", "best_val_loss", "training_seconds", "device", "learning_curves",
-                "artifact_uri", "artifact_bytes"):
+                "path", "artifact_bytes"):
         assert key in tf_metadata
     assert "data:image/png;base64," in tf_metadata["learning_curves"].value
-    assert tf_metadata["artifact_uri"].value.endswith(".keras")
+    assert tf_metadata["path"].value.endswith(".keras")
     catboost_metadata = _metadata(result, "catboost_model")
-    for key in ("chosen_parameters", "best_iteration", "feature_importance", "device", "artifact_uri"):
+    for key in ("chosen_parameters", "best_iteration", "feature_importance", "device", "path"):
         assert key in catboost_metadata
     assert catboost_metadata["chosen_parameters"].value["depth"] == 3
     assert catboost_metadata["chosen_parameters"].value["l2_leaf_reg"] in (1.0, 3.0)

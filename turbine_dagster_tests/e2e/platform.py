@@ -36,7 +36,7 @@ query Latest($key: AssetKeyInput!, $partition: String!) { assetOrError(assetKey:
 """
 STEP_FAILURES_QUERY = """
 query Events($id: ID!) { logsForRun(runId: $id, limit: 5000) { ... on EventConnection { events { __typename
-  ... on ExecutionStepFailureEvent { stepKey error { message } }
+  ... on ExecutionStepFailureEvent { stepKey error { message cause { message } } }
   ... on MessageEvent { message } } } } }
 """
 
@@ -90,7 +90,8 @@ class Platform:
 
     def step_failures(self, run_id: str) -> list[str]:
         events = self.graphql(STEP_FAILURES_QUERY, id=run_id)["logsForRun"]["events"]
-        return [f"{e['stepKey']}: {e['error']['message']}" for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+        return [f"{e['stepKey']}: {e['error']['message']} {(e['error']['cause'] or {}).get('message', '')}"
+                for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
 
     def latest_metadata(self, asset: str, partition: str) -> dict:
         asset_data = self.graphql(MATERIALIZATION_QUERY, key={"path": [asset]}, partition=partition)["assetOrError"]

@@ -95,16 +95,21 @@ def test_browser_shows_the_asset_graph_and_champion_plot(platform, partition, tr
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{platform.url}/asset-groups", wait_until="networkidle")
-        skip = page.get_by_role("button", name="Skip")
+        # The champion group's lineage: its assets, their upstream models and the prediction side downstream.
+        page.goto(f"{platform.url}/locations/turbine-training/asset-groups/champion", wait_until="networkidle")
+        skip = page.get_by_role("button", name="Skip")  # the first visit's "Join the Dagster community" dialog
         if skip.count():
             skip.first.click()
         page.get_by_text("champion_model").first.wait_for(timeout=60_000)
-        for asset in ("raw_data", "tf_model", "catboost_model", "serving_champion"):
-            assert page.get_by_text(asset).count() > 0, asset
+        for asset in ("serving_champion", "tf_model", "catboost_model", "tf_evaluation", "batch_predictions",
+                      "drift_report"):
+            assert page.get_by_text(asset, exact=True).first.is_visible(), asset
         page.screenshot(path=ARTIFACTS / "asset_graph.png", full_page=True)
 
         page.goto(f"{platform.url}/assets/champion_model?partition={partition}", wait_until="networkidle")
+        plots_row = page.locator("tr", has_text="champion_plots").first
+        plots_row.scroll_into_view_if_needed()
+        plots_row.get_by_text("Show Markdown").click()  # large Markdown metadata opens in a dialog
         plot = page.locator('img[src^="data:image/png"]').first
         plot.wait_for(state="visible", timeout=60_000)
         assert plot.bounding_box()["width"] > 100
