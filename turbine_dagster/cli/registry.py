@@ -1,4 +1,5 @@
-"""``turbine-registry``: list a team's model versions, roll back its serving model, read its history.
+"""``turbine-registry``: list a team's model versions and their checkpoints, roll back its serving model,
+read its history.
 
 The registry root defaults to ``$TURBINE_STORAGE_ROOT/registry`` (storage root default
 ``.turbine/storage``), the folder the platform's registry resource uses; ``--root`` overrides it.
@@ -10,7 +11,13 @@ import sys
 
 from upath import UPath
 
-from turbine_dagster.core.registry import ConcurrentPromotionError, ModelRegistry, ModelVersion, RegistryLookupError
+from turbine_dagster.core.registry import (
+    ConcurrentPromotionError,
+    ModelRegistry,
+    ModelVersion,
+    RegistryLookupError,
+    parse_version,
+)
 from turbine_dagster.settings import Settings
 
 
@@ -20,15 +27,18 @@ def default_registry_root() -> str:
 
 def _version_number(text: str) -> int:
     # Accept what `list` prints ("v0003") as well as a plain number.
-    digits = text[1:] if text[:1] in ("v", "V") else text
-    if not digits.isdigit() or int(digits) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a version: use a number such as 3 or a label such as v0003")
-    return int(digits)
+    try:
+        return parse_version(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _number(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
 def _metric(version: ModelVersion, name: str) -> str:
-    value = version.metrics.get(name)
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+    return _number(version.metrics.get(name))
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -52,6 +62,32 @@ def versions_table(versions: list[ModelVersion]) -> str:
         for version in versions
     ]
     return _table([header, *rows]) + "\n(* serves the team)"
+
+
+def checkpoints_table(versions: list[ModelVersion]) -> str | None:
+    """One row per stored checkpoint, grouped by version; None when no version has any."""
+    header = ["version", "checkpoint", "kind", "step", "val loss", "val ROC-AUC", "val recall@0.5", "threshold"]
+    rows = [
+        [
+            version.label,
+            checkpoint.checkpoint_id,
+            checkpoint.kind,
+            str(checkpoint.step),
+            _number(checkpoint.metrics.get("val_loss")),
+            _number(checkpoint.metrics.get("val_roc_auc")),
+            _number(checkpoint.metrics.get("val_malignant_recall")),
+            f"{checkpoint.threshold:.4f}",
+        ]
+        for version in versions
+        for checkpoint in version.checkpoints
+    ]
+    if not rows:
+        return None
+    return (
+        _table([header, *rows])
+        + "\n(step: epoch of a Keras model, number of trees of a CatBoost model; recall of malignant cases "
+        "at P >= 0.5; threshold: the checkpoint's own operating threshold)"
+    )
 
 
 def events_table(events: list[dict]) -> str:
@@ -78,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="turbine-registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", parents=[common], help="the team's versions, the serving one marked")
+    commands.add_parser(
+        "list", parents=[common], help="the team's versions, the serving one marked, and their checkpoints"
+    )
     rollback = commands.add_parser("rollback", parents=[common], help="serve an earlier version again")
     rollback.add_argument("--to-version", type=_version_number, required=True, help="e.g. 3 or v0003")
     rollback.add_argument("--reason", required=True, help="why; kept in the team's history")
@@ -99,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"team {args.team} in {registry.root}")
             print(versions_table(versions))
+            checkpoints = checkpoints_table(versions)
+            if checkpoints is not None:
+                print(f"\ncheckpoints (validation metrics)\n{checkpoints}")
         elif args.command == "rollback":
             event = registry.rollback(args.team, args.to_version, args.reason)
             previous = event["previous_version"]

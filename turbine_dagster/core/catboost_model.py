@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 from catboost.utils import get_gpu_device_count
 
-from turbine_dagster.core.models import feature_matrix, require_both_classes
+from turbine_dagster.core.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
+from turbine_dagster.core.models import feature_matrix, predict_malignant_proba, require_both_classes
 from turbine_dagster.core.plots import figure_markdown
-from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
+from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class CatBoostSearchParams:
     seed: int = 42
     use_gpu: bool = False
     thread_count: int = -1
+    checkpoint_iterations: tuple[int, ...] = ()
+    """Tree counts at which the final model is kept as a checkpoint (its first N trees), besides the best
+    iteration. Counts beyond the trees early stopping let the final fit grow have no checkpoint."""
 
     def __post_init__(self):
         if self.search not in ("grid", "randomized"):
@@ -59,6 +63,13 @@ class CatBoostSearchParams:
             raise ValueError(
                 f"CatBoost search needs cv_folds >= 2 and n_iter >= 1, got {self.cv_folds} and {self.n_iter}"
             )
+        object.__setattr__(
+            self,
+            "checkpoint_iterations",
+            checkpoint_steps(
+                self.checkpoint_iterations, self.iterations, name="checkpoint_iterations", limit_name="iterations"
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,9 @@ class CatBoostTrainingResult:
     """"CPU" or e.g. "GPU (1 device)"."""
     feature_importance: pd.DataFrame
     """Columns ``feature`` and ``importance``, most important first."""
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    """One per configured tree count the final fit reached, in order, then ``best`` (whose model is
+    ``model`` itself). Each holds its own model object and the validation P(malignant) it gave."""
 
 
 # CatBoost's search prints one line per candidate: "3:\tloss: 0.1750224\tbest: 0.1337912 (1)\ttotal: 677ms\t..."
@@ -162,6 +176,7 @@ def train_catboost_model(
 ) -> CatBoostTrainingResult:
     """Search ``params.param_grid`` by cross-validation on ``train``, then refit the best candidate on
     ``train`` with early stopping on ``validation``; the model keeps its best validation iteration.
+    ``params.checkpoint_iterations`` are kept as checkpoints (the final fit's first N trees), plus ``best``.
 
     CatBoost's custom log streams are process-wide: run one search at a time per process.
     """
@@ -200,8 +215,28 @@ def train_catboost_model(
         train_features,
         train_labels,
         eval_set=(validation_features, validation_labels),
-        use_best_model=True,
+        use_best_model=False,  # every tree stays until the snapshots are taken; trimmed to the best below
         log_cerr=_WarningLog(),
+    )
+    best_iteration = int(model.get_best_iteration())
+    validation_loss = model.get_evals_result()["validation"][CV_METRIC]  # one value per tree count
+    is_malignant = validation_labels == MALIGNANT
+    checkpoints = []
+    for trees in params.checkpoint_iterations:
+        if trees > model.tree_count_:
+            break  # early stopping ended the fit sooner
+        snapshot = model.copy()
+        snapshot.shrink(ntree_end=trees)
+        p_malignant = predict_malignant_proba(snapshot, validation_features)
+        checkpoints.append(
+            take_checkpoint("iteration", trees, snapshot, is_malignant, p_malignant, validation_loss[trees - 1])
+        )
+    model.shrink(ntree_end=best_iteration + 1)  # what use_best_model=True would have kept
+    checkpoints.append(
+        take_checkpoint(
+            BEST, best_iteration + 1, model, is_malignant,
+            predict_malignant_proba(model, validation_features), validation_loss[best_iteration],
+        )
     )
     seconds = time.perf_counter() - started
 
@@ -212,10 +247,11 @@ def train_catboost_model(
         # CatBoost ranks candidates by the CV mean at the iteration where CV early stopping ended.
         cv_score=float(search["cv_results"][f"test-{CV_METRIC}-mean"][-1]),
         cv_metric=CV_METRIC,
-        best_iteration=int(model.get_best_iteration()),
+        best_iteration=best_iteration,
         seconds=seconds,
         device=device,
         feature_importance=importance.sort_values("importance", ascending=False, ignore_index=True),
+        checkpoints=checkpoints,
     )
 
 

@@ -5,10 +5,14 @@ Layout under the root (a local folder or ``s3://bucket/prefix``)::
     <team>/versions/v0001/claim.json         written first and exclusively: reserves the number
     <team>/versions/v0001/model.cbm|.keras   the native model (model_store.save_model)
     <team>/versions/v0001/reference.parquet  training features, the reference for drift detection
+    <team>/versions/v0001/checkpoints/epoch-0005.keras   the version's training checkpoints, if any
     <team>/versions/v0001/entry.json         written last: the version exists once this file does
     <team>/serving.json                      the version that serves the team
     <team>/events/<time>-<kind>-v0001-<id>.json   one object per event, never rewritten
     <team>.lock                              local roots only: the cross-process lock
+
+A version is scored with its own model or with one of its checkpoints (``resolve``, ``load_model``);
+the entry lists each checkpoint's id, step, validation metrics, threshold and artifact.
 
 Nothing in a version folder changes after ``entry.json`` is written. A version's status
 (serving, retired, refused, candidate) is derived from the serving pointer and the events rather
@@ -41,7 +45,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
@@ -51,6 +55,7 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
+from turbine_dagster.core.checkpoints import Checkpoint, describe_checkpoints
 from turbine_dagster.core.schema import FEATURE_COLUMNS
 from turbine_dagster.core.selection import GateDecision
 from turbine_dagster.core.storage import is_local, write_bytes_atomic
@@ -64,6 +69,7 @@ REFERENCE_MAX_ROWS = 5000
 _TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # one safe path segment: no dots, no slashes
 _VERSION_FOLDER = re.compile(r"^v(\d{4,})$")
 _CLAIM, _ENTRY, _REFERENCE, _POINTER = "claim.json", "entry.json", "reference.parquet", "serving.json"
+_CHECKPOINTS = "checkpoints"
 _POINTER_ATTEMPTS = 5
 _S3_PROTOCOLS = ("s3", "s3a")
 
@@ -72,7 +78,7 @@ _process_locks_guard = threading.Lock()
 
 
 class RegistryLookupError(LookupError):
-    """An unknown team or version; the message lists what exists."""
+    """An unknown team, version or checkpoint; the message lists what exists."""
 
 
 class ConcurrentPromotionError(RuntimeError):
@@ -97,13 +103,33 @@ class ModelVersion:
     data_version: str | None
     created_at: str
     status: VersionStatus
+    checkpoints: tuple[Checkpoint, ...] = ()
+    """The training checkpoints stored with the version (``artifact_uri`` set, no model object)."""
 
     @property
     def label(self) -> str:
         return version_label(self.version)
 
+    def describe(self) -> str:
+        """``v0003 (checkpoints: epoch-0005, best)``, as error messages list versions."""
+        return f"{self.label} ({_checkpoint_listing(self.checkpoints)})"
+
+    def checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        """The checkpoint with that id; RegistryLookupError listing this version's checkpoints otherwise."""
+        for checkpoint in self.checkpoints:
+            if checkpoint.checkpoint_id == checkpoint_id:
+                return checkpoint
+        if self.checkpoints:
+            available = "its checkpoints: " + ", ".join(checkpoint.describe() for checkpoint in self.checkpoints)
+        else:
+            available = "it was registered without checkpoints"
+        raise RegistryLookupError(
+            f"{self.label} of team {self.team!r} has no checkpoint {checkpoint_id!r}; {available}. "
+            f"Give no checkpoint to use the version's own model"
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "checkpoints": [checkpoint.to_dict() for checkpoint in self.checkpoints]}
 
 
 T = TypeVar("T")
@@ -112,6 +138,37 @@ PointerChange = Callable[[ModelVersion | None, ModelVersion], tuple[EventKind | 
 
 def version_label(version: int) -> str:
     return f"v{version:04d}"
+
+
+def parse_version(version: int | str) -> int:
+    """3, "3" or "v0003" -> 3; ValueError for anything else."""
+    if isinstance(version, bool):
+        raise ValueError(f"{version!r} is not a version: use a number such as 3 or a label such as v0003")
+    if isinstance(version, int):
+        number = version
+    else:
+        text = str(version).strip()
+        digits = text[1:] if text[:1] in ("v", "V") else text
+        if not digits.isdigit():
+            raise ValueError(f"{version!r} is not a version: use a number such as 3 or a label such as v0003")
+        number = int(digits)
+    if number < 1:
+        raise ValueError(f"{version!r} is not a version: versions are numbered from 1")
+    return number
+
+
+def model_reference(version: ModelVersion, checkpoint: Checkpoint | None = None) -> str:
+    """What scored a prediction: ``v0003`` for the version's own model, ``v0003/epoch-0005`` for a checkpoint."""
+    return version.label if checkpoint is None else f"{version.label}/{checkpoint.checkpoint_id}"
+
+
+def scoring_threshold(version: ModelVersion, checkpoint: Checkpoint | None = None) -> float:
+    """The operating threshold to score at: the checkpoint's own (chosen on validation), else the version's."""
+    return version.threshold if checkpoint is None else checkpoint.threshold
+
+
+def _checkpoint_listing(checkpoints: Sequence[Checkpoint]) -> str:
+    return f"checkpoints: {describe_checkpoints(checkpoints)}" if checkpoints else "no checkpoints"
 
 
 def _now() -> dt.datetime:
@@ -229,7 +286,9 @@ class ModelRegistry:
             return None, None
 
     def _as_version(self, entry: dict[str, Any], status: VersionStatus) -> ModelVersion:
-        return ModelVersion(**entry, status=status)
+        # Entries written before checkpoints existed have no "checkpoints" key.
+        checkpoints = tuple(Checkpoint.from_dict(item) for item in entry.get(_CHECKPOINTS, ()))
+        return ModelVersion(**{**entry, _CHECKPOINTS: checkpoints}, status=status)
 
     def versions(self, team: str) -> list[ModelVersion]:
         """All complete versions of ``team``, oldest first; empty for a team with none yet."""
@@ -237,12 +296,15 @@ class ModelRegistry:
         status = self._statuses(team, pointer["version"] if pointer else None)
         return [self._as_version(entry, status(entry["version"])) for entry in self._entries(team)]
 
+    def _available(self, team: str) -> str:
+        """``v0001 (no checkpoints), v0002 (checkpoints: epoch-0005, best)``; empty when the team has none."""
+        return ", ".join(self._as_version(entry, "candidate").describe() for entry in self._entries(team))
+
     def _unknown(self, team: str, version: int) -> RegistryLookupError:
-        available = [version_label(entry["version"]) for entry in self._entries(team)]
+        available = self._available(team)
         if available:
             return RegistryLookupError(
-                f"team {team!r} has no version {version_label(version)} in {self.root}; "
-                f"available: {', '.join(available)}"
+                f"team {team!r} has no version {version_label(version)} in {self.root}; available: {available}"
             )
         teams = self.teams()
         return RegistryLookupError(
@@ -276,10 +338,37 @@ class ModelRegistry:
         # Names start with the UTC time, so path order is time order.
         return [json.loads(contents[path]) for path in sorted(contents)]
 
-    def load_model(self, model_version: ModelVersion) -> Any:
+    def resolve(
+        self, team: str, version: int | str | None = None, checkpoint: str | None = None
+    ) -> tuple[ModelVersion, Checkpoint | None]:
+        """The version (3, "3" or "v0003"; None: the one serving ``team``) and, if named, its checkpoint.
+
+        RegistryLookupError when either does not exist; the message lists the team's versions with
+        their checkpoints, or the version's checkpoints.
+        """
+        if version is None:
+            chosen = self.serving(team)
+            if chosen is None:
+                available = self._available(team)
+                raise RegistryLookupError(
+                    f"team {team!r} has no serving version in {self.root}; "
+                    + (f"name one of its versions: {available}" if available else "it has no registered version yet")
+                )
+        else:
+            chosen = self.get(team, parse_version(version))
+        return chosen, (chosen.checkpoint(checkpoint) if checkpoint is not None else None)
+
+    def load_model(self, model_version: ModelVersion, checkpoint: str | Checkpoint | None = None) -> Any:
+        """The version's model, or the model of one of its checkpoints (an id or a ``Checkpoint``)."""
         from turbine_dagster.core import model_store  # imports TensorFlow: only paid by callers that load models
 
-        return model_store.load_model(self._path(model_version.artifact_uri))
+        if checkpoint is None:
+            return model_store.load_model(self._path(model_version.artifact_uri))
+        if isinstance(checkpoint, str):
+            checkpoint = model_version.checkpoint(checkpoint)
+        if checkpoint.artifact_uri is None:
+            raise ValueError(f"checkpoint {checkpoint.checkpoint_id} has no artifact_uri: it was never stored")
+        return model_store.load_model(self._path(checkpoint.artifact_uri))
 
     def load_reference(self, model_version: ModelVersion) -> pd.DataFrame:
         """The training features stored with the version, for drift detection."""
@@ -334,11 +423,14 @@ class ModelRegistry:
         data_version: str | None,
         reference: pd.DataFrame,
         model_type: str | None = None,
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> ModelVersion:
         """Store ``model`` as the next version of ``team`` (a candidate: promotion is ``promote_if``).
 
         ``model_type`` labels the entry (default: the model kind, "tensorflow" or "catboost");
         ``reference`` must hold the feature columns, of which at most REFERENCE_MAX_ROWS rows are kept.
+        ``checkpoints`` (from training, each with its model object or the ``artifact_uri`` of a native
+        file of the same kind as ``model``) are stored under the version, in the order given.
         """
         from turbine_dagster.core import model_store  # imports TensorFlow: only paid by callers that save models
 
@@ -354,14 +446,20 @@ class ModelRegistry:
         if len(features) > REFERENCE_MAX_ROWS:
             features = features.sample(n=REFERENCE_MAX_ROWS, random_state=0).sort_index()
         entry_metrics = json.loads(_json_bytes(dict(metrics)))  # fail before any file is written
+        suffix = model_store.MODEL_SUFFIX[kind]
+        self._check_checkpoints(team, checkpoints, kind, suffix)
 
         version = self._claim_version(team, run_id)
         folder = self._version_dir(team, version)
-        artifact = model_store.save_model(model, folder / f"model{model_store.MODEL_SUFFIX[kind]}")
+        artifact = model_store.save_model(model, folder / f"model{suffix}")
         reference_path = folder / _REFERENCE
         buffer = io.BytesIO()
         features.to_parquet(buffer, index=False)
         write_bytes_atomic(reference_path, buffer.getvalue())
+        stored = [
+            self._store_checkpoint(checkpoint, folder / _CHECKPOINTS / f"{checkpoint.checkpoint_id}{suffix}")
+            for checkpoint in checkpoints
+        ]
         entry = {
             "team": team,
             "version": version,
@@ -374,10 +472,49 @@ class ModelRegistry:
             "run_id": run_id,
             "data_version": data_version,
             "created_at": _now().isoformat(),
+            _CHECKPOINTS: [checkpoint.to_dict() for checkpoint in stored],
         }
         write_bytes_atomic(folder / _ENTRY, _json_bytes(entry))
         self._record(team, "registered", version, reason=f"registered from partition {partition}", run_id=run_id)
         return self._as_version(entry, "candidate")
+
+    @staticmethod
+    def _check_checkpoints(team: str, checkpoints: Sequence[Checkpoint], kind: str, suffix: str) -> None:
+        """Refuse, before anything is written, checkpoints that cannot be stored with a ``kind`` model."""
+        from turbine_dagster.core import model_store
+
+        seen: set[str] = set()
+        for checkpoint in checkpoints:
+            where = f"checkpoint {checkpoint.checkpoint_id!r} for team {team!r}"
+            if checkpoint.checkpoint_id in seen:
+                raise ValueError(f"{where} is given twice; checkpoint ids are unique within a version")
+            seen.add(checkpoint.checkpoint_id)
+            if checkpoint.model is not None:
+                if model_store.model_kind(checkpoint.model) != kind:
+                    raise ValueError(
+                        f"{where} holds a {model_store.model_kind(checkpoint.model)} model, but the version's "
+                        f"model is {kind}; a version keeps checkpoints of its own model only"
+                    )
+            elif checkpoint.artifact_uri is None:
+                raise ValueError(f"{where} has neither a model object nor an artifact_uri to store")
+            elif not checkpoint.artifact_uri.endswith(suffix):
+                raise ValueError(
+                    f"{where}: {checkpoint.artifact_uri} is not a '{suffix}' file, the format of the version's "
+                    f"{kind} model"
+                )
+            json.loads(_json_bytes(checkpoint.to_dict()))  # plain metrics only
+
+    def _store_checkpoint(self, checkpoint: Checkpoint, target: UPath) -> Checkpoint:
+        from turbine_dagster.core import model_store
+
+        if checkpoint.model is not None:
+            uri = model_store.save_model(checkpoint.model, target).uri
+        else:  # a native file written by save_checkpoints: copied byte for byte
+            source = UPath(checkpoint.artifact_uri)
+            source = source if is_local(source) else self._path(checkpoint.artifact_uri)
+            write_bytes_atomic(target, source.read_bytes())
+            uri = str(target)
+        return Checkpoint.from_dict({**checkpoint.to_dict(), "artifact_uri": uri})
 
     @contextmanager
     def _team_lock(self, team: str) -> Iterator[None]:

@@ -1,8 +1,10 @@
 """Build and train the Keras model: normalised features -> FCN blocks -> sigmoid P(malignant)."""
 
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import keras
@@ -11,8 +13,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from turbine_dagster.core.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
 from turbine_dagster.core.fcn import FCNBlock
-from turbine_dagster.core.models import feature_matrix, require_both_classes
+from turbine_dagster.core.models import feature_matrix, predict_malignant_proba, require_both_classes
 from turbine_dagster.core.plots import figure_markdown
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 
@@ -30,6 +33,9 @@ class TFTrainingParams:
     class_weight: Literal["balanced"] | None = "balanced"
     patience: int = 20
     seed: int = 42
+    checkpoint_epochs: tuple[int, ...] = ()
+    """1-based epochs at whose end the model is kept as a checkpoint, besides the best epoch. Epochs that
+    early stopping left unreached have no checkpoint."""
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_units", tuple(self.hidden_units))  # config systems hand over lists
@@ -42,6 +48,11 @@ class TFTrainingParams:
                 "need epochs >= 1, batch_size >= 1, patience >= 0; "
                 f"got {self.epochs}, {self.batch_size}, {self.patience}"
             )
+        object.__setattr__(
+            self,
+            "checkpoint_epochs",
+            checkpoint_steps(self.checkpoint_epochs, self.epochs, name="checkpoint_epochs", limit_name="epochs"),
+        )
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,9 @@ class TFTrainingResult:
     device: str
     """"CPU" or e.g. "GPU:0 (NVIDIA H100 80GB HBM3)"."""
     seconds: float
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    """One per configured epoch that training reached, in epoch order, then ``best`` (whose model is
+    ``model`` itself). Each holds its own model object and the validation P(malignant) it gave."""
 
 
 def training_device() -> str:
@@ -86,6 +100,29 @@ def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
     """Weights that give each class the same total weight, as scikit-learn's "balanced"."""
     classes, counts = np.unique(labels.astype(int), return_counts=True)
     return {int(c): len(labels) / (len(classes) * int(n)) for c, n in zip(classes, counts, strict=True)}
+
+
+class _EpochCheckpoints(keras.callbacks.Callback):
+    """At the end of each configured epoch: the model saved as ``.keras`` and its validation P(malignant)."""
+
+    def __init__(self, epochs: tuple[int, ...], folder: Path, validation_features: np.ndarray):
+        super().__init__()
+        self._epochs = set(epochs)
+        self._folder = folder
+        self._validation_features = validation_features
+        self.taken: list[tuple[int, Path, np.ndarray, float]] = []
+        """(epoch, saved file, validation P(malignant), val_loss) per checkpoint, in epoch order."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        number = epoch + 1
+        if number not in self._epochs:
+            return
+        # A file, not a copy of the weights: it is the native artifact, and a clone with copied weights
+        # loses the adapted Normalization state.
+        file = self._folder / f"epoch-{number:04d}.keras"
+        self.model.save(file)
+        p_malignant = predict_malignant_proba(self.model, self._validation_features)
+        self.taken.append((number, file, p_malignant, float((logs or {})["val_loss"])))
 
 
 def build_tf_model(train_features: np.ndarray, params: TFTrainingParams) -> keras.Model:
@@ -118,6 +155,9 @@ def train_tf_model(
 ) -> TFTrainingResult:
     """Train with early stopping on the validation loss; the returned model holds the best epoch's weights.
 
+    ``params.checkpoint_epochs`` are kept as checkpoints (saved at the end of the epoch, reloaded after
+    training), plus ``best``; an epoch after early stopping ended training has none.
+
     On the CPU a fixed seed gives identical models. Op determinism is switched on for the whole process
     (TensorFlow offers no way back), which slows some GPU kernels.
     """
@@ -135,31 +175,48 @@ def train_tf_model(
 
     started = time.perf_counter()
     model = build_tf_model(train_features, params)
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True)
-    ]
-    if on_epoch_end is not None:
-        callbacks.append(
-            keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda epoch, logs: on_epoch_end(
-                    epoch + 1, {name: float(value) for name, value in (logs or {}).items()}
+    with tempfile.TemporaryDirectory(prefix="turbine-checkpoints-") as scratch:
+        epoch_checkpoints = _EpochCheckpoints(params.checkpoint_epochs, Path(scratch), validation_features)
+        callbacks: list[keras.callbacks.Callback] = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True)
+        ]
+        if params.checkpoint_epochs:
+            callbacks.append(epoch_checkpoints)
+        if on_epoch_end is not None:
+            callbacks.append(
+                keras.callbacks.LambdaCallback(
+                    on_epoch_end=lambda epoch, logs: on_epoch_end(
+                        epoch + 1, {name: float(value) for name, value in (logs or {}).items()}
+                    )
                 )
             )
+        fit = model.fit(
+            train_features,
+            train_labels,
+            validation_data=(validation_features, validation_labels),
+            epochs=params.epochs,
+            batch_size=params.batch_size,
+            class_weight=balanced_class_weight(train_labels) if params.class_weight == "balanced" else None,
+            callbacks=callbacks,
+            verbose=0,
         )
-    fit = model.fit(
-        train_features,
-        train_labels,
-        validation_data=(validation_features, validation_labels),
-        epochs=params.epochs,
-        batch_size=params.batch_size,
-        class_weight=balanced_class_weight(train_labels) if params.class_weight == "balanced" else None,
-        callbacks=callbacks,
-        verbose=0,
+        history = {name: [float(value) for value in values] for name, values in fit.history.items()}
+        best_index = int(np.argmin(history["val_loss"]))
+        is_malignant = validation_labels == 1.0
+        # Loaded back from the saved files, so each checkpoint holds exactly what the registry will store.
+        checkpoints = [
+            take_checkpoint("epoch", epoch, keras.models.load_model(file), is_malignant, p_malignant, val_loss)
+            for epoch, file, p_malignant, val_loss in epoch_checkpoints.taken
+        ]
+    # EarlyStopping restored the best epoch's weights: the best checkpoint is the returned model.
+    checkpoints.append(
+        take_checkpoint(
+            BEST, best_index + 1, model, is_malignant,
+            predict_malignant_proba(model, validation_features), history["val_loss"][best_index],
+        )
     )
     seconds = time.perf_counter() - started
 
-    history = {name: [float(value) for value in values] for name, values in fit.history.items()}
-    best_index = int(np.argmin(history["val_loss"]))
     return TFTrainingResult(
         model=model,
         history=history,
@@ -169,6 +226,7 @@ def train_tf_model(
         param_count=model.count_params(),
         device=device,
         seconds=seconds,
+        checkpoints=checkpoints,
     )
 
 

@@ -98,7 +98,8 @@ def test_landing_sensor_requests_new_and_changed_partitions_only(landing_root, w
     resources = {"landing_zone": LandingZone(root=str(landing_root))}
     with dg.instance_for_test() as instance:
         def tick(cursor):
-            return sensor.evaluate_tick(sensor_context(instance, cursor, resources))
+            with sensor_context(instance, cursor, resources) as context:  # resources open in its scope
+                return sensor.evaluate_tick(context)
 
         baseline = tick(None)
         assert baseline.run_requests == [] and "baseline" in baseline.skip_message

@@ -42,10 +42,10 @@ def trained(tmp_path_factory, week):
     write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=200, scoring_rows=0)
     settings = dataclasses.replace(Settings.from_env({}), landing_root=str(root / "landing"),
                                    storage_root=str(root / "storage"))
-    instance = dg.DagsterInstance.ephemeral()
-    result = materialize(TRAINING_GRAPH, settings, f"{TEAM}|{week}", instance=instance,
-                         run_config={"ops": FAST_TRAINING})
-    result.instance = instance
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(TRAINING_GRAPH, settings, f"{TEAM}|{week}", instance=instance,
+                             run_config={"ops": FAST_TRAINING})
+        result.tf_model_log = [e.user_message for e in instance.all_logs(result.run_id) if e.step_key == "tf_model"]
     result.settings = settings
     return result, root / "storage" / "assets", week
 
@@ -84,8 +84,7 @@ def test_training_metadata_is_complete(trained):
 
 def test_one_log_line_per_epoch(trained):
     result, _, _ = trained
-    messages = [entry.user_message for entry in result.instance.all_logs(result.run_id) if entry.step_key == "tf_model"]
-    lines = [m for m in messages if m.startswith("epoch ") and "val_loss" in m]
+    lines = [m for m in result.tf_model_log if m.startswith("epoch ") and "val_loss" in m]
     assert len(lines) == _metadata(result, "tf_model")["epochs_run"].value
 
 
