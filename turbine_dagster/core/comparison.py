@@ -195,7 +195,8 @@ def _name(given: str | None, frame: pd.DataFrame, role: str) -> str:
 
 
 def _paired(champion: pd.DataFrame, challenger: pd.DataFrame) -> pd.DataFrame:
-    """The cases both scored: ``case_id``, ``p_champion``, ``p_challenger``, ``label_champion``, ``label_challenger``."""
+    """The cases both scored: ``case_id``, ``p_champion``, ``p_challenger``, ``label_champion``,
+    ``label_challenger``."""
     joined = _checked(champion, "champion").merge(
         _checked(challenger, "challenger"), on=CASE_ID, how="inner", suffixes=("_champion", "_challenger")
     )
@@ -381,7 +382,8 @@ def comparison_markdown(report: ComparisonReport) -> str:
     if len(sample):
         lines += [
             "",
-            f"| {CASE_ID} | {champion} P(malignant) | {champion} says | {challenger} P(malignant) | {challenger} says |",
+            f"| {CASE_ID} | {champion} P(malignant) | {champion} says "
+            f"| {challenger} P(malignant) | {challenger} says |",
             "| --- | ---: | --- | ---: | --- |",
         ]
         lines += [

@@ -328,6 +328,13 @@ class ModelRegistry:
         pointer, _ = self._read_pointer(team)
         return self.get(team, pointer["version"]) if pointer else None
 
+    def newest_not_serving(self, team: str) -> ModelVersion | None:
+        """The highest-numbered version that does not serve ``team`` (the default challenger); None if none."""
+        pointer, _ = self._read_pointer(team)
+        serving_version = pointer["version"] if pointer else None
+        entries = [entry for entry in self._entries(team) if entry["version"] != serving_version]
+        return self.get(team, entries[-1]["version"]) if entries else None
+
     def events(self, team: str) -> list[dict[str, Any]]:
         """Every recorded event of ``team``, oldest first."""
         folder = self._team_dir(team) / "events"

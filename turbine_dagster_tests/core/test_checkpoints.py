@@ -11,7 +11,7 @@ from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catb
 from turbine_dagster.core.checkpoints import VALIDATION_METRICS, Checkpoint, save_checkpoints
 from turbine_dagster.core.models import predict_malignant_proba
 from turbine_dagster.core.registry import ModelRegistry, RegistryLookupError, model_reference, scoring_threshold
-from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
+from turbine_dagster.core.schema import CASE_ID, MALIGNANT, TARGET
 from turbine_dagster.core.selection import GateDecision
 from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model
 
@@ -159,6 +159,11 @@ def test_resolve_accepts_numbers_and_labels_and_names_the_checkpoint(registry, c
     assert scoring_threshold(version, checkpoint) == catboost_result.checkpoints[0].threshold
 
 
+def test_the_default_challenger_is_the_newest_version_that_does_not_serve(registry, tmp_path):
+    assert registry.newest_not_serving(TEAM).label == "v0003"
+    assert ModelRegistry(str(tmp_path / "empty")).newest_not_serving(TEAM) is None
+
+
 def test_an_unknown_version_lists_every_version_with_its_checkpoints(registry):
     with pytest.raises(RegistryLookupError) as raised:
         registry.resolve(TEAM, "v0009", "best")
@@ -208,5 +213,22 @@ def test_configured_steps_are_sorted_without_repeats():
     assert TFTrainingParams(epochs=20, checkpoint_epochs=[10, 5, 10]).checkpoint_epochs == (5, 10)
 
 
-def test_feature_columns_are_what_the_checkpoints_were_trained_on(tf_result):
-    assert tf_result.checkpoints[0].model.input_shape == (None, len(FEATURE_COLUMNS))
+def test_on_s3_checkpoints_are_stored_and_reload_as_locally(s3_environment, catboost_result, split):
+    from turbine_dagster_tests.conftest import create_bucket
+
+    create_bucket("checkpoints")
+    train, validation = split
+    staged = save_checkpoints(catboost_result.checkpoints[:1], "s3://checkpoints/staging")  # handed over as a file
+    registry = ModelRegistry("s3://checkpoints/registry")
+
+    version = register(registry, catboost_result, train, checkpoints=[*staged, catboost_result.checkpoints[-1]])
+
+    assert [checkpoint.artifact_uri for checkpoint in registry.get(TEAM, 1).checkpoints] == [
+        "s3://checkpoints/registry/team_a/versions/v0001/checkpoints/iteration-0005.cbm",
+        "s3://checkpoints/registry/team_a/versions/v0001/checkpoints/best.cbm",
+    ]
+    for checkpoint_id, recorded in (("iteration-0005", catboost_result.checkpoints[0]),
+                                    ("best", catboost_result.checkpoints[-1])):
+        np.testing.assert_array_equal(
+            predict_malignant_proba(registry.load_model(version, checkpoint_id), validation),
+            recorded.validation_p_malignant)
