@@ -66,14 +66,14 @@ class ModelRegistryResource(dg.ConfigurableResource):
         return ModelRegistry(self.root, s3fs_options(self.s3))
 
 
-class PredictionStore(dg.ConfigurableResource):
-    """Where batch predictions and their quarantined rows are written, per team and week."""
+class PartitionFolders(dg.ConfigurableResource):
+    """Files an asset writes itself (predictions, checkpoints), in a hive layout per team and week."""
 
-    root: str = Field(description="Predictions root: a folder or an s3:// URI.")
+    root: str = Field(description="A folder or an s3:// URI.")
     s3: S3Resource | None = Field(None, description="S3 connection settings when the root is an s3:// URI.")
 
-    def folder(self, team: str, week: str) -> UPath:
-        return UPath(self.root, **s3fs_options(self.s3)) / f"team={landing.validate_team(team)}" / \
+    def folder(self, team: str, week: str, *within: str) -> UPath:
+        return UPath(self.root, **s3fs_options(self.s3)).joinpath(*within) / f"team={landing.validate_team(team)}" / \
             f"week={landing.validate_week(week)}"
 
 
@@ -83,7 +83,8 @@ def storage_resources(settings: Settings, s3: S3Resource | None = None) -> dict[
     return {
         "landing_zone": LandingZone(root=settings.landing_root, s3=s3),
         "registry": ModelRegistryResource(root=f"{settings.storage_root}/registry", s3=s3),
-        "prediction_store": PredictionStore(root=f"{settings.storage_root}/predictions", s3=s3),
+        "prediction_store": PartitionFolders(root=f"{settings.storage_root}/predictions", s3=s3),
+        "checkpoint_store": PartitionFolders(root=f"{settings.storage_root}/checkpoints", s3=s3),
         "io_manager": ArtifactIOManager(base_path=artifacts, file_format="parquet", s3=s3),
         "json_io_manager": ArtifactIOManager(base_path=artifacts, file_format="json", s3=s3),
         "keras_io_manager": ArtifactIOManager(base_path=artifacts, file_format="keras", s3=s3),

@@ -80,7 +80,8 @@ def test_bad_rows_are_quarantined_with_reasons(settings, landing_root, week, par
     assert result.success, failure_messages(result)
     metadata = result.asset_materializations_for_node("batch_predictions")[0].metadata
     assert (metadata["rows_scored"].value, metadata["rows_quarantined"].value) == (517, 3)
-    quarantine = pd.read_parquet(f"{settings.storage_root}/predictions/team={TEAM}/week={week}/quarantine.parquet")
+    folder = f"{settings.storage_root}/predictions/team={TEAM}/week={week}"
+    quarantine = pd.read_parquet(f"{folder}/predictions-quarantine.parquet")
     reasons = dict(zip(quarantine[CASE_ID], quarantine["reason"]))
     assert "is not numeric" in reasons[extra.loc[0, CASE_ID]] and "is NaN" in reasons[extra.loc[1, CASE_ID]]
     assert "is infinite" in reasons[extra.loc[2, CASE_ID]]
@@ -142,3 +143,57 @@ def test_drifted_week_is_flagged_and_the_sensor_requests_exactly_it(tmp_path, te
         tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance,
                                                             repository_def=training_defs.get_repository_def()))
     assert [str(r.partition_key) for r in tick.run_requests] == [f"{TEAM}|{drifted}"]
+
+
+def test_explicit_version_and_checkpoint_score_with_exactly_that_artifact(settings, landing_root, week, partition_key,
+                                                                         team_models):
+    from turbine_dagster.core.checkpoints import take_checkpoint
+
+    models, train = team_models
+    registry = serve(settings, models["catboost"], train)  # v0001 serves
+    validation = train.iloc[:60]
+    is_malignant = (validation["target"] == MALIGNANT).to_numpy()
+    tf_checkpoint = take_checkpoint("epoch", 2, models["tensorflow"], is_malignant,
+                                    predict_malignant_proba(models["tensorflow"], validation), 0.3)
+    registry.register(TEAM, models["tensorflow"], threshold=0.5, metrics={"malignant_recall": 0.9}, partition=None,
+                      run_id=None, data_version=None, reference=train.loc[:, list(FEATURE_COLUMNS)],
+                      checkpoints=[tf_checkpoint])  # v0002, not serving
+    run_config = {"ops": {"batch_predictions": {"config": {"model_version": "v0002", "checkpoint": "epoch-0002"}}}}
+    result = materialize(PREDICTION, settings, partition_key, run_config=run_config)
+    assert result.success, failure_messages(result)
+    predictions = pd.read_parquet(
+        f"{settings.storage_root}/predictions/team={TEAM}/week={week}/predictions-v0002-epoch-0002.parquet")
+    cases = scoring_frame(landing_root, week).set_index(CASE_ID).loc[predictions[CASE_ID]]
+    np.testing.assert_allclose(predictions["p_malignant"], predict_malignant_proba(models["tensorflow"], cases),
+                               rtol=1e-5, atol=1e-6)
+    assert set(predictions["model_version"]) == {"v0002/epoch-0002"}
+    assert set(predictions["threshold"]) == {tf_checkpoint.threshold}
+
+
+def test_unknown_version_or_checkpoint_lists_the_available_ones(settings, partition_key, team_models):
+    models, train = team_models
+    serve(settings, models["catboost"], train)
+    for config, expected in (({"model_version": "v0009"}, "available: v0001"),
+                             ({"model_version": "v0001", "checkpoint": "epoch-0042"}, "v0001")):
+        result = materialize(PREDICTION, settings, partition_key,
+                             run_config={"ops": {"batch_predictions": {"config": config}}})
+        assert not result.success
+        message = failure_messages(result)
+        assert expected in message and ("v0009" in message or "epoch-0042" in message), message
+
+
+def test_challenger_comparison_reports_agreement_and_disagreements(settings, partition_key, team_models):
+    from turbine_dagster.defs.prediction.assets import challenger_comparison
+
+    models, train = team_models
+    registry = serve(settings, models["catboost"], train)
+    registry.register(TEAM, models["tensorflow"], threshold=0.5, metrics={"malignant_recall": 0.9}, partition=None,
+                      run_id=None, data_version=None, reference=train.loc[:, list(FEATURE_COLUMNS)])
+    result = materialize([challenger_comparison], settings, partition_key)
+    assert result.success, failure_messages(result)
+    metadata = result.asset_materializations_for_node("challenger_comparison")[0].metadata
+    assert (metadata["champion"].value, metadata["challenger"].value) == ("v0001", "v0002")
+    assert metadata["cases_compared"].value == 500
+    disagreements = metadata["champion_only_malignant"].value + metadata["challenger_only_malignant"].value
+    assert metadata["agreement_rate"].value == pytest.approx(1 - disagreements / 500)
+    assert "data:image/png;base64," in metadata["p_malignant"].value

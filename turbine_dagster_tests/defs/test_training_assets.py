@@ -10,6 +10,7 @@ from turbine_dagster.defs.training.champion_assets import (
     champion_checks,
     champion_meets_quality_bars,
 )
+from turbine_dagster.defs.resources import PartitionFolders
 from turbine_dagster.defs.training.data_assets import raw_data, raw_data_checks, splits
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
 from turbine_dagster.defs.training.model_assets import TFModelConfig, model_assets, tf_model
@@ -17,9 +18,9 @@ from turbine_dagster_tests.conftest import TEAM
 from turbine_dagster_tests.defs.helpers import failure_messages, materialize, materialized_keys
 
 FAST_TRAINING = {
-    "tf_model": {"config": {"epochs": 3, "patience": 2}},
+    "tf_model": {"config": {"epochs": 3, "patience": 2, "checkpoint_epochs": [1, 2]}},
     "catboost_model": {"config": {"iterations": 30, "depth": [3], "learning_rate": [0.1], "l2_leaf_reg": [1.0, 3.0],
-                                  "cv_folds": 2, "early_stopping_rounds": 10}},
+                                  "cv_folds": 2, "early_stopping_rounds": 10, "checkpoint_iterations": [10]}},
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
     # Three epochs make no diagnostic model: the bars here test the wiring, not the quality.
@@ -99,12 +100,13 @@ def test_evaluation_metadata_has_metrics_and_plots(trained):
     assert "malignant" in report["at_operating_threshold"]["classification_report"]
 
 
-def test_single_class_training_split_fails_naming_the_partition(week):
+def test_single_class_training_split_fails_naming_the_partition(week, tmp_path):
     benign_only = pd.DataFrame({c: [1.0] * 20 for c in FEATURE_COLUMNS})
     benign_only[TARGET] = BENIGN
-    context = dg.build_asset_context(partition_key=f"{TEAM}|{week}")
-    with pytest.raises(dg.Failure, match=rf"tf_model for {TEAM}\|{week}: .*one class|single class|only"):
-        tf_model(context=context, config=TFModelConfig(epochs=1), train_split=benign_only, validation_split=benign_only)
+    resources = {"checkpoint_store": PartitionFolders(root=str(tmp_path))}
+    with dg.build_asset_context(partition_key=f"{TEAM}|{week}", resources=resources) as context, pytest.raises(dg.Failure, match=rf"tf_model for {TEAM}\|{week}: train split .* has a single class"):
+        list(tf_model(context=context, config=TFModelConfig(epochs=1), train_split=benign_only,
+                      validation_split=benign_only))
 
 
 def test_champion_records_both_verdicts_and_plots(trained):
@@ -132,3 +134,12 @@ def test_quality_bars_check_fails_below_the_bars():
     champion = {"champion": "tf_model", "metrics": {"malignant_recall": 0.90, "roc_auc": 0.99}}
     outcome = champion_meets_quality_bars(config=QualityBarsConfig(), champion_model=champion)
     assert not outcome.passed and "malignant recall 0.9000 is below the bar 0.9500" in outcome.description
+
+
+def test_checkpoints_are_registered_with_the_champion_version(trained):
+    result, _, _ = trained
+    registry = ModelRegistry(f"{result.settings.storage_root}/registry")
+    version = registry.serving(TEAM)
+    expected = {"tensorflow": {"epoch-0001", "epoch-0002", "best"}, "catboost": {"iteration-0010", "best"}}
+    assert {c.checkpoint_id for c in version.checkpoints} == expected[version.model_type]
+    assert all(registry.load_model(version, c.checkpoint_id) is not None for c in version.checkpoints)

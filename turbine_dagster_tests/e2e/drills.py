@@ -181,6 +181,21 @@ def asset_file(storage_root: Path, asset: str, partition: str) -> Path:
     return matches[0] if matches else storage_root / "assets" / asset / team / f"{week}.<missing>"
 
 
+def files_of_materializations(storage_root: Path, materialized: list[tuple[str, str]]) -> set[str]:
+    """Files (relative to the storage root) that reported materializations account for: each asset's stored
+    value, and the model files a stored list of checkpoints refers to."""
+    files = set()
+    for asset, partition in materialized:
+        path = asset_file(storage_root, asset, partition)
+        files.add(path.relative_to(storage_root).as_posix())
+        if path.suffix == ".json" and path.exists():
+            value = json.loads(path.read_bytes())
+            if isinstance(value, list):
+                files |= {Path(item["artifact_uri"]).relative_to(storage_root).as_posix()
+                          for item in value if isinstance(item, dict) and item.get("artifact_uri")}
+    return files
+
+
 # -- a serving champion without a training run -----------------------------------------------------
 
 

@@ -8,12 +8,21 @@ graph from raw data to predictions across the two code locations.
 from collections.abc import Iterator
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core import drift, landing
-from turbine_dagster.core.registry import ModelRegistry, ModelVersion
+from turbine_dagster.core import data, drift, landing
+from turbine_dagster.core.checkpoints import Checkpoint
+from turbine_dagster.core.registry import (
+    ModelRegistry,
+    ModelVersion,
+    RegistryLookupError,
+    model_reference,
+    scoring_threshold,
+)
+from turbine_dagster.core.schema import CASE_ID, TARGET
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
-from turbine_dagster.defs.resources import LandingZone, ModelRegistryResource, PredictionStore
+from turbine_dagster.defs.resources import LandingZone, ModelRegistryResource, PartitionFolders
 
 SERVING_CHAMPION = dg.AssetKey("serving_champion")
 OWNERS = ["team:ml-platform"]
@@ -22,6 +31,18 @@ OWNERS = ["team:ml-platform"]
 class BatchPredictionConfig(dg.Config):
     chunk_rows: int = Field(100_000, ge=1, description="Rows read, validated and scored at a time: bounds memory.")
     batch_size: int = Field(8192, ge=1, description="Rows per Keras predict batch.")
+    model_version: str | None = Field(None, description="Registry version to score with (3 or v0003); "
+                                                         "default: the team's serving champion.")
+    checkpoint: str | None = Field(None, description="A checkpoint of that version, e.g. epoch-0005; default: "
+                                                      "the version's own model.")
+
+
+class ChallengerComparisonConfig(dg.Config):
+    challenger_version: str | None = Field(None, description="Registry version to compare with the serving "
+                                                              "champion; default: the newest one not serving.")
+    challenger_checkpoint: str | None = Field(None, description="A checkpoint of the challenger version.")
+    sample_size: int = Field(20, ge=1, description="Disagreeing cases listed in the metadata.")
+    chunk_rows: int = Field(100_000, ge=1)
 
 
 class DriftConfig(dg.Config):
@@ -30,6 +51,18 @@ class DriftConfig(dg.Config):
     psi_threshold: float = Field(0.2, ge=0, description="A drifted feature also needs at least this PSI.")
     max_rows: int = Field(20_000, ge=100, description="Scoring rows sampled for the comparison.")
     seed: int = Field(0)
+
+
+def resolve_model(context: dg.AssetExecutionContext, store: ModelRegistry, team: str, version: str | None,
+                  checkpoint: str | None) -> tuple[ModelVersion, Checkpoint | None]:
+    """The version and checkpoint asked for; without a version, the team's serving champion."""
+    if version is None and checkpoint is None:
+        return serving_version(context, store, team), None
+    try:
+        return store.resolve(team, version, checkpoint)
+    except RegistryLookupError as error:
+        raise dg.Failure(description=f"{context.asset_key.to_user_string()} for {context.partition_key}: {error}",
+                         allow_retries=False) from error
 
 
 def serving_version(context: dg.AssetExecutionContext, store: ModelRegistry, team: str) -> ModelVersion:
@@ -58,6 +91,25 @@ def _skipped_empty(context: dg.AssetExecutionContext, root, team: str, week: str
     context.log.warning(f"{context.partition_key}: no scoring cases under {folder}; nothing to do, skipped")
 
 
+def score_with(context: dg.AssetExecutionContext, store: ModelRegistry, version: ModelVersion,
+               checkpoint: Checkpoint | None, files, root, folder, name: str, chunk_rows: int,
+               batch_size: int = 8192):
+    from turbine_dagster.core import scoring  # TensorFlow loads in runs, not in the code server
+
+    reference = model_reference(version, checkpoint)
+    threshold = scoring_threshold(version, checkpoint)
+    context.log.info(f"scoring {len(files)} file(s) with {reference} ({version.model_type}) at threshold {threshold:.4f}")
+    try:
+        return scoring.score_partition(
+            files, root, store.load_model(version, checkpoint), threshold=threshold, model_version=reference,
+            output=folder / f"{name}.parquet", quarantine=folder / f"{name}-quarantine.parquet",
+            chunk_rows=chunk_rows, batch_size=batch_size,
+            on_progress=lambda progress: context.log.info(progress.message()))
+    except landing.LandingError as error:
+        raise dg.Failure(description=f"{context.asset_key.to_user_string()} for {context.partition_key}: {error}",
+                         allow_retries=False) from error
+
+
 @dg.asset(
     partitions_def=team_week_partitions,
     group_name="prediction",
@@ -69,28 +121,20 @@ def _skipped_empty(context: dg.AssetExecutionContext, root, team: str, week: str
                 "threshold; rows that break the data rules are quarantined with their reason.",
 )
 def batch_predictions(context: dg.AssetExecutionContext, config: BatchPredictionConfig, landing_zone: LandingZone,
-                      registry: ModelRegistryResource, prediction_store: PredictionStore) -> Iterator[dg.MaterializeResult]:
+                      registry: ModelRegistryResource, prediction_store: PartitionFolders) -> Iterator[dg.MaterializeResult]:
     team, week = team_and_week(context)
     store = registry.registry()
-    version = serving_version(context, store, team)
+    version, checkpoint = resolve_model(context, store, team, config.model_version, config.checkpoint)
     root, files = scoring_files(context, landing_zone, team, week)
     if not files:
         _skipped_empty(context, root, team, week)
         return
-    from turbine_dagster.core import scoring  # TensorFlow loads in runs, not in the code server
-
-    folder = prediction_store.folder(team, week)
-    context.log.info(f"scoring {len(files)} file(s) with {team} {version.label} ({version.model_type}) "
-                     f"at threshold {version.threshold:.4f}")
-    try:
-        summary = scoring.score_partition(
-            files, root, store.load_model(version), threshold=version.threshold, model_version=version.label,
-            output=folder / "predictions.parquet", quarantine=folder / "quarantine.parquet",
-            chunk_rows=config.chunk_rows, batch_size=config.batch_size,
-            on_progress=lambda progress: context.log.info(progress.message()))
-    except landing.LandingError as error:
-        raise dg.Failure(description=f"batch_predictions for {context.partition_key}: {error}",
-                         allow_retries=False) from error
+    reference = model_reference(version, checkpoint)
+    # The champion's predictions are the partition's; any other model's go beside them, named by reference.
+    name = "predictions" if (config.model_version, config.checkpoint) == (None, None) else \
+        f"predictions-{reference.replace('/', '-')}"
+    summary = score_with(context, store, version, checkpoint, files, root, prediction_store.folder(team, week), name,
+                         config.chunk_rows, config.batch_size)
     if summary.empty:
         _skipped_empty(context, root, team, week)
         return
@@ -100,9 +144,9 @@ def batch_predictions(context: dg.AssetExecutionContext, config: BatchPrediction
         "rows_quarantined": summary.rows_quarantined,
         "rows_per_second": round(summary.rows_per_second, 1),
         "share_predicted_malignant": summary.share_predicted_malignant,
-        "model_version": version.label,
+        "model_version": reference,
         "model_type": version.model_type,
-        "threshold": version.threshold,
+        "threshold": scoring_threshold(version, checkpoint),
         "output_uri": dg.MetadataValue.path(summary.output_uri),
         **({"quarantine_uri": dg.MetadataValue.path(summary.quarantine_uri)} if summary.quarantine_uri else {}),
         "source_files": dg.MetadataValue.md("\n".join(f"- {name}" for name in summary.files)),
@@ -166,5 +210,78 @@ def no_data_drift(drift_report: dict) -> dg.AssetCheckResult:
     )
 
 
-prediction_assets = [batch_predictions, drift_report]
+@dg.asset(
+    partitions_def=team_week_partitions,
+    group_name="prediction",
+    kinds={"parquet"},
+    owners=OWNERS,
+    deps=[SERVING_CHAMPION],
+    output_required=False,
+    io_manager_key="json_io_manager",
+    description="Scores the week with the serving champion and a challenger version (default: the newest one not "
+                "serving) and compares them: agreement, disagreements on malignant, score shift, and recall and "
+                "precision of each where labels for those cases have landed.",
+)
+def challenger_comparison(context: dg.AssetExecutionContext, config: ChallengerComparisonConfig,
+                          landing_zone: LandingZone, registry: ModelRegistryResource,
+                          prediction_store: PartitionFolders) -> Iterator[dg.Output[dict]]:
+    from turbine_dagster.core import comparison
+
+    team, week = team_and_week(context)
+    store = registry.registry()
+    champion = serving_version(context, store, team)
+    if config.challenger_version is None and config.challenger_checkpoint is None:
+        challenger = store.newest_not_serving(team)
+        if challenger is None:
+            context.log.warning(f"{team} has no registry version besides the serving {champion.label}: nothing to "
+                                "compare, skipped")
+            return
+        challenger_checkpoint = None
+    else:
+        challenger, challenger_checkpoint = resolve_model(context, store, team, config.challenger_version,
+                                                          config.challenger_checkpoint)
+    root, files = scoring_files(context, landing_zone, team, week)
+    if not files:
+        _skipped_empty(context, root, team, week)
+        return
+    folder = prediction_store.folder(team, week) / "comparison"
+    scored = {}
+    for role, (version, checkpoint) in {"champion": (champion, None),
+                                        "challenger": (challenger, challenger_checkpoint)}.items():
+        summary = score_with(context, store, version, checkpoint, files, root, folder, role, config.chunk_rows)
+        with (folder / f"{role}.parquet").open("rb") as handle:
+            scored[role] = pd.read_parquet(handle)
+    labels = landed_labels(landing_zone, team, week, set(scored["champion"]["case_id"]))
+    report = comparison.compare_predictions(scored["champion"], scored["challenger"], labels, config.sample_size)
+    context.log.info(f"agreement {report.agreement_rate:.4f} over {report.n_compared} cases; "
+                     f"labels for {0 if labels is None else len(labels)} of them")
+    yield dg.Output(report.to_dict(), metadata={
+        "champion": model_reference(champion),
+        "challenger": model_reference(challenger, challenger_checkpoint),
+        "cases_compared": report.n_compared,
+        "agreement_rate": report.agreement_rate,
+        "champion_only_malignant": report.champion_only_malignant,
+        "challenger_only_malignant": report.challenger_only_malignant,
+        "ks_statistic": report.shift["ks_statistic"],
+        "mean_difference": report.shift["mean_difference"],
+        "labeled_cases": 0 if labels is None else len(labels),
+        "comparison": dg.MetadataValue.md(comparison.comparison_markdown(report)),
+        "p_malignant": dg.MetadataValue.md(comparison.p_malignant_plot_markdown(
+            scored["champion"], scored["challenger"], champion_name=report.champion_name,
+            challenger_name=report.challenger_name)),
+    })
+
+
+def landed_labels(landing_zone: LandingZone, team: str, week: str, case_ids: set[str]) -> pd.DataFrame | None:
+    """Labels that have landed, in any week up to now, for the cases scored this week; None when none has."""
+    root = landing_zone.path()
+    weeks = landing.landed_weeks(root, landing.LABELED, team)
+    if not weeks:
+        return None
+    cases = data.load_labeled_cases(root, team, weeks[-1])
+    labeled = cases.loc[cases[CASE_ID].isin(case_ids), [CASE_ID, TARGET]]
+    return labeled if len(labeled) else None
+
+
+prediction_assets = [batch_predictions, drift_report, challenger_comparison]
 prediction_checks = [no_data_drift]

@@ -44,7 +44,10 @@ class PromotionConfig(dg.Config):
 )
 def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, registry: ModelRegistryResource,
                    tf_model: Any, catboost_model: Any, tf_evaluation: dict, catboost_evaluation: dict,
+                   tf_model_checkpoints: list, catboost_model_checkpoints: list,
                    train_split: pd.DataFrame) -> dg.Output[dict]:
+    from turbine_dagster.core.checkpoints import Checkpoint
+
     evaluations = {"tf_model": tf_evaluation, "catboost_model": catboost_evaluation}
     reports = {name: report["at_operating_threshold"]["classification_report"] for name, report in evaluations.items()}
     chosen = selection.select_champion(reports, config.policy, config.tie_tolerance)
@@ -60,6 +63,8 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, re
         run_id=context.run.run_id,
         data_version=data.fingerprint(train_split),
         reference=train_split.loc[:, list(FEATURE_COLUMNS)],
+        checkpoints=[Checkpoint.from_dict(c) for c in
+                     {"tf_model": tf_model_checkpoints, "catboost_model": catboost_model_checkpoints}[chosen.champion]],
     )
     context.log.info(f"{chosen.reason} Registered as {version.label} for {team}.")
     verdicts = {name: verdict.to_dict() for name, verdict in chosen.verdicts.items()}
@@ -71,6 +76,7 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, re
             "policy": config.policy,
             "reason": chosen.reason,
             "registry_version": version.version,
+            "checkpoints": ", ".join(c.checkpoint_id for c in version.checkpoints),
             "threshold": version.threshold,
             **{f"champion_{name}": value for name, value in metrics.items()},
             "comparison": dg.MetadataValue.md(selection.comparison_table_markdown(reports)),
