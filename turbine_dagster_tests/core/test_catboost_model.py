@@ -1,8 +1,5 @@
 import numpy as np
-import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer
-from sklearn.model_selection import train_test_split
 
 from turbine_dagster.core.catboost_model import (
     CatBoostSearchParams,
@@ -10,17 +7,10 @@ from turbine_dagster.core.catboost_model import (
     train_catboost_model,
 )
 from turbine_dagster.core.models import predict_malignant_proba
-from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
+from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, MALIGNANT, TARGET
 
 SPACE = {"depth": [2, 3], "learning_rate": [0.1, 0.3]}
 FAST = CatBoostSearchParams(param_grid=SPACE, cv_folds=3, iterations=40, early_stopping_rounds=10)
-
-
-@pytest.fixture(scope="module")
-def split() -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = load_breast_cancer(as_frame=True).frame.sample(300, random_state=0)
-    frame.insert(0, CASE_ID, range(len(frame)))
-    return tuple(train_test_split(frame, test_size=0.3, stratify=frame[TARGET], random_state=0))
 
 
 @pytest.fixture(scope="module")

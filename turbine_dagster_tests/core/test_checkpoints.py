@@ -3,15 +3,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
 
 from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model
 from turbine_dagster.core.checkpoints import VALIDATION_METRICS, Checkpoint, save_checkpoints
 from turbine_dagster.core.models import predict_malignant_proba
 from turbine_dagster.core.registry import ModelRegistry, RegistryLookupError, model_reference, scoring_threshold
-from turbine_dagster.core.schema import CASE_ID, MALIGNANT, TARGET
+from turbine_dagster.core.schema import MALIGNANT, TARGET
 from turbine_dagster.core.selection import GateDecision
 from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model
 
@@ -22,13 +20,6 @@ TF_PARAMS = TFTrainingParams(hidden_units=(16, 8), epochs=12, learning_rate=0.05
 # The final fit stops after 28 of 60 trees (best: 18), so 60 trees are never reached.
 CATBOOST_PARAMS = CatBoostSearchParams(param_grid={"depth": [3], "learning_rate": [0.3]}, cv_folds=2, iterations=60,
                                        early_stopping_rounds=10, thread_count=2, checkpoint_iterations=(10, 5, 60))
-
-
-@pytest.fixture(scope="module")
-def split() -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = load_breast_cancer(as_frame=True).frame.sample(300, random_state=0)
-    frame.insert(0, CASE_ID, range(len(frame)))
-    return tuple(train_test_split(frame, test_size=0.3, stratify=frame[TARGET], random_state=0))
 
 
 @pytest.fixture(scope="module")

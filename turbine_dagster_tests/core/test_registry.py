@@ -17,7 +17,7 @@ from turbine_dagster.core import model_store  # noqa: E402, F401  loaded before 
 from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
 from turbine_dagster.core.registry import REFERENCE_MAX_ROWS, ModelRegistry, RegistryLookupError  # noqa: E402
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET  # noqa: E402
-from turbine_dagster.core.selection import GateDecision, promotion_decision  # noqa: E402
+from turbine_dagster.core.selection import promotion_decision  # noqa: E402
 
 TEAM = "team_a"
 BUCKET = "registry"

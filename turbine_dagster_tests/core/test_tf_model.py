@@ -1,8 +1,5 @@
 import numpy as np
-import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer
-from sklearn.model_selection import train_test_split
 
 from turbine_dagster.core.models import predict_malignant_proba
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
@@ -14,13 +11,6 @@ from turbine_dagster.core.tf_model import (
 
 # A high learning rate makes validation loss turn up within a few epochs, so early stopping triggers.
 FAST = TFTrainingParams(hidden_units=(16, 8), epochs=12, learning_rate=0.05, patience=3)
-
-
-@pytest.fixture(scope="module")
-def split() -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = load_breast_cancer(as_frame=True).frame.sample(300, random_state=0)
-    frame.insert(0, CASE_ID, range(len(frame)))
-    return tuple(train_test_split(frame, test_size=0.3, stratify=frame[TARGET], random_state=0))
 
 
 @pytest.fixture(scope="module")

@@ -248,7 +248,7 @@ def challenger_comparison(context: dg.AssetExecutionContext, config: ChallengerC
     scored = {}
     for role, (version, checkpoint) in {"champion": (champion, None),
                                         "challenger": (challenger, challenger_checkpoint)}.items():
-        summary = score_with(context, store, version, checkpoint, files, root, folder, role, config.chunk_rows)
+        score_with(context, store, version, checkpoint, files, root, folder, role, config.chunk_rows)
         with (folder / f"{role}.parquet").open("rb") as handle:
             scored[role] = pd.read_parquet(handle)
     labels = landed_labels(landing_zone, team, week, set(scored["champion"]["case_id"]))

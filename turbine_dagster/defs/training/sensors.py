@@ -5,7 +5,6 @@ event when several partitions land between two ticks (dagster#32853), so it read
 ``drift_report`` materialization since the storage id in its cursor.
 """
 
-import datetime as dt
 import hashlib
 import json
 
