@@ -66,7 +66,7 @@ def load_labeled_cases(root: UPath, team: str, week: str, window_weeks: int = 0)
     Fails on what makes a table impossible (no files, unreadable or unsupported files, missing
     columns); value problems are kept in the frame for the checks to report with file names.
     """
-    weeks = weeks_in_window(landing.landed_weeks(root, landing.LABELED, team), week, window_weeks)
+    weeks = weeks_in_window(landing.landed_weeks(root, landing.LABELED, team), landing.validate_week(week), window_weeks)
     frames = []
     for landed_week in weeks:
         for path in landing.data_files(landing.partition_dir(root, landing.LABELED, team, landed_week), root):

@@ -8,6 +8,7 @@ before they become path segments, so no partition key can point outside the root
 """
 
 import datetime as dt
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -75,6 +76,10 @@ def landed_weeks(root: UPath, kind: str, team: str) -> list[str]:
     return sorted(weeks)
 
 
+def is_link(path: UPath) -> bool:
+    return path.protocol in ("", "file", "local") and os.path.islink(path.path)
+
+
 def data_files(folder: UPath, root: UPath) -> list[UPath]:
     """The data files of one partition folder, sorted; anything that is not CSV or Parquet is an error.
 
@@ -86,6 +91,11 @@ def data_files(folder: UPath, root: UPath) -> list[UPath]:
     for child in sorted(folder.iterdir(), key=lambda p: p.name):
         if child.name.startswith((".", "_")) or child.is_dir():
             continue
+        if is_link(child):
+            raise LandingError(
+                f"{relative_name(child, root)} is a symbolic link; land the file itself (a link can point at "
+                "another team's data or outside the landing zone)"
+            )
         if child.suffix.lower() not in SUPPORTED_SUFFIXES:
             raise LandingError(
                 f"{relative_name(child, root)} is not a CSV or Parquet file; only "

@@ -37,3 +37,14 @@ def test_unreadable_file_is_named(tmp_path):
     path.write_bytes(b"not parquet")
     with pytest.raises(landing.LandingError, match="cannot read broken.parquet"):
         landing.read_file(path, root)
+
+
+def test_a_symbolic_link_is_refused(tmp_path):
+    root = UPath(tmp_path / "landing")
+    folder = landing.partition_dir(root, landing.LABELED, "team_a", "2026-11-22")
+    folder.mkdir(parents=True)
+    outside = tmp_path / "other_team_cases.csv"
+    outside.write_text("case_id\n")
+    (folder / "cases.csv").symlink_to(outside)
+    with pytest.raises(landing.LandingError, match="cases.csv is a symbolic link"):
+        landing.data_files(folder, root)

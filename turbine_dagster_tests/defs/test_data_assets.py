@@ -112,3 +112,15 @@ def test_too_few_cases_of_a_class_fail_the_minimum_check(settings, partition_key
     result = materialize(DATA_ASSETS, settings, partition_key, run_config=run_config)
     assert not check_evaluations(result)["enough_rows_per_class"].passed
     assert materialized_keys(result) == {"raw_data"}
+
+
+def test_a_key_that_is_not_a_partition_fails_before_any_path_is_built(settings):
+    import dagster as dg
+
+    from turbine_dagster.defs.resources import local_resources
+    from turbine_dagster.defs.training.data_assets import RawDataConfig
+
+    resources = {"landing_zone": local_resources(settings)["landing_zone"]}
+    with dg.build_asset_context(partition_key="../x|2026-11-22", resources=resources) as context:
+        with pytest.raises(dg.Failure, match=r"'\.\./x\|2026-11-22' is not a partition"):
+            raw_data(context=context, config=RawDataConfig())

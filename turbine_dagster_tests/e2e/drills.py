@@ -34,7 +34,9 @@ query Events($id: ID!) { logsForRun(runId: $id, limit: 10000) { __typename
     ... on MaterializationEvent { assetKey { path } partition }
     ... on AssetCheckEvaluationEvent { evaluation { checkName success description } } } } } }
 """
-RUNS_QUERY = "query Runs($ids: [String!]) { runsOrError(filter: {runIds: $ids}) { ... on Runs { results { runId status } } } }"
+RUNS_QUERY = """
+query Runs($ids: [String!]) { runsOrError(filter: {runIds: $ids}) { ... on Runs { results { runId status } } } }
+"""
 
 
 # -- the run log ---------------------------------------------------------------------------------
@@ -67,7 +69,8 @@ class RunLog:
     def run_worker_pid(self) -> int:
         """The pid in the run's "Started process for run (pid: N)." engine event."""
         for event in self.events:
-            if event["__typename"] == "EngineEvent" and (event.get("message") or "").startswith("Started process for run"):
+            message = event.get("message") or ""
+            if event["__typename"] == "EngineEvent" and message.startswith("Started process for run"):
                 return int(next(m["text"] for m in event["metadataEntries"] if m["label"] == "pid"))
         raise LookupError("the run has not reported its process yet")
 
@@ -90,7 +93,8 @@ def launch_raw(platform: Platform, location: str, job: str, partition: str, run_
 def wait_for_runs(platform: Platform, run_ids: list[str], timeout: float = 600) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
-        statuses = {r["runId"]: r["status"] for r in platform.graphql(RUNS_QUERY, ids=run_ids)["runsOrError"]["results"]}
+        runs = platform.graphql(RUNS_QUERY, ids=run_ids)["runsOrError"]["results"]
+        statuses = {run["runId"]: run["status"] for run in runs}
         if len(statuses) == len(run_ids) and set(statuses.values()) <= TERMINAL_STATUSES:
             return statuses
         if time.monotonic() > deadline:
@@ -289,7 +293,8 @@ def bad_inputs(teams: tuple[str, ...], weeks: list[str]) -> list[BadInput]:
     add("unknown label", "cases.csv", "labels_valid",
         ("column 'target' holds a label other than 0 (malignant) or 1 (benign): 1 row(s) in {file}",),
         lambda t, w: _csv(_with_cell(_cases(t, w), 2, TARGET, 2)))
-    add("duplicate case_id", "cases.csv", "case_ids_unique", ("column 'case_id' repeats a case id: 2 row(s) in {file}",),
+    add("duplicate case_id", "cases.csv", "case_ids_unique",
+        ("column 'case_id' repeats a case id: 2 row(s) in {file}",),
         lambda t, w: (lambda frame: _csv(_with_cell(frame, 7, CASE_ID, frame.loc[6, CASE_ID])))(_cases(t, w)))
     add("empty partition", "cases.csv", None, ("no labeled cases for {team} up to week {week}",),
         lambda t, w: _csv(_cases(t, w).iloc[0:0]))

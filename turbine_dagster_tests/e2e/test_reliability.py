@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import time
+from pathlib import Path
 
 import dagster as dg
 import psutil
@@ -68,7 +69,7 @@ TRAVERSAL_KEYS = {
 class Site:
     """The shared platform, its folders, and what the module launched on it."""
 
-    tmp: object
+    tmp: Path
     platform: Platform
     seeded: dict[str, str]
     bad_runs: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -79,7 +80,7 @@ class Site:
         return [r["run"]["runId"] for r in self.traversal_runs.values() if r["__typename"] == "LaunchRunSuccess"]
 
     @property
-    def storage(self):
+    def storage(self) -> Path:
         return self.platform.storage_root
 
     def registry(self) -> ModelRegistry:
@@ -97,18 +98,19 @@ def site(tmp_path_factory):
         drills.seed_serving_champion(tmp / "storage" / "registry", team, WEEKS[-2])
     seeded = drills.snapshot(tmp / "storage", lambda relative: relative.startswith("registry/"))
     site = Site(tmp, start_platform(tmp, demo_args=DEMO_ARGS), seeded)
-    platform = site.platform
+    platform = site.platform  # the last drill replaces site.platform; teardown stops whichever runs
     try:
         with dg.DagsterInstance.from_config(str(platform.home)) as instance:
             site.drift_storage_id = drills.report_drift(instance, DRIFT_PARTITION)
-        run_config = {**drills.IN_PROCESS, "ops": ONE_WEEK_OF_DATA}
+        one_week = {**drills.IN_PROCESS, "ops": ONE_WEEK_OF_DATA}
         for bad in BAD_INPUTS:
-            site.bad_runs[bad.name] = platform.launch("turbine-training", "training_pipeline", bad.partition, run_config)
+            site.bad_runs[bad.name] = platform.launch("turbine-training", "training_pipeline", bad.partition, one_week)
         for name, (key, _) in TRAVERSAL_KEYS.items():
             site.traversal_runs[name] = drills.launch_raw(platform, "turbine-training", "training_pipeline", key,
                                                           drills.IN_PROCESS)
         site.traversal_runs["prediction, relative team"] = drills.launch_raw(
-            platform, "turbine-prediction", "prediction_pipeline", TRAVERSAL_KEYS["relative team"][0], drills.IN_PROCESS)
+            platform, "turbine-prediction", "prediction_pipeline", TRAVERSAL_KEYS["relative team"][0],
+            drills.IN_PROCESS)
         yield site
     finally:
         drills.crash(site.platform)
@@ -171,14 +173,14 @@ def test_partition_keys_that_leave_the_roots_are_refused_through_graphql(site):
     for name, run_id in launched.items():
         assert statuses[run_id] == "FAILURE", name
         log = drills.run_log(site.platform, run_id)
-        key, offending = TRAVERSAL_KEYS["relative team" if name.startswith("prediction") else name]
+        _, offending = TRAVERSAL_KEYS["relative team" if name.startswith("prediction") else name]
         failures = log.step_failures()
         assert failures, name
         for step, error in failures.items():
             assert offending in error, f"{name}: {step} does not name {offending}: {error}"
         assert log.materialized() == [], name
     team_failure = drills.run_log(site.platform, launched["relative team"]).step_failures()["raw_data"]
-    assert f"invalid team name '../{ESCAPE}'" in team_failure
+    assert "is not a partition" in team_failure
 
     # Nothing was created where a followed path would have led, nor anywhere under the test's folders.
     assert not list(site.tmp.rglob(f"*{ESCAPE}*"))
@@ -186,7 +188,7 @@ def test_partition_keys_that_leave_the_roots_are_refused_through_graphql(site):
 
 
 @slow
-def test_an_asset_subset_cannot_read_or_write_outside_the_storage_root(site, tmp_path):
+def test_an_asset_subset_cannot_read_or_write_outside_the_storage_root(site):
     """Materializing only the splits (the UI's "Materialize selected") for a key that climbs out of the
     storage root: a raw_data table planted where the climbing path leads must be neither read nor
     overwritten."""
@@ -207,6 +209,8 @@ def test_an_asset_subset_cannot_read_or_write_outside_the_storage_root(site, tmp
         log = drills.run_log(site.platform, run_id)
         assert log.materialized() == []
         assert "planted" in log.step_failures()["splits"]  # the refusal names the key
+    else:
+        assert "partition" in json.dumps(result).lower(), result
     assert planted.read_bytes() == before
     assert sorted(p.name for p in planted_dir.iterdir()) == [planted.name]
 
@@ -235,10 +239,6 @@ def test_team_names_and_weeks_that_leave_the_landing_root_are_rejected_at_the_co
     assert not (tmp_path / "x").exists() and not (tmp_path / "predictions").exists()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "product: data.load_labeled_cases parses the week in weeks_in_window before validate_week, so a "
-    "traversal week raises a bare ValueError('Invalid isoformat string: ...') instead of the LandingError "
-    "'invalid week ...' that raw_data turns into a named Failure"))
 def test_a_week_that_leaves_the_landing_root_gets_the_landing_zone_error_from_the_loader(tmp_path):
     with pytest.raises(landing.LandingError, match="invalid week"):
         data.load_labeled_cases(UPath(tmp_path), "team_a", "../../etc")
