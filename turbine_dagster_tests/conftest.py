@@ -14,6 +14,20 @@ from turbine_dagster.settings import Settings  # noqa: E402
 TEAM = "team_a"
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_defs_state_storage():
+    """Each test starts with no current defs-state storage.
+
+    In dagster 1.13 ``DagsterInstance.__exit__`` disposes the instance but leaves its defs-state storage
+    set as the current one; a later ``materialize`` without an instance then fails with "Attempted to
+    resolve undefined DagsterInstance weakref". Order between tests must not matter.
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
+
+
 @pytest.fixture(scope="session")
 def week() -> str:
     return recent_weeks(1)[0]
