@@ -5,6 +5,7 @@ training location's ``serving_champion`` as their upstream (same asset key), so 
 graph from raw data to predictions across the two code locations.
 """
 
+import functools
 from collections.abc import Iterator
 
 import dagster as dg
@@ -26,6 +27,9 @@ from turbine_dagster.defs.resources import LandingZone, ModelRegistryResource, P
 
 SERVING_CHAMPION = dg.AssetKey("serving_champion")
 OWNERS = ["team:ml-platform"]
+# Every asset here works on one team's week from its serving champion, and skips a week with no data.
+prediction_side_asset = functools.partial(dg.asset, partitions_def=team_week_partitions, owners=OWNERS,
+                                          deps=[SERVING_CHAMPION], output_required=False)
 
 
 class BatchPredictionConfig(dg.Config):
@@ -110,13 +114,9 @@ def score_with(context: dg.AssetExecutionContext, store: ModelRegistry, version:
                          allow_retries=False) from error
 
 
-@dg.asset(
-    partitions_def=team_week_partitions,
+@prediction_side_asset(
     group_name="prediction",
     kinds={"parquet"},
-    owners=OWNERS,
-    deps=[SERVING_CHAMPION],
-    output_required=False,
     description="Scores the team's scoring cases of the week in chunks with the serving champion at its operating "
                 "threshold; rows that break the data rules are quarantined with their reason.",
 )
@@ -153,13 +153,9 @@ def batch_predictions(context: dg.AssetExecutionContext, config: BatchPrediction
     })
 
 
-@dg.asset(
-    partitions_def=team_week_partitions,
+@prediction_side_asset(
     group_name="monitoring",
     kinds={"scipy"},
-    owners=OWNERS,
-    deps=[SERVING_CHAMPION],
-    output_required=False,
     io_manager_key="json_io_manager",
     description="PSI and Holm-corrected KS per feature between the week's scoring data (a bounded sample) and the "
                 "serving champion's training reference, and the drift decision.",
@@ -210,13 +206,9 @@ def no_data_drift(drift_report: dict) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset(
-    partitions_def=team_week_partitions,
+@prediction_side_asset(
     group_name="prediction",
     kinds={"parquet"},
-    owners=OWNERS,
-    deps=[SERVING_CHAMPION],
-    output_required=False,
     io_manager_key="json_io_manager",
     description="Scores the week with the serving champion and a challenger version (default: the newest one not "
                 "serving) and compares them: agreement, disagreements on malignant, score shift, and recall and "

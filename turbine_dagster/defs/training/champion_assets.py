@@ -1,5 +1,6 @@
 """Champion selection, the quality bars, and the promotion gate into the model registry."""
 
+import functools
 from typing import Any, Literal
 
 import dagster as dg
@@ -12,6 +13,8 @@ from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import ModelRegistryResource
 
 OWNERS = ["team:data-science"]
+champion_side_asset = functools.partial(dg.asset, partitions_def=team_week_partitions, group_name="champion",
+                                        kinds={"python"}, owners=OWNERS, io_manager_key="json_io_manager")
 MODELS = ("tf_model", "catboost_model")
 
 
@@ -33,12 +36,7 @@ class PromotionConfig(dg.Config):
                                "both measured on this partition's test split.")
 
 
-@dg.asset(
-    partitions_def=team_week_partitions,
-    group_name="champion",
-    kinds={"python"},
-    owners=OWNERS,
-    io_manager_key="json_io_manager",
+@champion_side_asset(
     description="Applies both selection policies to the two evaluations and registers the chosen model as a "
                 "candidate version in the model registry.",
 )
@@ -101,12 +99,7 @@ def champion_meets_quality_bars(config: QualityBarsConfig, champion_model: dict)
     )
 
 
-@dg.asset(
-    partitions_def=team_week_partitions,
-    group_name="champion",
-    kinds={"python"},
-    owners=OWNERS,
-    io_manager_key="json_io_manager",
+@champion_side_asset(
     description="The promotion gate: the candidate serves the team only if it misses no more cancers than the "
                 "serving champion on this test split (within the tolerance). Promotions are serialised by the registry.",
 )
