@@ -122,5 +122,5 @@ def test_a_key_that_is_not_a_partition_fails_before_any_path_is_built(settings):
 
     resources = {"landing_zone": local_resources(settings)["landing_zone"]}
     with dg.build_asset_context(partition_key="../x|2026-11-22", resources=resources) as context:
-        with pytest.raises(dg.Failure, match=r"'\.\./x\|2026-11-22' is not a partition"):
+        with pytest.raises(dg.Failure, match=r"partition '\.\./x\|2026-11-22': team '\.\./x' is not one of"):
             raw_data(context=context, config=RawDataConfig())
