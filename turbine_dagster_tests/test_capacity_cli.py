@@ -1,24 +1,17 @@
+from pathlib import Path
+
 import pytest
 
 from turbine_dagster.cli.capacity import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-INSTANCE_YAML = """
-concurrency:
-  pools:
-    default_limit: 7
-    granularity: run
-  runs:
-    tag_concurrency_limits:
-      - key: team
-        value: {applyLimitPerUniqueValue: true}
-        limit: 2
-"""
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def in_instance_dir(tmp_path, monkeypatch):
-    (tmp_path / "dagster.yaml").write_text(INSTANCE_YAML)
+    # The project's own instance configuration: the CLI must plan with the limits the queue enforces.
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -54,7 +47,7 @@ def test_cli_writes_a_gantt_png(in_instance_dir, capsys):
 def test_cli_reads_an_explicit_instance_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "elsewhere.yaml"
-    config.write_text(INSTANCE_YAML.replace("default_limit: 7", "default_limit: 1"))
+    config.write_text((REPO / "dagster.yaml").read_text().replace("default_limit: 7", "default_limit: 1"))
     assert main(["--instance-config", str(config)]) == 0
     assert "makespan:           16.67 h" in capsys.readouterr().out
 

@@ -114,3 +114,14 @@ def test_fingerprint_changes_with_content(landing_root, week):
     changed.loc[0, "mean radius"] += 1
     assert data.fingerprint(frame) == data.fingerprint(frame.copy())
     assert data.fingerprint(frame) != data.fingerprint(changed)
+
+
+def test_landed_labels_of_scored_cases_come_from_any_week(tmp_path):
+    root = UPath(tmp_path)
+    write_demo_data(root, [TEAM], ["2026-11-15", "2026-11-22"], labeled_rows=20, scoring_rows=0)
+    earlier = data.load_labeled_cases(root, TEAM, "2026-11-15")
+    wanted = {earlier[CASE_ID].iloc[0], earlier[CASE_ID].iloc[5], "not-landed"}
+    labels = data.landed_labels(root, TEAM, wanted)
+    assert set(labels[CASE_ID]) == wanted - {"not-landed"} and list(labels.columns) == [CASE_ID, TARGET]
+    assert data.landed_labels(root, TEAM, {"not-landed"}) is None
+    assert data.landed_labels(UPath(tmp_path / "empty"), TEAM, wanted) is None

@@ -21,7 +21,6 @@ from turbine_dagster.core.registry import (
     model_reference,
     scoring_threshold,
 )
-from turbine_dagster.core.schema import CASE_ID, TARGET
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import LandingZone, ModelRegistryResource, PartitionFolders
 
@@ -243,7 +242,7 @@ def challenger_comparison(context: dg.AssetExecutionContext, config: ChallengerC
         score_with(context, store, version, checkpoint, files, root, folder, role, config.chunk_rows)
         with (folder / f"{role}.parquet").open("rb") as handle:
             scored[role] = pd.read_parquet(handle)
-    labels = landed_labels(landing_zone, team, week, set(scored["champion"]["case_id"]))
+    labels = data.landed_labels(landing_zone.path(), team, set(scored["champion"]["case_id"]))
     report = comparison.compare_predictions(scored["champion"], scored["challenger"], labels, config.sample_size)
     context.log.info(f"agreement {report.agreement_rate:.4f} over {report.n_compared} cases; "
                      f"labels for {0 if labels is None else len(labels)} of them")
@@ -262,17 +261,6 @@ def challenger_comparison(context: dg.AssetExecutionContext, config: ChallengerC
             scored["champion"], scored["challenger"], champion_name=report.champion_name,
             challenger_name=report.challenger_name)),
     })
-
-
-def landed_labels(landing_zone: LandingZone, team: str, week: str, case_ids: set[str]) -> pd.DataFrame | None:
-    """Labels that have landed, in any week up to now, for the cases scored this week; None when none has."""
-    root = landing_zone.path()
-    weeks = landing.landed_weeks(root, landing.LABELED, team)
-    if not weeks:
-        return None
-    cases = data.load_labeled_cases(root, team, weeks[-1])
-    labeled = cases.loc[cases[CASE_ID].isin(case_ids), [CASE_ID, TARGET]]
-    return labeled if len(labeled) else None
 
 
 prediction_assets = [batch_predictions, drift_report, challenger_comparison]
