@@ -105,6 +105,8 @@ class ModelVersion:
     status: VersionStatus
     checkpoints: tuple[Checkpoint, ...] = ()
     """The training checkpoints stored with the version (``artifact_uri`` set, no model object)."""
+    split_scheme: str | None = None
+    """How the training data was split into train/validation/test; None for entries written before it was recorded."""
 
     @property
     def label(self) -> str:
@@ -286,7 +288,7 @@ class ModelRegistry:
             return None, None
 
     def _as_version(self, entry: dict[str, Any], status: VersionStatus) -> ModelVersion:
-        # Entries written before checkpoints existed have no "checkpoints" key.
+        # Entries written before checkpoints (or split_scheme) existed lack those keys: the defaults apply.
         checkpoints = tuple(Checkpoint.from_dict(item) for item in entry.get(_CHECKPOINTS, ()))
         return ModelVersion(**{**entry, _CHECKPOINTS: checkpoints}, status=status)
 
@@ -392,6 +394,7 @@ class ModelRegistry:
         previous_version: int | None = None,
         reason: str = "",
         run_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         at = _now()
         event_id = f"{at:%Y%m%dT%H%M%S%fZ}-{kind}-{version_label(version)}-{uuid.uuid4().hex[:8]}"
@@ -403,6 +406,7 @@ class ModelRegistry:
             "previous_version": previous_version,
             "reason": reason,
             "run_id": run_id,
+            "details": dict(details or {}),
             "at": at.isoformat(),
         }
         write_bytes_atomic(self._team_dir(team) / "events" / f"{event_id}.json", _json_bytes(event))
@@ -431,6 +435,7 @@ class ModelRegistry:
         reference: pd.DataFrame,
         model_type: str | None = None,
         checkpoints: Sequence[Checkpoint] = (),
+        split_scheme: str | None = None,
     ) -> ModelVersion:
         """Store ``model`` as the next version of ``team`` (a candidate: promotion is ``promote_if``).
 
@@ -438,6 +443,7 @@ class ModelRegistry:
         ``reference`` must hold the feature columns, of which at most REFERENCE_MAX_ROWS rows are kept.
         ``checkpoints`` (from training, each with its model object or the ``artifact_uri`` of a native
         file of the same kind as ``model``) are stored under the version, in the order given.
+        ``split_scheme`` names how the training data was split (kept in the entry as given).
         """
         from turbine_dagster.core import model_store  # imports TensorFlow: only paid by callers that save models
 
@@ -480,6 +486,7 @@ class ModelRegistry:
             "data_version": data_version,
             "created_at": _now().isoformat(),
             _CHECKPOINTS: [checkpoint.to_dict() for checkpoint in stored],
+            "split_scheme": split_scheme,
         }
         write_bytes_atomic(folder / _ENTRY, _json_bytes(entry))
         self._record(team, "registered", version, reason=f"registered from partition {partition}", run_id=run_id)
@@ -609,11 +616,18 @@ class ModelRegistry:
             if previous == version:
                 return None, lambda: GateDecision(True, f"{target.label} already serves team {team}")
             decision = decide(current)
+            json.loads(_json_bytes(dict(decision.details)))  # plain values only: fail before the pointer moves
             kind: EventKind = "promoted" if decision.promote else "refused"
 
             def finish() -> GateDecision:
                 self._record(
-                    team, kind, version, previous_version=previous, reason=decision.reason, run_id=target.run_id
+                    team,
+                    kind,
+                    version,
+                    previous_version=previous,
+                    reason=decision.reason,
+                    run_id=target.run_id,
+                    details=decision.details,
                 )
                 return decision
 

@@ -17,7 +17,7 @@ from turbine_dagster.core import model_store  # noqa: E402, F401  loaded before 
 from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
 from turbine_dagster.core.registry import REFERENCE_MAX_ROWS, ModelRegistry, RegistryLookupError  # noqa: E402
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET  # noqa: E402
-from turbine_dagster.core.selection import promotion_decision  # noqa: E402
+from turbine_dagster.core.selection import GateDecision, promotion_decision  # noqa: E402
 
 TEAM = "team_a"
 BUCKET = "registry"
@@ -278,3 +278,30 @@ def test_on_s3_a_promotion_that_lost_a_race_decides_again_on_the_new_pointer(s3_
     assert not decision.promote  # 0.97 would beat v0001 but not v0002, which really serves
     assert registry.serving("team_race").version == 2
     assert registry.events("team_race")[-1]["previous_version"] == 2
+
+
+def test_the_gate_details_are_recorded_with_the_decision(registry, model, cases):
+    register(registry, model, cases, recall=0.97)
+    details = {"paired_counts": {"only_challenger": 3, "only_serving": 1}, "p_value": np.float64(0.31)}
+
+    registry.promote_if(TEAM, 1, lambda serving: GateDecision(True, "first champion", details=details))
+
+    promoted = registry.events(TEAM)[-1]
+    assert (promoted["kind"], promoted["details"]) == (
+        "promoted", {"paired_counts": {"only_challenger": 3, "only_serving": 1}, "p_value": 0.31},
+    )
+
+
+def test_the_split_scheme_is_kept_in_the_entry_and_old_entries_read_without_it(registry, model, cases):
+    registry.register(
+        TEAM, model, threshold=0.3, metrics={"malignant_recall": 0.97}, partition=None, run_id="run",
+        data_version=None, reference=cases, split_scheme="case_id_hash_70_15_15",
+    )
+    register(registry, model, cases, recall=0.97)
+    old_entry = registry.root / TEAM / "versions" / "v0002" / "entry.json"
+    written_before = json.loads(old_entry.read_text())
+    del written_before["split_scheme"]  # as entries were written before the field existed
+    old_entry.write_text(json.dumps(written_before))
+
+    assert [v.split_scheme for v in registry.versions(TEAM)] == ["case_id_hash_70_15_15", None]
+    assert registry.get(TEAM, 1).to_dict()["split_scheme"] == "case_id_hash_70_15_15"
