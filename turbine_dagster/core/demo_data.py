@@ -1,8 +1,21 @@
-"""Deterministic demo landing data derived from the bundled WDBC data set.
+"""Deterministic demo landing data: new synthetic cases whose distribution matches the bundled WDBC set.
 
-Each team sees the same disease through slightly different instruments: a fixed per-team bias
-per feature plus small per-row noise on rows resampled from WDBC. Every row gets a stable unique
-``case_id``; scoring data is written in row groups so millions of rows never sit in memory at once.
+Each case is drawn fresh from a per-class Gaussian copula fitted to WDBC: every feature is mapped to
+normal scores through its class's ranks, the class's correlation of those scores is kept, and a draw
+goes back through the class's empirical quantile function with linear interpolation. The marginals
+are then WDBC's own (within each class's observed range, so sizes and counts stay non-negative and the
+benign cases' exact zeros of concavity keep their mass), and so are the rank correlations that make
+radius, perimeter and area move together. Why a copula and not SMOTE-like interpolation between
+same-class neighbours: interpolated rows crowd around the 569 originals, so with more rows per
+partition than WDBC holds a test row and a training row often share a parent, which is the leak this
+replaces; copula draws are independent, so a test row sits as far from the training rows as a new
+real case would. The cost is that structure beyond rank correlation (clusters, curved relations
+within a class) is smoothed out; the demo does not need it.
+
+The class of a case is drawn with WDBC's share of malignant cases (212 of 569). Each team sees the
+disease through slightly different instruments: a fixed per-team multiplicative bias per feature.
+Every row gets a stable unique ``case_id``; scoring data is written in row groups so millions of rows
+never sit in memory at once.
 """
 
 import datetime as dt
@@ -14,6 +27,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.special import ndtr, ndtri
+from scipy.stats import rankdata
 from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
@@ -21,7 +36,6 @@ from turbine_dagster.core import landing
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, TARGET
 
 TEAM_BIAS_SCALE = 0.02  # relative per-team instrument bias (σ of a multiplicative factor)
-ROW_NOISE_SCALE = 0.05  # per-row noise, in units of the feature's WDBC standard deviation
 
 
 @dataclass(frozen=True)
@@ -50,10 +64,37 @@ class DriftInjection:
 
 
 def recent_weeks(count: int, today: dt.date | None = None) -> list[str]:
-    """The ``count`` most recent Sunday-starting weeks, the current one included (Dagster's weekly keys)."""
-    today = today or dt.date.today()
+    """The ``count`` most recent Sunday-starting weeks, the current one included (Dagster's weekly keys).
+
+    "Current" is by the UTC date, as Dagster's partitions are, unless ``today`` is given.
+    """
+    today = today or dt.datetime.now(dt.UTC).date()
     current = today - dt.timedelta(days=(today.weekday() + 1) % 7)
     return [(current - dt.timedelta(weeks=n)).isoformat() for n in reversed(range(count))]
+
+
+@dataclass(frozen=True)
+class _ClassCopula:
+    """One class's Gaussian copula: the Cholesky factor of its normal-score correlation and its quantiles."""
+
+    factor: np.ndarray  # (features, features), lower triangular
+    probabilities: np.ndarray  # (n,), the plotting positions (i - 0.5) / n of the sorted values
+    quantiles: np.ndarray  # (n, features), each feature's values sorted ascending
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "_ClassCopula":
+        n = len(values)
+        scores = ndtri((rankdata(values, axis=0) - 0.5) / n)  # ties share their mean rank
+        correlation = np.corrcoef(scores, rowvar=False)
+        # Radius, perimeter and area are almost collinear; a little jitter keeps the factorisation stable.
+        factor = np.linalg.cholesky(correlation + 1e-9 * np.eye(len(correlation)))
+        return cls(factor, (np.arange(1, n + 1) - 0.5) / n, np.sort(values, axis=0))
+
+    def sample(self, normals: np.ndarray) -> np.ndarray:
+        """Map independent standard normals (rows, features) to cases of this class."""
+        uniforms = ndtr(normals @ self.factor.T)
+        return np.column_stack([np.interp(uniforms[:, j], self.probabilities, self.quantiles[:, j])
+                                for j in range(self.quantiles.shape[1])])
 
 
 class DemoDataWriter:
@@ -62,6 +103,9 @@ class DemoDataWriter:
         self.features = wdbc.data.astype("float64")
         self.labels = wdbc.target.astype("int64")
         self.feature_std = self.features.std(axis=0)
+        self.classes = np.unique(self.labels)
+        self.class_shares = np.array([(self.labels == c).mean() for c in self.classes])
+        self.copulas = {int(c): _ClassCopula.fit(self.features[self.labels == c]) for c in self.classes}
         self.seed = seed
 
     def _rng(self, *parts: str) -> np.random.Generator:
@@ -71,17 +115,22 @@ class DemoDataWriter:
               first_row: int = 0, rng: np.random.Generator | None = None) -> pd.DataFrame:
         rng = rng or self._rng(team, week, id_prefix)
         bias = 1 + self._rng(team, "bias").normal(0, TEAM_BIAS_SCALE, self.features.shape[1])
-        picked = rng.integers(0, len(self.features), rows)
-        values = self.features[picked] * bias + rng.normal(0, ROW_NOISE_SCALE, (rows, len(bias))) * self.feature_std
+        labels = self.classes[rng.choice(len(self.classes), size=rows, p=self.class_shares)]
+        normals = rng.standard_normal((rows, self.features.shape[1]))
+        values = np.empty_like(normals)
+        for label, copula in self.copulas.items():
+            mask = labels == label
+            values[mask] = copula.sample(normals[mask])
+        values *= bias
         for injection in drift:
             if (injection.team, injection.week) == (team, week):
                 for feature in injection.features:
                     column = FEATURE_COLUMNS.index(feature)
                     values[:, column] += injection.sigmas * self.feature_std[column]
-        # Sizes and counts cannot go below zero, however the noise falls.
+        # Sizes and counts cannot go below zero, however far a drift shifts them.
         frame = pd.DataFrame(np.clip(values, 0, None), columns=list(FEATURE_COLUMNS))
         frame.insert(0, CASE_ID, [f"{team}-{week}-{id_prefix}{first_row + i:09d}" for i in range(rows)])
-        frame[TARGET] = self.labels[picked]
+        frame[TARGET] = labels
         return frame
 
     def write_labeled(self, root: UPath, team: str, week: str, rows: int, drift: Sequence[DriftInjection] = ()) -> UPath:
