@@ -5,12 +5,15 @@ store live, which resources are used) is chosen here and by the resource sets in
 ``turbine_dagster.defs.resources`` — never by branches inside assets.
 """
 
+import datetime as dt
 import json
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 ENVIRONMENTS = ("local", "production")
 DEFAULT_TEAMS = ("team_a", "team_b", "team_c", "team_d")
@@ -50,16 +53,84 @@ class Settings:
             landing_root=_absolute(environ.get("TURBINE_LANDING_ROOT", "data/landing")),
             storage_root=_absolute(environ.get("TURBINE_STORAGE_ROOT", ".turbine/storage")),
             teams=teams,
-            first_week=environ.get("TURBINE_FIRST_WEEK", "2026-01-04"),
-            training_days=tuple(d.strip() for d in environ.get("TURBINE_TRAINING_DAYS", "mon,thu").split(",")),
-            training_hour=int(environ.get("TURBINE_TRAINING_HOUR", "2")),
-            team_stagger_minutes=int(environ.get("TURBINE_TEAM_STAGGER_MINUTES", "30")),
-            prediction_delay_hours=int(environ.get("TURBINE_PREDICTION_DELAY_HOURS", "6")),
-            drift_cooldown_hours=float(environ.get("TURBINE_DRIFT_COOLDOWN_HOURS", "24")),
-            gpus_per_training_step=int(environ.get("TURBINE_GPU_COUNT", "8")),
-            gpu_node_selector=json.loads(environ.get("TURBINE_GPU_NODE_SELECTOR", "{}")),
-            gpu_tolerations=tuple(json.loads(environ.get("TURBINE_GPU_TOLERATIONS", "[]"))),
+            first_week=_read(environ, "TURBINE_FIRST_WEEK", "2026-01-04", _date, "a date written YYYY-MM-DD"),
+            training_days=_read(environ, "TURBINE_TRAINING_DAYS", "mon,thu", _cron_days,
+                                "cron days separated by commas, e.g. mon,thu (sun..sat or 0..7, ranges as mon-fri)"),
+            training_hour=_read(environ, "TURBINE_TRAINING_HOUR", "2", _whole(0, 23), "a whole hour from 0 to 23 (UTC)"),
+            team_stagger_minutes=_read(environ, "TURBINE_TEAM_STAGGER_MINUTES", "30", _whole(0),
+                                       "a whole number of minutes, 0 or more"),
+            prediction_delay_hours=_read(environ, "TURBINE_PREDICTION_DELAY_HOURS", "6", _whole(0),
+                                         "a whole number of hours, 0 or more"),
+            drift_cooldown_hours=_read(environ, "TURBINE_DRIFT_COOLDOWN_HOURS", "24", _hours,
+                                       "a number of hours, 0 or more, e.g. 24 or 1.5"),
+            gpus_per_training_step=_read(environ, "TURBINE_GPU_COUNT", "8", _whole(1), "a whole number, 1 or more"),
+            gpu_node_selector=_read(environ, "TURBINE_GPU_NODE_SELECTOR", "{}", _node_selector,
+                                    'a JSON object of label names to values, e.g. {"pool": "gpu"}'),
+            gpu_tolerations=_read(environ, "TURBINE_GPU_TOLERATIONS", "[]", _tolerations,
+                                  'a JSON list of Kubernetes tolerations, e.g. [{"key": "nvidia.com/gpu", '
+                                  '"operator": "Exists"}]'),
         )
+
+
+T = TypeVar("T")
+CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _read(environ: Mapping[str, str], name: str, default: str, parse: Callable[[str], T], expected: str) -> T:
+    """``parse`` of the variable's value (or of ``default`` when unset); an error names the variable, its value
+    and what was expected."""
+    value = environ.get(name, default)
+    try:
+        return parse(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name}={value!r}: expected {expected}") from error
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        number = int(text.strip())
+        if number < low or (high is not None and number > high):
+            raise ValueError(f"{number} is out of range")
+        return number
+
+    return parse
+
+
+def _hours(text: str) -> float:
+    hours = float(text.strip())
+    if not math.isfinite(hours) or hours < 0:
+        raise ValueError(f"{hours} is not a non-negative number")
+    return hours
+
+
+def _date(text: str) -> str:
+    text = text.strip()
+    if dt.date.fromisoformat(text).isoformat() != text:
+        raise ValueError("not written YYYY-MM-DD")
+    return text
+
+
+def _cron_days(text: str) -> tuple[str, ...]:
+    days = tuple(day.strip().lower() for day in text.split(","))
+    for day in days:
+        for end in day.split("-", 1):
+            if end not in CRON_DAYS and not (end.isdigit() and 0 <= int(end) <= 7):
+                raise ValueError(f"{end!r} is not a day")
+    return days
+
+
+def _node_selector(text: str) -> dict[str, str]:
+    selector: Any = json.loads(text)
+    if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
+        raise ValueError("not a JSON object of strings")
+    return selector
+
+
+def _tolerations(text: str) -> tuple[dict, ...]:
+    tolerations: Any = json.loads(text)
+    if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+        raise ValueError("not a JSON list of objects")
+    return tuple(tolerations)
 
 
 def _absolute(root: str) -> str:
