@@ -61,19 +61,44 @@ def relative_name(path: UPath, root: UPath) -> str:
     return full[len(base) + 1 :] if full.startswith(base + "/") else full
 
 
+def _week_of_folder(name: str) -> str | None:
+    """The week of a ``week=YYYY-MM-DD`` folder name; None for any other name."""
+    if not name.startswith("week="):
+        return None
+    try:
+        return validate_week(name.removeprefix("week="))
+    except LandingError:
+        return None
+
+
 def landed_weeks(root: UPath, kind: str, team: str) -> list[str]:
+    """The weeks with a ``week=YYYY-MM-DD`` folder under the team's folder; ``stray_entries`` names the rest."""
     team_dir = root / kind / f"team={validate_team(team)}"
     if not team_dir.exists():
         return []
-    weeks = []
-    for child in team_dir.iterdir():
-        name = child.name
-        if name.startswith("week="):
-            try:
-                weeks.append(validate_week(name.removeprefix("week=")))
-            except LandingError:
-                continue  # a stray folder is not a week; it is reported nowhere because it is never read
-    return sorted(weeks)
+    return sorted(week for child in team_dir.iterdir() if (week := _week_of_folder(child.name)) is not None)
+
+
+def stray_entries(root: UPath, kind: str, team: str) -> list[str]:
+    """What lies in the team's folder but is never read: anything that is not a ``week=YYYY-MM-DD`` folder
+    (a mistyped ``week=2026-11-3``, a file dropped beside the week folders), relative to the root, sorted.
+    Markers (names starting with '.' or '_') are not data and are left out."""
+    team_dir = root / kind / f"team={validate_team(team)}"
+    if not team_dir.exists():
+        return []
+    return sorted(
+        relative_name(child, root)
+        for child in team_dir.iterdir()
+        if not child.name.startswith((".", "_")) and not (child.is_dir() and _week_of_folder(child.name))
+    )
+
+
+def stray_warning(strays: list[str]) -> str:
+    """One sentence naming what is never read, and how to have it read."""
+    return (
+        f"ignored {', '.join(strays)}: not a week=YYYY-MM-DD folder, so nothing in it is read; "
+        "rename it (e.g. week=2026-11-03) or move it out of the landing zone"
+    )
 
 
 def is_link(path: UPath) -> bool:

@@ -48,3 +48,17 @@ def test_a_symbolic_link_is_refused(tmp_path):
     (folder / "cases.csv").symlink_to(outside)
     with pytest.raises(landing.LandingError, match="cases.csv is a symbolic link"):
         landing.data_files(folder, root)
+
+
+def test_folders_that_are_not_weeks_are_named_not_read(tmp_path):
+    root = UPath(tmp_path)
+    team_dir = root / landing.LABELED / "team=team_a"
+    for name in ("week=2026-11-08", "week=2026-11-3", "2026-11-15", "_tmp"):
+        (team_dir / name).mkdir(parents=True)
+    (team_dir / "cases.csv").write_text("case_id\n")
+
+    assert landing.landed_weeks(root, landing.LABELED, "team_a") == ["2026-11-08"]
+    strays = landing.stray_entries(root, landing.LABELED, "team_a")
+    assert strays == ["labeled/team=team_a/2026-11-15", "labeled/team=team_a/cases.csv",
+                      "labeled/team=team_a/week=2026-11-3"]
+    assert "week=2026-11-3" in landing.stray_warning(strays)

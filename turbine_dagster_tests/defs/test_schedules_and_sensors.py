@@ -114,3 +114,52 @@ def test_landing_sensor_requests_new_and_changed_partitions_only(landing_root, w
         DemoDataWriter(seed=9).write_labeled(landing_root, "team_a", week, 40)
         changed = tick(new_file.cursor)
         assert [str(r.partition_key) for r in changed.run_requests] == [f"team_a|{week}"]
+
+
+LANDING_NOW = dt.datetime(2026, 11, 11, 12, 0, tzinfo=dt.timezone.utc)  # a Wednesday; its week is 2026-11-08
+
+
+def _landing_tick(sensor, instance, resources, cursor, now: dt.datetime):
+    """One tick of ``sensor`` as if evaluated at ``now``: the weekly partitions are those of that moment."""
+    with dg.partition_loading_context(effective_dt=now):
+        with sensor_context(instance, cursor, resources) as context:
+            return sensor.evaluate_tick(context)
+
+
+def test_landing_sensor_runs_files_landed_before_their_week_once_it_begins(tmp_path):
+    from upath import UPath
+
+    root = UPath(tmp_path / "landing")
+    now, this_week, next_week = LANDING_NOW, "2026-11-08", "2026-11-15"
+    DemoDataWriter().write_labeled(root, "team_a", this_week, 30)
+    sensor = new_landing_data_sensor_for(training_job, teams=("team_a",))
+    resources = {"landing_zone": LandingZone(root=str(root))}
+    with dg.instance_for_test() as instance:
+        baseline = _landing_tick(sensor, instance, resources, None, now)
+        DemoDataWriter().write_labeled(root, "team_a", next_week, 30)  # a week early: not a partition yet
+        early = _landing_tick(sensor, instance, resources, baseline.cursor, now)
+        assert early.run_requests == []
+        still_early = _landing_tick(sensor, instance, resources, early.cursor, now + dt.timedelta(days=1))
+        assert still_early.run_requests == []
+
+        begun = _landing_tick(sensor, instance, resources, still_early.cursor, now + dt.timedelta(weeks=1))
+        assert [str(r.partition_key) for r in begun.run_requests] == [f"team_a|{next_week}"]
+        assert _landing_tick(sensor, instance, resources, begun.cursor, now + dt.timedelta(weeks=1)).run_requests == []
+
+
+def test_landing_sensor_names_a_mistyped_week_folder(tmp_path, capfd):
+    from upath import UPath
+
+    root = UPath(tmp_path / "landing")
+    now = LANDING_NOW
+    DemoDataWriter().write_labeled(root, "team_a", "2026-11-08", 30)
+    typo = root / "labeled" / "team=team_a" / "week=2026-11-3"
+    typo.mkdir(parents=True)
+    (typo / "cases.csv").write_text("case_id\n")
+    sensor = new_landing_data_sensor_for(training_job, teams=("team_a",))
+    resources = {"landing_zone": LandingZone(root=str(root))}
+    with dg.instance_for_test() as instance:
+        result = _landing_tick(sensor, instance, resources, None, now)
+    warned = [line for line in capfd.readouterr().err.splitlines() if "WARNING" in line]  # the sensor's console log
+    assert any("labeled/team=team_a/week=2026-11-3" in line for line in warned), warned
+    assert "labeled/team=team_a/week=2026-11-3" in result.skip_message

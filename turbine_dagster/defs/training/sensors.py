@@ -66,33 +66,60 @@ def _fingerprint(files: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _landing_state(cursor: str | None) -> dict | None:
+    """The cursor as {"runnable": {partition: fingerprint}, "early": {...}, "strays": [...]}; None before the
+    first tick. A cursor of the first format (a flat {partition: fingerprint}) reads as the runnable part."""
+    if not cursor:
+        return None
+    state = json.loads(cursor)
+    if "runnable" not in state:
+        return {"runnable": state, "early": {}, "strays": []}
+    return state
+
+
 def new_landing_data_sensor_for(job, teams=SETTINGS.teams) -> dg.SensorDefinition:
     @dg.sensor(name="new_landing_data_sensor", job=job, minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Reruns raw_data and everything downstream for a team's week when its labeled landing "
-                           "files are new or changed. The first tick records what is there without running.")
+                           "files are new or changed. The first tick records what is there without running. Files "
+                           "landed for a week that is not a partition yet run once the week begins.")
     def new_landing_data_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
         root = landing_zone.path()
-        known = json.loads(context.cursor) if context.cursor else None
-        seen: dict[str, str] = {}
+        known = _landing_state(context.cursor)
+        # Only runnable weeks are recorded as seen: files landed before their week is a partition stay new until
+        # it is one, and then run.
+        state: dict = {"runnable": {}, "early": {}, "strays": []}
         requests = []
         valid_weeks = set(weeks_partitions.get_partition_keys(dynamic_partitions_store=context.instance))
+        first_week = min(valid_weeks) if valid_weeks else None
         for team in teams:
             for week, files in landing.partition_signatures(root, landing.LABELED, team).items():
                 partition = f"{team}|{week}"
-                seen[partition] = _fingerprint(files)
-                if known is None or known.get(partition) == seen[partition]:
-                    continue
+                fingerprint = _fingerprint(files)
                 if week not in valid_weeks:
-                    context.log.warning(f"{partition}: landed files for a week outside the partitions; not run")
+                    state["early"][partition] = fingerprint
+                    if known is None or known["early"].get(partition) != fingerprint:
+                        when = ("before the first weekly partition " + str(first_week) + ": it is never run"
+                                if first_week and week < first_week else
+                                "not a partition yet: it runs once the week begins")
+                        context.log.warning(f"{partition}: labeled files landed for a week that is {when}")
                     continue
-                requests.append(dg.RunRequest(run_key=f"landing-{partition}-{seen[partition]}",
+                state["runnable"][partition] = fingerprint
+                if known is None or known["runnable"].get(partition) == fingerprint:
+                    continue
+                requests.append(dg.RunRequest(run_key=f"landing-{partition}-{fingerprint}",
                                               partition_key=team_week_key(team, week), tags=run_tags(team, "sensor")))
+            state["strays"] += landing.stray_entries(root, landing.LABELED, team)
+        new_strays = [s for s in state["strays"] if known is None or s not in known["strays"]]
+        if new_strays:
+            context.log.warning(landing.stray_warning(new_strays))
         skip = None
         if known is None:
-            skip = f"first tick: recorded {len(seen)} landed partition(s) as the baseline"
+            skip = f"first tick: recorded {len(state['runnable'])} landed partition(s) as the baseline"
         elif not requests:
             skip = "no new or changed labeled landing files"
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen), skip_reason=skip)
+        if skip and state["strays"]:
+            skip += "; " + landing.stray_warning(state["strays"])
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(state), skip_reason=skip)
 
     return new_landing_data_sensor
