@@ -1,10 +1,16 @@
-"""Search CatBoost hyper-parameters by cross-validation, then fit the final model with early stopping."""
+"""Search CatBoost hyper-parameters by cross-validation, then fit the final model with early stopping.
 
+``train_catboost_model`` does it once; ``cross_fit_catboost_model`` once per cross-fitting fold, serving
+their average (see ``crossfit``).
+"""
+
+import functools
 import logging
 import math
 import re
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +21,7 @@ import pandas as pd
 from catboost.utils import get_gpu_device_count
 
 from turbine_dagster.core.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
+from turbine_dagster.core.crossfit import CrossFitResult, cross_fit
 from turbine_dagster.core.models import feature_matrix, predict_malignant_proba, require_both_classes
 from turbine_dagster.core.plots import figure_markdown
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
@@ -253,6 +260,38 @@ def train_catboost_model(
         feature_importance=importance.sort_values("importance", ascending=False, ignore_index=True),
         checkpoints=checkpoints,
     )
+
+
+def average_models(models: Sequence[catboost.CatBoostClassifier]) -> catboost.CatBoostClassifier:
+    """One CatBoost classifier whose raw score is the mean of ``models``' (``catboost.sum_models`` with equal
+    weights: the cross-fitted ensemble as a single native ``.cbm``)."""
+    if len(models) == 1:
+        return models[0]
+    summed = catboost.sum_models(list(models), weights=[1 / len(models)] * len(models))
+    # sum_models returns the base CatBoost class; a classifier is what predict_proba and the store expect.
+    with tempfile.TemporaryDirectory(prefix="turbine-catboost-") as scratch:
+        file = f"{scratch}/ensemble.cbm"
+        summed.save_model(file, format="cbm")
+        return catboost.CatBoostClassifier().load_model(file, format="cbm")
+
+
+def cross_fit_catboost_model(
+    development: pd.DataFrame,
+    params: CatBoostSearchParams,
+    *,
+    early_stopping_fraction: float = 0.2,
+    on_candidate: Callable[[int, str], None] | None = None,
+    where: str | None = None,
+) -> CrossFitResult:
+    """CatBoost's search and an early-stopped fit per fold (``crossfit.cross_fit``); the result's model is
+    their average. The search of fold k never sees fold k, so neither do its chosen parameters."""
+
+    def train_fold(fit: pd.DataFrame, early_stop: pd.DataFrame, fold: int) -> CatBoostTrainingResult:
+        callback = None if on_candidate is None else functools.partial(on_candidate, fold)
+        return train_catboost_model(fit, early_stop, params, callback, where=where)
+
+    return cross_fit(development, train_fold, average_models,
+                     early_stopping_fraction=early_stopping_fraction, seed=params.seed)
 
 
 def feature_importance_markdown(feature_importance: pd.DataFrame, top: int = 15) -> str:

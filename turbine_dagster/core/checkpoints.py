@@ -77,8 +77,8 @@ class Checkpoint:
     metrics: dict[str, float]
     """VALIDATION_METRICS at this step."""
     threshold: float
-    """Operating threshold chosen on the validation split for this checkpoint, by the rule the
-    evaluation uses (``choose_operating_threshold`` at DEFAULT_TARGET_RECALL): score it at this."""
+    """Operating threshold for this checkpoint, by the rule the evaluation uses (``conformal_threshold``
+    at DEFAULT_TARGET_RECALL) on the checkpoint's held-out scores: score it at this."""
     artifact_uri: str | None = None
     """The native file, once written (``save_checkpoints`` or the registry)."""
     model: Any = field(default=None, repr=False, compare=False)
@@ -148,7 +148,7 @@ def take_checkpoint(
 
     ``malignant`` is True for the malignant validation rows; the validation split holds both classes.
     """
-    from turbine_dagster.core.evaluation import DEFAULT_TARGET_RECALL, choose_operating_threshold
+    from turbine_dagster.core.evaluation import DEFAULT_TARGET_RECALL, conformal_threshold
     from turbine_dagster.core.schema import BENIGN, MALIGNANT
 
     p_malignant = np.asarray(p_malignant, dtype=np.float64)
@@ -158,7 +158,7 @@ def take_checkpoint(
         kind=kind,
         step=int(step),
         metrics=validation_metrics(malignant, p_malignant, val_loss),
-        threshold=choose_operating_threshold(labels, p_malignant, DEFAULT_TARGET_RECALL),
+        threshold=conformal_threshold(labels, p_malignant, DEFAULT_TARGET_RECALL).threshold,
         model=model,
         validation_p_malignant=p_malignant,
     )

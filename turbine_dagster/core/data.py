@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold
 from upath import UPath
 
 from turbine_dagster.core import landing
@@ -189,20 +189,58 @@ def fingerprint(frame: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
 
 
-def stratified_splits(
-    frame: pd.DataFrame, validation_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 42
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Train, validation and test frames with the class balance of ``frame`` in each."""
-    if not (0 < validation_fraction < 1 and 0 < test_fraction < 1 and validation_fraction + test_fraction < 1):
-        raise ValueError(
-            f"split fractions validation={validation_fraction}, test={test_fraction}: each must be in (0, 1) "
-            "and together below 1"
-        )
-    counts = class_counts(frame)
-    if min(counts.values()) < 3:
-        raise ValueError(f"cannot stratify {len(frame)} cases with class counts {counts}: need 3 of each class")
-    rest, test = train_test_split(frame, test_size=test_fraction, stratify=frame[TARGET], random_state=seed)
-    train, validation = train_test_split(
-        rest, test_size=validation_fraction / (1 - test_fraction), stratify=rest[TARGET], random_state=seed
-    )
-    return tuple(part.reset_index(drop=True) for part in (train, validation, test))
+@dataclass(frozen=True)
+class SplitParams:
+    """How labeled cases are divided: a fixed holdout by case id, and cross-fitting folds over the rest."""
+
+    test_fraction: float = 0.2
+    """Share of case ids held out for the final grade and the promotion gate, never trained or tuned on."""
+    folds: int = 5
+    """Cross-fitting folds over the development cases (out-of-fold scores choose thresholds and champions)."""
+    seed: int = 42
+    """Seed of the stratified fold assignment (the holdout depends on the case ids alone)."""
+
+    def __post_init__(self):
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.folds < 2:
+            raise ValueError(f"cross-fitting needs at least 2 folds, got {self.folds}")
+
+    @property
+    def scheme(self) -> str:
+        """Names the holdout: versions trained under the same scheme never saw each other's holdout cases."""
+        return f"{HOLDOUT_SCHEME}:{self.test_fraction:g}"
+
+
+HOLDOUT_SCHEME = "case-id-sha256-holdout"
+HOLDOUT_SCHEME_COLUMN = "holdout_scheme"
+"""Carried by the holdout table, so whatever reads it knows (and registers) the scheme it came from."""
+FOLD = "fold"
+
+
+def in_holdout(case_ids: pd.Series, test_fraction: float) -> np.ndarray:
+    """True for the case ids in the holdout: a pure function of each id (a SHA-256 bucket), so a case stays
+    in the same split every week, whatever else landed."""
+    buckets = [int.from_bytes(hashlib.sha256(str(case).encode()).digest()[:8], "big") / 2**64 for case in case_ids]
+    return np.asarray(buckets) < test_fraction
+
+
+def development_and_holdout(frame: pd.DataFrame, params: SplitParams = SplitParams()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The development cases (with a stratified ``fold`` for cross-fitting) and the fixed holdout."""
+    holdout_mask = in_holdout(frame[CASE_ID], params.test_fraction)
+    development, holdout = frame.loc[~holdout_mask], frame.loc[holdout_mask]
+    for name, part, needed in (("development", development, params.folds), ("holdout", holdout, 1)):
+        counts = class_counts(part)
+        if min(counts.values()) < needed:
+            raise ValueError(
+                f"the {name} cases ({len(part)} of {len(frame)}, holdout share {params.test_fraction:g} by case id) "
+                f"have class counts {counts}; need at least {needed} of each class"
+                + (f" for {params.folds} cross-fitting folds" if name == "development" else "")
+                + ": land more cases or change the split"
+            )
+    folds = StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.seed)
+    fold_of_row = np.empty(len(development), dtype=np.int64)
+    for fold, (_, rows) in enumerate(folds.split(np.zeros(len(development)), development[TARGET].astype(int))):
+        fold_of_row[rows] = fold
+    development = development.assign(**{FOLD: fold_of_row})
+    return development.reset_index(drop=True), holdout.reset_index(drop=True)

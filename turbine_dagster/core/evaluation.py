@@ -1,16 +1,19 @@
 """Evaluation of P(malignant) predictions: operating threshold, classification reports, intervals, plots.
 
+The threshold is chosen on out-of-fold scores (``conformal_threshold``) and a model is graded on
+cases nothing was chosen on (the holdout): a decision is never judged on the data that made it.
 Malignant is class 0 (see ``schema``); every "malignant" metric here treats class 0 as the
 positive class, and a case is predicted malignant iff ``p_malignant >= threshold``.
 """
 
 import math
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import beta, rankdata
 from sklearn.metrics import (
     average_precision_score,
     classification_report,
@@ -52,7 +55,7 @@ def _require_both_classes(labels: np.ndarray, split: str) -> None:
     n_malignant = int(np.sum(labels == MALIGNANT))
     if n_malignant == 0 or n_malignant == len(labels):
         raise ValueError(
-            f"{split} split has {n_malignant} malignant and {len(labels) - n_malignant} benign cases; "
+            f"{split} data has {n_malignant} malignant and {len(labels) - n_malignant} benign cases; "
             f"evaluation needs both classes"
         )
 
@@ -72,31 +75,71 @@ def malignant_recall_at(y_true: Any, p_malignant: Any, threshold: float) -> floa
     return float(np.mean(scores[malignant] >= threshold))
 
 
-def choose_operating_threshold(y_true: Any, p_malignant: Any, target_recall: float = DEFAULT_TARGET_RECALL) -> float:
-    """The threshold reaching ``target_recall`` of malignant cases on this data with the best precision.
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The operating threshold and what it promises on new cases (split-conformal on held-out scores).
 
-    Candidates are the malignant scores at or below the highest threshold that reaches the target;
-    the most precise wins and, among equally precise ones, the highest. The highest qualifying
-    threshold is usually the most precise, but a lower one can catch more cancers for fewer false
-    alarms, and then it dominates.
+    With the ``n`` held-out malignant scores sorted ascending, the threshold is the ``k``-th lowest,
+    ``k = floor((n + 1) * (1 - target_recall))``: a new malignant case scores at or above it with
+    probability ``1 - k / (n + 1)`` >= the target (``expected_recall``), whatever the model. ``k = 0``
+    (fewer than ``1 / (1 - target) - 1`` malignant cases) cannot certify the target: the lowest score is
+    taken and ``certifiable`` is False.
     """
-    if not 0.0 < target_recall <= 1.0:
-        raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+
+    threshold: float
+    target_recall: float
+    n_malignant: int
+    k: int
+    expected_recall: float
+    certifiable: bool
+    observed_recall: float
+    """Share of the held-out malignant scores at or above the threshold."""
+    recall_lower_bound: float
+    """One-sided Clopper-Pearson lower bound of recall at ``CONFIDENCE`` from the held-out malignant cases."""
+    observed_precision: float
+    method: str = "split-conformal on out-of-fold scores"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def recall_lower_bound(caught: int, malignant: int, confidence: float = CONFIDENCE) -> float:
+    """One-sided Clopper-Pearson lower confidence bound of a recall of ``caught`` out of ``malignant``."""
+    if malignant <= 0 or not 0 <= caught <= malignant:
+        raise ValueError(f"need 0 <= caught <= malignant and malignant > 0, got {caught} of {malignant}")
+    return 0.0 if caught == 0 else float(beta.ppf(1 - confidence, caught, malignant - caught + 1))
+
+
+def conformal_threshold(y_true: Any, p_malignant: Any, target_recall: float = DEFAULT_TARGET_RECALL) -> ThresholdChoice:
+    """The split-conformal operating threshold (see ``ThresholdChoice``) from scores of cases the model never
+    fitted, early-stopped or chose anything on (out-of-fold predictions).
+
+    Recall outranks precision: the threshold is never raised for precision, nor lowered to raise the
+    lower bound; precision is reported.
+    """
+    if not 0.0 < target_recall < 1.0:
+        raise ValueError(f"target_recall must be in (0, 1), got {target_recall}")
     labels = _as_labels(y_true, "y_true")
     scores = _as_scores(p_malignant, len(labels), "p_malignant")
-    malignant_scores = np.sort(scores[labels == MALIGNANT])[::-1]
+    malignant_scores = np.sort(scores[labels == MALIGNANT])
     n_malignant = len(malignant_scores)
     if n_malignant == 0:
-        raise ValueError("cannot choose an operating threshold: the validation data holds no malignant case")
-
-    needed = max(1, math.ceil(target_recall * n_malignant - _RATIO_SLACK))
-    candidates = np.unique(malignant_scores[needed - 1 :])  # each reaches at least `needed` cancers
-    benign_scores = scores[labels == BENIGN]
-    true_positives = np.array([np.sum(malignant_scores >= t) for t in candidates])
-    false_positives = np.array([np.sum(benign_scores >= t) for t in candidates])
-    precision = true_positives / (true_positives + false_positives)
-    best = np.flatnonzero(precision >= precision.max() - _RATIO_SLACK)
-    return float(candidates[best].max())
+        raise ValueError("cannot choose an operating threshold: the held-out scores hold no malignant case")
+    k = math.floor((n_malignant + 1) * (1 - target_recall) + _RATIO_SLACK)
+    threshold = float(malignant_scores[max(k, 1) - 1])
+    caught = int(np.sum(malignant_scores >= threshold))
+    flagged = int(np.sum(scores >= threshold))
+    return ThresholdChoice(
+        threshold=threshold,
+        target_recall=float(target_recall),
+        n_malignant=n_malignant,
+        k=k,
+        expected_recall=1 - max(k, 1) / (n_malignant + 1),
+        certifiable=k > 0,
+        observed_recall=caught / n_malignant,
+        recall_lower_bound=recall_lower_bound(caught, n_malignant),
+        observed_precision=caught / flagged,
+    )
 
 
 def _report(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -164,44 +207,52 @@ def bootstrap_intervals(
     }
 
 
-def evaluate_predictions(
-    y_test: Any,
-    p_test: Any,
-    y_validation: Any,
-    p_validation: Any,
+def evaluate_scores(
+    y_true: Any, p_malignant: Any, threshold: float, data: str, n_bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """The JSON-serialisable evaluation of P(malignant) scores on one data set at a given threshold.
+
+    ``data`` names the cases (``out-of-fold``, ``holdout``). Keys: ``data``, ``threshold``, ``n``,
+    ``n_malignant``, ``roc_auc``, ``pr_auc`` (average precision), ``at_default_threshold`` and
+    ``at_operating_threshold`` (each ``threshold``, ``classification_report``, ``confusion_matrix``),
+    ``malignant_recall_lower_bound`` (one-sided Clopper-Pearson) and ``bootstrap`` (intervals at the
+    operating threshold).
+    """
+    labels = _as_labels(y_true, "y_true")
+    scores = _as_scores(p_malignant, len(labels), "p_malignant")
+    _require_both_classes(labels, data)
+    is_malignant = labels == MALIGNANT
+    return {
+        "data": data,
+        "threshold": float(threshold),
+        "n": int(len(labels)),
+        "n_malignant": int(is_malignant.sum()),
+        "roc_auc": float(roc_auc_score(is_malignant, scores)),
+        "pr_auc": float(average_precision_score(is_malignant, scores)),
+        "at_default_threshold": _report(labels, scores, DEFAULT_THRESHOLD),
+        "at_operating_threshold": _report(labels, scores, threshold),
+        "malignant_recall_lower_bound": recall_lower_bound(
+            int(np.sum(scores[is_malignant] >= threshold)), int(is_malignant.sum())
+        ),
+        "bootstrap": bootstrap_intervals(labels, scores, threshold, n_bootstrap, seed),
+    }
+
+
+def evaluate_out_of_fold(
+    y_true: Any,
+    p_out_of_fold: Any,
     target_recall: float = DEFAULT_TARGET_RECALL,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The full, JSON-serialisable evaluation of one model on the test split.
+    """A model's decision report: its conformal threshold chosen on its out-of-fold scores, and every
+    metric on those same scores (what champion selection compares; never the holdout).
 
-    The operating threshold is chosen on the validation split (never on test), then every metric
-    is measured on test. Keys: ``target_recall``, ``threshold``, ``validation_malignant_recall``
-    (at the threshold), ``n_test``, ``n_test_malignant``, ``roc_auc``, ``pr_auc`` (average
-    precision), ``at_default_threshold`` and ``at_operating_threshold`` (each ``threshold``,
-    ``classification_report``, ``confusion_matrix``), ``bootstrap`` (intervals at the operating
-    threshold).
+    ``evaluate_scores``'s keys plus ``target_recall`` and ``threshold_choice`` (``ThresholdChoice.to_dict``).
     """
-    test_labels = _as_labels(y_test, "y_test")
-    test_scores = _as_scores(p_test, len(test_labels), "p_test")
-    validation_labels = _as_labels(y_validation, "y_validation")
-    validation_scores = _as_scores(p_validation, len(validation_labels), "p_validation")
-    _require_both_classes(test_labels, "test")
-
-    threshold = choose_operating_threshold(validation_labels, validation_scores, target_recall)
-    is_malignant = test_labels == MALIGNANT
-    return {
-        "target_recall": float(target_recall),
-        "threshold": threshold,
-        "validation_malignant_recall": malignant_recall_at(validation_labels, validation_scores, threshold),
-        "n_test": int(len(test_labels)),
-        "n_test_malignant": int(is_malignant.sum()),
-        "roc_auc": float(roc_auc_score(is_malignant, test_scores)),
-        "pr_auc": float(average_precision_score(is_malignant, test_scores)),
-        "at_default_threshold": _report(test_labels, test_scores, DEFAULT_THRESHOLD),
-        "at_operating_threshold": _report(test_labels, test_scores, threshold),
-        "bootstrap": bootstrap_intervals(test_labels, test_scores, threshold, n_bootstrap, seed),
-    }
+    choice = conformal_threshold(y_true, p_out_of_fold, target_recall)
+    report = evaluate_scores(y_true, p_out_of_fold, choice.threshold, "out-of-fold", n_bootstrap, seed)
+    return {**report, "target_recall": float(target_recall), "threshold_choice": choice.to_dict()}
 
 
 def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:
@@ -217,6 +268,7 @@ def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:
         "pr_auc": float(report["pr_auc"]),
         "accuracy": float(at_threshold["accuracy"]),
         "threshold": float(report["threshold"]),
+        "malignant_recall_lower_bound": float(report["malignant_recall_lower_bound"]),
     }
 
 
@@ -258,21 +310,31 @@ def metrics_table_markdown(report: Mapping[str, Any]) -> str:
     malignant_support = int(operating["malignant"]["support"])
     lines.append("")
     lines.append(
-        f"Test split: {report['n_test']} cases, {malignant_support} malignant "
-        f"(one missed cancer moves malignant recall by {1 / malignant_support:.3f}). "
-        f"Threshold chosen on validation for malignant recall ≥ {report['target_recall']:.2f}."
+        f"Data: {report['data']}, {report['n']} cases, {malignant_support} malignant "
+        f"(one missed cancer moves malignant recall by {1 / malignant_support:.3f}); malignant recall ≥ "
+        f"{report['malignant_recall_lower_bound']:.3f} with {percent} % confidence (one-sided Clopper-Pearson)."
     )
+    if "threshold_choice" in report:
+        choice = report["threshold_choice"]
+        lines.append("")
+        lines.append(
+            f"Threshold {choice['threshold']:.4f}: {choice['method']}, the k = {choice['k']}-th lowest of "
+            f"n = {choice['n_malignant']} malignant scores, expected recall on new cases "
+            f"{choice['expected_recall']:.3f} (target {choice['target_recall']:.2f}"
+            + ("" if choice["certifiable"] else "; **not certifiable** at this target with so few malignant cases")
+            + ")."
+        )
     return "\n".join(lines)
 
 
-def evaluation_plots_markdown(y_test: Any, p_test: Any, threshold: float) -> dict[str, str]:
+def evaluation_plots_markdown(y_true: Any, p_malignant: Any, threshold: float, data: str = "holdout") -> dict[str, str]:
     """ROC curve, precision-recall curve and confusion matrices as PNGs embedded in Markdown.
 
     Keys: ``roc_curve``, ``pr_curve``, ``confusion_matrix``; the curves mark the operating point.
     """
-    labels = _as_labels(y_test, "y_test")
-    scores = _as_scores(p_test, len(labels), "p_test")
-    _require_both_classes(labels, "test")
+    labels = _as_labels(y_true, "y_true")
+    scores = _as_scores(p_malignant, len(labels), "p_malignant")
+    _require_both_classes(labels, data)
     is_malignant = labels == MALIGNANT
     predicted_malignant = scores >= threshold
     recall = float(np.mean(predicted_malignant[is_malignant]))
@@ -309,6 +371,6 @@ def evaluation_plots_markdown(y_test: Any, p_test: Any, threshold: float) -> dic
             xlabel="predicted", title=f"threshold {at:.3f}",
         )
     axes[0].set_ylabel("true")
-    fig.suptitle("Confusion matrix (test split)")
+    fig.suptitle(f"Confusion matrix ({data})")
     confusion_markdown = figure_markdown(fig, "Confusion matrix")
     return {"roc_curve": roc_markdown, "pr_curve": pr_markdown, "confusion_matrix": confusion_markdown}

@@ -21,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+from scipy.stats import binom
+
 from turbine_dagster.core.schema import BENIGN, CLASS_NAMES, MALIGNANT
 
 Policy = Literal["recall_first", "win_count"]
@@ -231,22 +234,110 @@ class GateDecision:
 
     promote: bool
     reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the gate measured (paired counts, p-value, precision...), recorded with the registry event."""
 
 
-def promotion_decision(challenger_recall: float, serving_recall: float | None, tolerance: float = 0.0) -> GateDecision:
-    """Promote unless the challenger's malignant recall is below the serving champion's by more than ``tolerance``.
+@dataclass(frozen=True)
+class GateRule:
+    """When a candidate may replace the serving champion, judged on holdout cases neither has seen."""
 
-    Both recalls must be measured by the caller on the same test split (each model at its own
-    operating threshold). With no serving champion the challenger is promoted; the quality bars
-    are a separate, blocking check.
+    margin: float = 0.02
+    """Non-inferiority margin: the share of holdout malignant cases the candidate may miss beyond the
+    serving champion's misses before it counts as worse."""
+    alpha: float = 0.05
+    """Refuse when the exact one-sided binomial test says the candidate is worse by more than the margin
+    at this level."""
+    min_precision: float = 0.80
+    """Refuse a candidate whose malignant precision on the holdout falls below this floor."""
+
+    def __post_init__(self):
+        if not (0 <= self.margin < 1 and 0 < self.alpha < 1 and 0 <= self.min_precision <= 1):
+            raise ValueError(f"gate rule needs 0 <= margin < 1, 0 < alpha < 1, 0 <= min_precision <= 1; got {self}")
+
+
+def _flags(values: Any, n: int, name: str) -> np.ndarray:
+    flags = np.asarray(values, dtype=bool).reshape(-1)
+    if len(flags) != n:
+        raise ValueError(f"{name} has {len(flags)} values for {n} holdout cases")
+    return flags
+
+
+def _precision(malignant: np.ndarray, flagged: np.ndarray) -> float:
+    return float(np.sum(malignant & flagged) / np.sum(flagged)) if flagged.any() else 0.0
+
+
+def promotion_decision(
+    y_true: Any,
+    candidate_flags: Any,
+    serving_flags: Any | None,
+    rule: GateRule = GateRule(),
+    unpaired_reason: str | None = None,
+) -> GateDecision:
+    """The promotion gate: the candidate versus the serving champion, paired on the same holdout cases.
+
+    ``*_flags`` are True where each model (at its own operating threshold) calls the case malignant.
+    On the malignant cases, ``b`` counts those only the serving champion catches (the candidate's extra
+    misses) and ``c`` those only the candidate catches. Under the null hypothesis "the candidate misses at
+    most ``margin`` of the malignant cases more than the serving champion", each of the ``b + c``
+    discordant cases is an extra miss with probability at most ``1/2 + margin * n / (2 (b + c))``; the
+    candidate is refused when ``P(B >= b)`` under that bound is below ``alpha``. A superiority test
+    (McNemar) would need far more discordant cases than a holdout holds.
+
+    ``serving_flags`` None: no comparable serving champion (none yet, or one trained under another
+    split scheme, ``unpaired_reason`` says which); the candidate is then judged by the precision floor
+    here and by the blocking quality bars alone.
     """
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    if serving_recall is None:
-        return GateDecision(True, f"first champion for this team (malignant recall {challenger_recall:.4f})")
-    compared = (
-        f"challenger malignant recall {challenger_recall:.4f} vs serving {serving_recall:.4f}, tolerance {tolerance:g}"
+    labels = np.asarray(y_true).astype(int).reshape(-1)
+    malignant = labels == MALIGNANT
+    n_malignant = int(malignant.sum())
+    if n_malignant == 0:
+        raise ValueError("the holdout holds no malignant case; the gate cannot compare recall")
+    candidate = _flags(candidate_flags, len(labels), "candidate_flags")
+    details: dict[str, Any] = {
+        "holdout_cases": int(len(labels)),
+        "holdout_malignant": n_malignant,
+        "candidate_malignant_recall": float(np.mean(candidate[malignant])),
+        "candidate_malignant_precision": _precision(malignant, candidate),
+        "min_precision": rule.min_precision,
+        "margin": rule.margin,
+        "alpha": rule.alpha,
+    }
+    refusals = []
+    if details["candidate_malignant_precision"] < rule.min_precision:
+        refusals.append(
+            f"its holdout malignant precision {details['candidate_malignant_precision']:.3f} is below the floor "
+            f"{rule.min_precision:.2f}"
+        )
+    if serving_flags is None:
+        details["paired"] = False
+        basis = unpaired_reason or "first champion for this team"
+        if refusals:
+            return GateDecision(False, f"refused ({basis}): {'; '.join(refusals)}", details)
+        return GateDecision(
+            True, f"promoted ({basis}): judged by the quality bars and the precision floor alone", details
+        )
+
+    serving = _flags(serving_flags, len(labels), "serving_flags")
+    extra_misses = int(np.sum(malignant & serving & ~candidate))
+    extra_catches = int(np.sum(malignant & candidate & ~serving))
+    discordant = extra_misses + extra_catches
+    null_share = min(1.0, 0.5 + rule.margin * n_malignant / (2 * discordant)) if discordant else 1.0
+    p_value = float(binom.sf(extra_misses - 1, discordant, null_share)) if discordant else 1.0
+    details.update(
+        paired=True,
+        serving_malignant_recall=float(np.mean(serving[malignant])),
+        serving_malignant_precision=_precision(malignant, serving),
+        candidate_only_misses=extra_misses,
+        candidate_only_catches=extra_catches,
+        p_value=p_value,
     )
-    if challenger_recall >= serving_recall - tolerance - _FLOAT_SLACK:
-        return GateDecision(True, f"promoted: not worse than the serving champion ({compared})")
-    return GateDecision(False, f"refused: the serving champion misses fewer cancers ({compared}); it keeps serving")
+    compared = (
+        f"on {n_malignant} holdout malignant cases the candidate alone misses {extra_misses} and alone catches "
+        f"{extra_catches}; one-sided exact binomial p = {p_value:.3f} against a margin of {rule.margin:g}"
+    )
+    if p_value < rule.alpha:
+        refusals.insert(0, f"it misses more cancers than the serving champion beyond the margin ({compared})")
+    if refusals:
+        return GateDecision(False, "refused: " + "; ".join(refusals) + "; the serving champion keeps serving", details)
+    return GateDecision(True, f"promoted: not worse than the serving champion ({compared})", details)

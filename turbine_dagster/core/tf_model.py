@@ -1,8 +1,13 @@
-"""Build and train the Keras model: normalised features -> FCN blocks -> sigmoid P(malignant)."""
+"""Build and train the Keras model: normalised features -> FCN blocks -> sigmoid P(malignant).
 
+``train_tf_model`` fits one network; ``cross_fit_tf_model`` fits one per cross-fitting fold and serves
+their average (see ``crossfit``).
+"""
+
+import functools
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -14,6 +19,7 @@ import pandas as pd
 import tensorflow as tf
 
 from turbine_dagster.core.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
+from turbine_dagster.core.crossfit import CrossFitResult, cross_fit
 from turbine_dagster.core.fcn import FCNBlock
 from turbine_dagster.core.models import feature_matrix, predict_malignant_proba, require_both_classes
 from turbine_dagster.core.plots import figure_markdown
@@ -125,7 +131,7 @@ class _EpochCheckpoints(keras.callbacks.Callback):
         self.taken.append((number, file, p_malignant, float((logs or {})["val_loss"])))
 
 
-def build_tf_model(train_features: np.ndarray, params: TFTrainingParams) -> keras.Model:
+def build_tf_model(train_features: np.ndarray, params: TFTrainingParams, name: str = "turbine_fcn") -> keras.Model:
     """The network, its input normalisation adapted on the training features only."""
     normalization = keras.layers.Normalization(name="feature_normalization")
     normalization.adapt(train_features)
@@ -136,7 +142,7 @@ def build_tf_model(train_features: np.ndarray, params: TFTrainingParams) -> kera
         hidden = FCNBlock(units, dropout=params.dropout, name=f"fcn_{index}")(hidden)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="p_malignant")(hidden)
 
-    model = keras.Model(inputs, outputs, name="turbine_fcn")
+    model = keras.Model(inputs, outputs, name=name)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
@@ -152,6 +158,7 @@ def train_tf_model(
     on_epoch_end: EpochCallback | None = None,
     *,
     where: str | None = None,
+    model_name: str = "turbine_fcn",
 ) -> TFTrainingResult:
     """Train with early stopping on the validation loss; the returned model holds the best epoch's weights.
 
@@ -174,7 +181,7 @@ def train_tf_model(
     tf.config.experimental.enable_op_determinism()
 
     started = time.perf_counter()
-    model = build_tf_model(train_features, params)
+    model = build_tf_model(train_features, params, model_name)
     with tempfile.TemporaryDirectory(prefix="turbine-checkpoints-") as scratch:
         epoch_checkpoints = _EpochCheckpoints(params.checkpoint_epochs, Path(scratch), validation_features)
         callbacks: list[keras.callbacks.Callback] = [
@@ -230,21 +237,53 @@ def train_tf_model(
     )
 
 
-def learning_curve_markdown(history: dict[str, list[float]]) -> str:
-    """Loss (and AUC when recorded) per epoch for train and validation, as a Markdown PNG."""
-    panels = [name for name in ("loss", "auc") if name in history]
+def average_models(models: Sequence[keras.Model]) -> keras.Model:
+    """One Keras model whose output is the mean of ``models``' P(malignant): the cross-fitted ensemble,
+    saved and loaded as a single native ``.keras`` file. Model names must differ (``model_name``)."""
+    if len(models) == 1:
+        return models[0]
+    inputs = keras.Input(shape=(len(FEATURE_COLUMNS),), name="features")
+    mean = keras.layers.Average(name="mean_p_malignant")([model(inputs) for model in models])
+    return keras.Model(inputs, mean, name="turbine_fcn_ensemble")
+
+
+def cross_fit_tf_model(
+    development: pd.DataFrame,
+    params: TFTrainingParams,
+    *,
+    early_stopping_fraction: float = 0.2,
+    on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None,
+    where: str | None = None,
+) -> CrossFitResult:
+    """One Keras model per fold (``crossfit.cross_fit``); the result's model is their average.
+
+    ``on_epoch_end(fold, epoch, logs)`` is called after every epoch of every fold (fold 0-based, epoch 1-based).
+    """
+
+    def train_fold(fit: pd.DataFrame, early_stop: pd.DataFrame, fold: int) -> TFTrainingResult:
+        callback = None if on_epoch_end is None else functools.partial(on_epoch_end, fold)
+        return train_tf_model(fit, early_stop, params, callback, where=where, model_name=f"fold_{fold}")
+
+    return cross_fit(development, train_fold, average_models,
+                     early_stopping_fraction=early_stopping_fraction, seed=params.seed)
+
+
+def learning_curve_markdown(histories: Sequence[dict[str, list[float]]]) -> str:
+    """Loss (and AUC when recorded) per epoch for train and early-stopping data, one line per fold, as a
+    Markdown PNG; a dashed line marks each fold's best epoch."""
+    panels = [name for name in ("loss", "auc") if name in histories[0]]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
     for axis, name in zip(axes[0], panels, strict=True):
-        epochs = np.arange(1, len(history[name]) + 1)
-        axis.plot(epochs, history[name], label="train")
-        if f"val_{name}" in history:
-            axis.plot(epochs, history[f"val_{name}"], label="validation")
+        for fold, history in enumerate(histories):
+            epochs = np.arange(1, len(history[name]) + 1)
+            (line,) = axis.plot(epochs, history[name], alpha=0.5, label=f"fold {fold} train")
+            if f"val_{name}" in history:
+                axis.plot(epochs, history[f"val_{name}"], color=line.get_color(), label=f"fold {fold} early-stopping")
+            if name == "loss" and "val_loss" in history:
+                axis.axvline(int(np.argmin(history["val_loss"])) + 1, color=line.get_color(), linestyle="--",
+                             linewidth=1)
         axis.set_xlabel("epoch")
         axis.set_ylabel(name)
-        axis.legend()
-    if "val_loss" in history:
-        best_epoch = int(np.argmin(history["val_loss"])) + 1
-        axes[0][0].axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
-        axes[0][0].legend()
-    fig.suptitle("Learning curve")
+    axes[0][0].legend(fontsize="x-small")
+    fig.suptitle("Learning curves (dashed: best epoch per fold)")
     return figure_markdown(fig, "Learning curve")

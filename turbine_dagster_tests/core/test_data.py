@@ -5,7 +5,7 @@ from upath import UPath
 
 from turbine_dagster.core import data, landing
 from turbine_dagster.core.demo_data import write_demo_data
-from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, TARGET
+from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster_tests.conftest import TEAM
 
 
@@ -89,23 +89,39 @@ def test_row_problems_name_each_bad_column():
     assert reasons.tolist() == ["'mean area' is not numeric", "'mean radius' is infinite; 'worst area' is NaN", ""]
 
 
-def test_splits_are_stratified_disjoint_and_seeded(landing_root, week):
+def test_holdout_is_a_pure_function_of_the_case_id(landing_root, week):
     frame = data.load_labeled_cases(landing_root, TEAM, week)
-    train, validation, test = data.stratified_splits(frame, 0.2, 0.2, seed=7)
-    assert len(train) + len(validation) + len(test) == len(frame)
-    ids = [set(part[CASE_ID]) for part in (train, validation, test)]
-    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
-    share = frame[TARGET].mean()
-    for part in (train, validation, test):
-        assert part[TARGET].mean() == pytest.approx(share, abs=0.03)
-    again = data.stratified_splits(frame, 0.2, 0.2, seed=7)
-    assert again[2][CASE_ID].tolist() == test[CASE_ID].tolist()
+    development, holdout = data.development_and_holdout(frame, data.SplitParams(test_fraction=0.2, folds=3))
+    assert len(development) + len(holdout) == len(frame)
+    assert not set(development[CASE_ID]) & set(holdout[CASE_ID])
+    assert len(holdout) == pytest.approx(0.2 * len(frame), abs=0.08 * len(frame))
+    # More cases, another order, another seed: the cases held out before stay held out, and no other moves in.
+    more = pd.concat([frame.sample(frac=1, random_state=3), frame.assign(**{CASE_ID: frame[CASE_ID] + "-new"})])
+    _, holdout_of_more = data.development_and_holdout(more, data.SplitParams(test_fraction=0.2, folds=3, seed=9))
+    old_ids = set(frame[CASE_ID])
+    assert {case for case in holdout_of_more[CASE_ID] if case in old_ids} == set(holdout[CASE_ID])
 
 
-def test_split_fractions_are_validated(landing_root, week):
+def test_development_folds_are_stratified_and_seeded(landing_root, week):
     frame = data.load_labeled_cases(landing_root, TEAM, week)
-    with pytest.raises(ValueError, match="together below 1"):
-        data.stratified_splits(frame, 0.5, 0.5)
+    development, _ = data.development_and_holdout(frame, data.SplitParams(folds=4, seed=7))
+    assert sorted(development[data.FOLD].unique()) == [0, 1, 2, 3]
+    share = development[TARGET].mean()
+    for _, fold in development.groupby(data.FOLD):
+        assert fold[TARGET].mean() == pytest.approx(share, abs=0.05)
+    again, _ = data.development_and_holdout(frame, data.SplitParams(folds=4, seed=7))
+    assert again[data.FOLD].tolist() == development[data.FOLD].tolist()
+
+
+def test_split_parameters_and_class_counts_are_validated(landing_root, week):
+    frame = data.load_labeled_cases(landing_root, TEAM, week)
+    with pytest.raises(ValueError, match="test_fraction must be in"):
+        data.SplitParams(test_fraction=1.0)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        data.SplitParams(folds=1)
+    few = pd.concat([frame[frame[TARGET] == MALIGNANT].head(3), frame[frame[TARGET] == BENIGN]])
+    with pytest.raises(ValueError, match="need at least 5 of each class for 5 cross-fitting folds"):
+        data.development_and_holdout(few, data.SplitParams(folds=5))
 
 
 def test_fingerprint_changes_with_content(landing_root, week):

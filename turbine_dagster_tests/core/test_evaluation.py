@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 
 from turbine_dagster.core.evaluation import (
-    choose_operating_threshold,
-    evaluate_predictions,
+    conformal_threshold,
+    evaluate_out_of_fold,
+    evaluate_scores,
     evaluation_plots_markdown,
     headline_metrics,
     malignant_recall_at,
     metrics_table_markdown,
+    recall_lower_bound,
 )
 from turbine_dagster.core.schema import BENIGN, MALIGNANT
 
@@ -27,37 +29,58 @@ def noisy_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    y_test, p_test = noisy_scores(120, seed=1)
-    y_validation, p_validation = noisy_scores(120, seed=2)
-    return evaluate_predictions(y_test, p_test, y_validation, p_validation, n_bootstrap=300)
+    labels, scores = noisy_scores(240, seed=1)
+    return evaluate_out_of_fold(labels, scores, target_recall=0.9, n_bootstrap=300)
 
 
-@pytest.mark.parametrize("target_recall", [0.9, 0.95, 0.98, 1.0])
-def test_operating_threshold_reaches_the_target_recall_on_the_data_it_was_chosen_on(target_recall):
-    labels, scores = noisy_scores(200, seed=3)
-    threshold = choose_operating_threshold(labels, scores, target_recall)
-    assert malignant_recall_at(labels, scores, threshold) >= target_recall
+def test_conformal_threshold_is_the_kth_lowest_malignant_score():
+    labels = np.array([MALIGNANT] * 99 + [BENIGN] * 3)
+    scores = np.r_[np.arange(1, 100) / 100, [0.005, 0.5, 0.995]]
+    choice = conformal_threshold(labels, scores, target_recall=0.98)
+    # k = floor((99 + 1) * 0.02) = 2: the second-lowest malignant score; expected recall 1 - 2/100.
+    assert (choice.k, choice.threshold, choice.n_malignant) == (2, 0.02, 99)
+    assert choice.expected_recall == pytest.approx(0.98) and choice.certifiable
+    assert choice.observed_recall == pytest.approx(98 / 99)
+    assert choice.observed_precision == pytest.approx(98 / 100)  # 0.5 and 0.995 are flagged, 0.005 is not
+    assert choice.recall_lower_bound == pytest.approx(recall_lower_bound(98, 99))
 
 
-def test_operating_threshold_is_the_highest_reaching_the_target_when_precision_falls_with_it():
-    labels = np.array([MALIGNANT] * 4 + [BENIGN] * 4)
-    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.65, 0.5, 0.2, 0.1])
-    # 3 of 4 cancers are caught from 0.7 down; 0.7 raises no false alarm, lower thresholds do.
-    assert choose_operating_threshold(labels, scores, target_recall=0.75) == pytest.approx(0.7)
+def test_too_few_malignant_cases_cannot_certify_the_target():
+    labels = np.array([MALIGNANT] * 40 + [BENIGN] * 60)
+    scores = np.r_[np.linspace(0.3, 0.9, 40), np.linspace(0.0, 0.5, 60)]
+    choice = conformal_threshold(labels, scores, target_recall=0.98)
+    assert choice.k == 0 and not choice.certifiable
+    assert choice.threshold == pytest.approx(0.3)  # the lowest malignant score
+    assert choice.expected_recall == pytest.approx(40 / 41)
 
 
-def test_operating_threshold_goes_lower_when_that_is_more_precise():
-    labels = np.array([MALIGNANT] * 5 + [BENIGN] * 2)
-    scores = np.array([0.9, 0.5, 0.45, 0.44, 0.43, 0.6, 0.1])
-    # Target 1/5: 0.9 is precise (1/1); target 2/5: 0.5 gives 2/3, but 0.43 catches all 5 for 5/6.
-    assert choose_operating_threshold(labels, scores, target_recall=0.4) == pytest.approx(0.43)
+def test_conformal_threshold_keeps_its_promise_on_new_cases():
+    """Over many calibration/new-case draws, recall on new cases averages at least the target."""
+    rng = np.random.default_rng(0)
+    recalls = []
+    for _ in range(300):
+        calibration = rng.beta(4, 1.5, 150)
+        new_cases = rng.beta(4, 1.5, 1000)
+        threshold = conformal_threshold(np.full(150, MALIGNANT), calibration, target_recall=0.95).threshold
+        recalls.append(np.mean(new_cases >= threshold))
+    assert np.mean(recalls) >= 0.95
+
+
+def test_recall_lower_bound_is_the_one_sided_clopper_pearson_bound():
+    from scipy.stats import beta
+
+    assert recall_lower_bound(150, 150) == pytest.approx(0.05 ** (1 / 150))
+    assert recall_lower_bound(147, 150) == pytest.approx(beta.ppf(0.05, 147, 4))
+    assert recall_lower_bound(0, 10) == 0.0
+    with pytest.raises(ValueError):
+        recall_lower_bound(11, 10)
 
 
 def test_malignant_is_class_zero_in_every_metric():
     # A model that ranks class 0 highest is perfect only if class 0 is the malignant, positive class.
     labels = np.array([MALIGNANT] * 3 + [BENIGN] * 5)
     scores = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.2, 0.1, 0.05])
-    report = evaluate_predictions(labels, scores, labels, scores, target_recall=1.0, n_bootstrap=50)
+    report = evaluate_scores(labels, scores, 0.7, "holdout", n_bootstrap=50)
 
     assert report["roc_auc"] == 1.0
     assert report["pr_auc"] == 1.0
@@ -71,7 +94,9 @@ def test_report_holds_both_thresholds_and_is_json_serialisable(report):
     assert json.loads(json.dumps(report)) == report
     assert report["at_default_threshold"]["threshold"] == 0.5
     assert report["at_operating_threshold"]["threshold"] == report["threshold"]
-    assert report["validation_malignant_recall"] >= report["target_recall"]
+    assert report["data"] == "out-of-fold"
+    assert report["threshold_choice"]["threshold"] == report["threshold"]
+    assert report["threshold_choice"]["observed_recall"] >= report["target_recall"]
     for at in ("at_default_threshold", "at_operating_threshold"):
         classes = report[at]["classification_report"]
         assert {"malignant", "benign", "accuracy", "macro avg", "weighted avg"} <= set(classes)
@@ -86,9 +111,7 @@ def test_bootstrap_intervals_bracket_the_point_values_and_repeat_with_the_seed(r
     assert report["bootstrap"]["malignant_recall"]["point"] == headline["malignant_recall"]
     assert report["bootstrap"]["roc_auc"]["point"] == pytest.approx(report["roc_auc"])
 
-    y_test, p_test = noisy_scores(120, seed=1)
-    y_validation, p_validation = noisy_scores(120, seed=2)
-    again = evaluate_predictions(y_test, p_test, y_validation, p_validation, n_bootstrap=300)
+    again = evaluate_out_of_fold(*noisy_scores(240, seed=1), target_recall=0.9, n_bootstrap=300)
     assert again["bootstrap"] == report["bootstrap"]
 
 
@@ -96,7 +119,7 @@ def test_headline_metrics_are_flat_floats_at_the_operating_threshold(report):
     headline = headline_metrics(report)
     assert set(headline) == {
         "malignant_recall", "malignant_precision", "benign_precision", "malignant_f1",
-        "roc_auc", "pr_auc", "accuracy", "threshold",
+        "roc_auc", "pr_auc", "accuracy", "threshold", "malignant_recall_lower_bound",
     }
     assert all(type(value) is float for value in headline.values())
     operating = report["at_operating_threshold"]["classification_report"]
@@ -110,6 +133,7 @@ def test_metrics_table_shows_both_thresholds_and_the_intervals(report):
     assert f"at operating threshold {report['threshold']:.3f}" in table
     low = report["bootstrap"]["malignant_recall"]["low"]
     assert f"{low:.3f} –" in table
+    assert "split-conformal" in table and f"k = {report['threshold_choice']['k']}" in table
 
 
 def test_plots_are_png_images_in_markdown():
@@ -122,12 +146,12 @@ def test_plots_are_png_images_in_markdown():
         assert base64.b64decode(encoded).startswith(PNG_SIGNATURE)
 
 
-def test_a_test_split_with_one_class_is_refused_with_the_counts():
+def test_a_holdout_with_one_class_is_refused_with_the_counts():
     labels = np.array([BENIGN] * 6)
-    with pytest.raises(ValueError, match="test split has 0 malignant and 6 benign"):
-        evaluate_predictions(labels, np.full(6, 0.2), np.array([MALIGNANT, BENIGN]), np.array([0.9, 0.1]))
+    with pytest.raises(ValueError, match="holdout data has 0 malignant and 6 benign"):
+        evaluate_scores(labels, np.full(6, 0.2), 0.5, "holdout")
 
 
-def test_a_threshold_needs_malignant_cases_in_validation():
+def test_a_threshold_needs_malignant_cases():
     with pytest.raises(ValueError, match="no malignant case"):
-        choose_operating_threshold(np.array([BENIGN, BENIGN]), np.array([0.2, 0.3]))
+        conformal_threshold(np.array([BENIGN, BENIGN]), np.array([0.2, 0.3]))

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report
 
-from turbine_dagster.core.evaluation import evaluate_predictions
+from turbine_dagster.core.evaluation import evaluate_scores
 from turbine_dagster.core.schema import BENIGN, MALIGNANT
 from turbine_dagster.core.selection import (
+    GateRule,
     WIN_COUNT_KEYS,
     QualityBars,
     check_quality_bars,
@@ -99,9 +100,9 @@ def test_selection_follows_the_malignant_label_end_to_end():
     catches_every_cancer = np.r_[np.full(10, 0.9), np.full(3, 0.8), np.full(17, 0.1)]
     misses_two_cancers = np.r_[np.full(8, 0.9), np.full(2, 0.2), np.full(20, 0.1)]
     reports = {
-        name: evaluate_predictions(labels, scores, labels, scores, target_recall=0.8, n_bootstrap=20)[
-            "at_default_threshold"
-        ]["classification_report"]
+        name: evaluate_scores(labels, scores, 0.5, "out-of-fold", n_bootstrap=20)["at_default_threshold"][
+            "classification_report"
+        ]
         for name, scores in (("catches_every_cancer", catches_every_cancer), ("misses_two_cancers", misses_two_cancers))
     }
     assert reports["catches_every_cancer"]["malignant"]["recall"] == 1.0
@@ -130,10 +131,49 @@ def test_quality_bars_list_each_failure():
     assert failures == ["malignant recall 0.9300 is below the bar 0.9500", "ROC-AUC 0.9700 is below the bar 0.9800"]
 
 
-def test_gate_promotes_the_first_champion_and_refuses_a_worse_challenger():
-    assert promotion_decision(0.93, None).promote
-    refused = promotion_decision(40 / 43, 42 / 43, tolerance=0.0)
-    assert not refused.promote
-    assert "keeps serving" in refused.reason
-    assert promotion_decision(42 / 43, 42 / 43).promote  # not worse is enough
-    assert promotion_decision(41 / 43, 42 / 43, tolerance=0.025).promote  # one cancer of 43 within tolerance
+HOLDOUT = np.array([MALIGNANT] * 50 + [BENIGN] * 100)
+
+
+def _catching(missed: list[int], false_alarms: int = 0) -> np.ndarray:
+    """Flags that catch every holdout cancer except ``missed`` and raise ``false_alarms`` on benign cases."""
+    flags = HOLDOUT == MALIGNANT
+    flags[missed] = False
+    flags[50:50 + false_alarms] = True
+    return flags
+
+
+def test_gate_promotes_the_first_champion_on_the_precision_floor_alone():
+    first = promotion_decision(HOLDOUT, _catching([0, 1]), None)
+    assert first.promote and "first champion" in first.reason and first.details["paired"] is False
+    noisy = promotion_decision(HOLDOUT, _catching([], false_alarms=20), None, GateRule(min_precision=0.8))
+    assert not noisy.promote and "precision 0.714 is below the floor 0.80" in noisy.reason
+
+
+def test_gate_refuses_a_candidate_that_misses_clearly_more_cancers():
+    refused = promotion_decision(HOLDOUT, _catching(list(range(8))), _catching([]))
+    assert not refused.promote and "keeps serving" in refused.reason
+    assert refused.details["candidate_only_misses"] == 8 and refused.details["candidate_only_catches"] == 0
+    assert refused.details["p_value"] < 0.05
+
+
+def test_gate_tolerates_a_difference_within_noise_and_the_margin_and_records_the_pairing():
+    one_more_miss = promotion_decision(HOLDOUT, _catching([0, 1]), _catching([1]))
+    assert one_more_miss.promote
+    assert (one_more_miss.details["candidate_only_misses"], one_more_miss.details["candidate_only_catches"]) == (1, 0)
+    # Margin 0.02 of 50 cancers: one discordant extra miss is an extra miss with probability up to 1.
+    assert one_more_miss.details["p_value"] == pytest.approx(1.0)
+    better = promotion_decision(HOLDOUT, _catching([]), _catching([3, 4]))
+    assert better.promote and better.details["candidate_only_catches"] == 2
+
+
+def test_gate_p_value_is_the_exact_binomial_tail_at_the_margin():
+    from scipy.stats import binom
+
+    decision = promotion_decision(HOLDOUT, _catching([0, 1, 2, 3]), _catching([4]), GateRule(margin=0.02))
+    # b = 4 extra misses, c = 1 extra catch, 5 discordant; null share 1/2 + 0.02 * 50 / (2 * 5) = 0.6.
+    assert decision.details["p_value"] == pytest.approx(binom.sf(3, 5, 0.6))
+
+
+def test_gate_compares_flags_of_the_same_cases():
+    with pytest.raises(ValueError, match="serving_flags has 3 values for 150 holdout cases"):
+        promotion_decision(HOLDOUT, _catching([]), np.ones(3, dtype=bool))

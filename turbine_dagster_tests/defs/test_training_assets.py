@@ -18,13 +18,16 @@ from turbine_dagster_tests.conftest import TEAM
 from turbine_dagster_tests.defs.helpers import failure_messages, materialize, materialized_keys
 
 FAST_TRAINING = {
+    "splits": {"config": {"folds": 3}},
     "tf_model": {"config": {"epochs": 3, "patience": 2, "checkpoint_epochs": [1, 2]}},
     "catboost_model": {"config": {"iterations": 30, "depth": [3], "learning_rate": [0.1], "l2_leaf_reg": [1.0, 3.0],
                                   "cv_folds": 2, "early_stopping_rounds": 10, "checkpoint_iterations": [10]}},
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
     # Three epochs make no diagnostic model: the bars here test the wiring, not the quality.
+    "champion_model": {"config": {"n_bootstrap": 100}},
     "champion_model_champion_meets_quality_bars": {"config": {"min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
+    "serving_champion": {"config": {"min_precision": 0.0}},
 }
 TRAINING_GRAPH = [raw_data, splits, *raw_data_checks, *model_assets, *evaluation_assets, *champion_assets,
                   *champion_checks]
@@ -71,21 +74,22 @@ def _metadata(result, asset):
 def test_training_metadata_is_complete(trained):
     result, _, _ = trained
     tf_metadata = _metadata(result, "tf_model")
-    for key in ("param_count", "epochs_run", "best_val_loss", "training_seconds", "device", "learning_curves",
-                "path", "artifact_bytes"):
+    for key in ("param_count", "epochs_run", "best_epochs", "mean_best_val_loss", "training_seconds", "device",
+                "learning_curves", "folds", "path", "artifact_bytes"):
         assert key in tf_metadata
     assert "data:image/png;base64," in tf_metadata["learning_curves"].value
     assert tf_metadata["path"].value.endswith(".keras")
     catboost_metadata = _metadata(result, "catboost_model")
-    for key in ("chosen_parameters", "best_iteration", "feature_importance", "device", "path"):
+    for key in ("chosen_parameters", "best_iterations", "feature_importance", "device", "path"):
         assert key in catboost_metadata
-    assert catboost_metadata["chosen_parameters"].value["depth"] == 3
-    assert catboost_metadata["chosen_parameters"].value["l2_leaf_reg"] in (1.0, 3.0)
+    assert tf_metadata["folds"].value == catboost_metadata["folds"].value == 3
+    chosen = catboost_metadata["chosen_parameters"].value  # one search per fold
+    assert len(chosen) == 3 and all(c["depth"] == 3 and c["l2_leaf_reg"] in (1.0, 3.0) for c in chosen)
 
 
 def test_one_log_line_per_epoch(trained):
     result, _, _ = trained
-    lines = [m for m in result.tf_model_log if m.startswith("epoch ") and "val_loss" in m]
+    lines = [m for m in result.tf_model_log if m.startswith("fold ") and " epoch " in m and "val_loss" in m]
     assert len(lines) == _metadata(result, "tf_model")["epochs_run"].value
 
 
@@ -103,10 +107,10 @@ def test_evaluation_metadata_has_metrics_and_plots(trained):
 def test_single_class_training_split_fails_naming_the_partition(week, tmp_path):
     benign_only = pd.DataFrame({c: [1.0] * 20 for c in FEATURE_COLUMNS})
     benign_only[TARGET] = BENIGN
+    benign_only["fold"] = [0, 1] * 10
     resources = {"checkpoint_store": PartitionFolders(root=str(tmp_path))}
     with dg.build_asset_context(partition_key=f"{TEAM}|{week}", resources=resources) as context, pytest.raises(dg.Failure, match=rf"tf_model for {TEAM}\|{week}: train split .* has a single class"):
-        list(tf_model(context=context, config=TFModelConfig(epochs=1), train_split=benign_only,
-                      validation_split=benign_only))
+        list(tf_model(context=context, config=TFModelConfig(epochs=1), train_split=benign_only))
 
 
 def test_champion_records_both_verdicts_and_plots(trained):

@@ -21,71 +21,99 @@ MODELS = ("tf_model", "catboost_model")
 class ChampionConfig(dg.Config):
     policy: Literal["recall_first", "win_count"] = Field(
         "recall_first", description="recall_first: malignant recall, then benign precision, then malignant F1. "
-                                    "win_count: most classification_report keys won.")
+                                    "win_count: most classification_report keys won. Both decide on out-of-fold "
+                                    "reports, never on the holdout.")
     tie_tolerance: float = Field(0.0, ge=0, description="recall_first: differences up to this are ties.")
+    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the holdout report's 95% intervals.")
 
 
 class QualityBarsConfig(dg.Config):
-    min_malignant_recall: float = Field(0.95, ge=0, le=1)
-    min_roc_auc: float = Field(0.98, ge=0, le=1)
+    min_malignant_recall: float = Field(0.95, ge=0, le=1, description="On the holdout, at the champion's threshold.")
+    min_roc_auc: float = Field(0.98, ge=0, le=1, description="On the holdout.")
 
 
 class PromotionConfig(dg.Config):
-    recall_tolerance: float = Field(
-        0.0, ge=0, description="How much lower the challenger's malignant recall may be than the serving champion's, "
-                               "both measured on this partition's test split.")
+    margin: float = Field(0.02, ge=0, lt=1, description="Non-inferiority margin: share of holdout malignant cases the "
+                                                       "candidate may miss beyond the serving champion's misses.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Refuse when the one-sided exact binomial test says the "
+                                                      "candidate is worse than the margin at this level.")
+    min_precision: float = Field(0.80, ge=0, le=1, description="Refuse a candidate whose holdout malignant precision "
+                                                               "is below this floor.")
 
 
 @champion_side_asset(
-    description="Applies both selection policies to the two evaluations and registers the chosen model as a "
-                "candidate version in the model registry.",
+    description="Applies both selection policies to the out-of-fold evaluations, grades the chosen model once on "
+                "the holdout, and registers it as a candidate version in the model registry.",
 )
 def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, registry: ModelRegistryResource,
                    tf_model: Any, catboost_model: Any, tf_evaluation: dict, catboost_evaluation: dict,
                    tf_model_checkpoints: list, catboost_model_checkpoints: list,
-                   train_split: pd.DataFrame) -> dg.Output[dict]:
+                   train_split: pd.DataFrame, test_split: pd.DataFrame) -> dg.Output[dict]:
     from turbine_dagster.core.checkpoints import Checkpoint
+    from turbine_dagster.core.models import predict_malignant_proba
 
     evaluations = {"tf_model": tf_evaluation, "catboost_model": catboost_evaluation}
     reports = {name: report["at_operating_threshold"]["classification_report"] for name, report in evaluations.items()}
     chosen = selection.select_champion(reports, config.policy, config.tie_tolerance)
     team, week = team_and_week(context)
-    report = evaluations[chosen.champion]
-    metrics = evaluation.headline_metrics(report)
+    decision_report = evaluations[chosen.champion]
+    model = {"tf_model": tf_model, "catboost_model": catboost_model}[chosen.champion]
+    threshold = decision_report["threshold"]
+    p_holdout = predict_malignant_proba(model, test_split)
+    holdout = evaluation.evaluate_scores(test_split[TARGET], p_holdout, threshold, "holdout", config.n_bootstrap)
+    plots = evaluation.evaluation_plots_markdown(test_split[TARGET], p_holdout, threshold, "holdout")
+    metrics = evaluation.headline_metrics(holdout)
+    out_of_fold_metrics = evaluation.headline_metrics(decision_report)
+    scheme = str(test_split[data.HOLDOUT_SCHEME_COLUMN].iloc[0])
     version = registry.registry().register(
         team,
-        {"tf_model": tf_model, "catboost_model": catboost_model}[chosen.champion],
-        threshold=report["threshold"],
-        metrics=metrics,
+        model,
+        threshold=threshold,
+        metrics={**metrics, **{f"out_of_fold_{name}": value for name, value in out_of_fold_metrics.items()}},
         partition=context.partition_key,
         run_id=context.run.run_id,
         data_version=data.fingerprint(train_split),
         reference=train_split.loc[:, list(FEATURE_COLUMNS)],
         checkpoints=[Checkpoint.from_dict(c) for c in
                      {"tf_model": tf_model_checkpoints, "catboost_model": catboost_model_checkpoints}[chosen.champion]],
+        split_scheme=scheme,
     )
     context.log.info(f"{chosen.reason} Registered as {version.label} for {team}.")
     verdicts = {name: verdict.to_dict() for name, verdict in chosen.verdicts.items()}
+    choice = decision_report["threshold_choice"]
     return dg.Output(
         {"team": team, "week": week, **chosen.to_dict(), "version": version.version, "model_type": version.model_type,
-         "threshold": version.threshold, "metrics": metrics},
+         "threshold": threshold, "metrics": metrics, "decision_data": "out-of-fold", "threshold_choice": choice,
+         "split_scheme": scheme, "holdout_report": holdout},
         metadata={
             "champion": chosen.champion,
             "policy": config.policy,
             "reason": chosen.reason,
+            "decision_data": dg.MetadataValue.md(
+                "\n".join(f"- **{policy.replace('_', ' ')}**: out-of-fold classification reports of both models "
+                           f"({decision_report['n']} development cases); the holdout was not read"
+                           for policy in selection.POLICIES)),
             "registry_version": version.version,
             "checkpoints": ", ".join(c.checkpoint_id for c in version.checkpoints),
-            "threshold": version.threshold,
+            "threshold": threshold,
+            "threshold_method": choice["method"],
+            "threshold_k_of_n": f"{choice['k']} of {choice['n_malignant']}",
+            "threshold_expected_recall": choice["expected_recall"],
+            "threshold_certifiable": choice["certifiable"],
+            "out_of_fold_recall_lower_bound": choice["recall_lower_bound"],
+            "split_scheme": scheme,
             **{f"champion_{name}": value for name, value in metrics.items()},
+            "holdout_metrics": dg.MetadataValue.md(evaluation.metrics_table_markdown(holdout)),
             "comparison": dg.MetadataValue.md(selection.comparison_table_markdown(reports)),
             "verdicts": dg.MetadataValue.json(verdicts),
-            "champion_plots": dg.MetadataValue.md("\n\n".join(report["plots"].values())),
+            "champion_plots": dg.MetadataValue.md("\n\n".join(plots.values())),
         },
     )
 
 
 @dg.asset_check(asset=champion_model, blocking=True, partitions_def=team_week_partitions,
-                description="The champion must reach the minimum quality bars before the gate may promote it.")
+                description="The champion must reach the minimum quality bars on the holdout before the gate may "
+                            "promote it.")
 def champion_meets_quality_bars(config: QualityBarsConfig, champion_model: dict) -> dg.AssetCheckResult:
     bars = selection.QualityBars(config.min_malignant_recall, config.min_roc_auc)
     failures = selection.check_quality_bars(champion_model["metrics"], bars)
@@ -100,8 +128,10 @@ def champion_meets_quality_bars(config: QualityBarsConfig, champion_model: dict)
 
 
 @champion_side_asset(
-    description="The promotion gate: the candidate serves the team only if it misses no more cancers than the "
-                "serving champion on this test split (within the tolerance). Promotions are serialised by the registry.",
+    description="The promotion gate: candidate and serving champion are scored on the same holdout cases, which "
+                "neither trained, early-stopped nor chose its threshold on, and compared paired as a "
+                "non-inferiority rule on malignant recall, with a precision floor. Promotions are serialised by "
+                "the registry.",
 )
 def serving_champion(context: dg.AssetExecutionContext, config: PromotionConfig, registry: ModelRegistryResource,
                      champion_model: dict, test_split: pd.DataFrame) -> dg.Output[dict]:
@@ -110,30 +140,38 @@ def serving_champion(context: dg.AssetExecutionContext, config: PromotionConfig,
     store = registry.registry()
     team = champion_model["team"]
     challenger = store.get(team, champion_model["version"])
-    serving_recall: dict[str, float] = {}
+    scheme = champion_model["split_scheme"]
+    rule = selection.GateRule(config.margin, config.alpha, config.min_precision)
+    labels = test_split[TARGET]
+
+    def flags(version) -> Any:
+        return predict_malignant_proba(store.load_model(version), test_split) >= version.threshold
 
     def decide(serving) -> selection.GateDecision:
-        if serving is not None:
-            p_malignant = predict_malignant_proba(store.load_model(serving), test_split)
-            serving_recall["value"] = evaluation.malignant_recall_at(test_split[TARGET], p_malignant, serving.threshold)
-        return selection.promotion_decision(challenger.metrics["malignant_recall"], serving_recall.get("value"),
-                                            config.recall_tolerance)
+        if serving is None:
+            return selection.promotion_decision(labels, flags(challenger), None, rule)
+        if serving.split_scheme != scheme:
+            why = (f"serving {serving.label} was trained under split scheme {serving.split_scheme or 'none recorded'}, "
+                   f"not {scheme}, and may have trained on these holdout cases: no paired comparison")
+            return selection.promotion_decision(labels, flags(challenger), None, rule, unpaired_reason=why)
+        return selection.promotion_decision(labels, flags(challenger), flags(serving), rule)
 
     decision = store.promote_if(team, challenger.version, decide)
     serving = store.serving(team)
     context.log.info(f"{team}: {decision.reason}")
+    details = {f"gate_{name}": value for name, value in decision.details.items()}
     return dg.Output(
-        {"team": team, "serving_version": serving.version, "challenger_version": challenger.version,
-         "promoted": decision.promote, "reason": decision.reason, "model_type": serving.model_type,
-         "threshold": serving.threshold},
+        {"team": team, "serving_version": serving.version if serving else None,
+         "challenger_version": challenger.version, "promoted": decision.promote, "reason": decision.reason,
+         "details": decision.details, "model_type": serving.model_type if serving else None,
+         "threshold": serving.threshold if serving else None},
         metadata={
-            "serving_version": serving.version,
+            "serving_version": serving.version if serving else -1,
             "challenger_version": challenger.version,
             "promoted": decision.promote,
             "reason": decision.reason,
-            "serving_model_type": serving.model_type,
-            "challenger_malignant_recall": challenger.metrics["malignant_recall"],
-            **({"serving_malignant_recall_before": serving_recall["value"]} if serving_recall else {}),
+            "serving_model_type": serving.model_type if serving else "none",
+            **details,
         },
     )
 

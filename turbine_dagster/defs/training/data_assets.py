@@ -25,9 +25,11 @@ class RowsPerClassConfig(dg.Config):
 
 
 class SplitConfig(dg.Config):
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="Share of cases for early stopping and thresholds.")
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of cases held out for evaluation.")
-    seed: int = Field(42, description="Seed of the stratified shuffle.")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of case ids in the fixed holdout (chosen by a "
+                                 "hash of the case id: a case never changes split). Changing it starts a new split "
+                                 "scheme: the gate then cannot pair the next candidate with the serving champion.")
+    folds: int = Field(5, ge=2, description="Cross-fitting folds over the development cases.")
+    seed: int = Field(42, description="Seed of the stratified fold assignment.")
 
 
 def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -106,28 +108,31 @@ raw_data_checks = [
                     RowsPerClassConfig),
 ]
 
-SPLITS = ("train_split", "validation_split", "test_split")
+SPLIT_DESCRIPTIONS = {
+    "train_split": "Development cases of raw_data with their cross-fitting fold: models are fitted, early-stopped, "
+                   "thresholded and compared on these only.",
+    "test_split": "The fixed holdout: cases whose id hashes into the holdout share, the same every week. Only the "
+                  "champion's final report, the quality bars and the promotion gate read it.",
+}
 
 
 @dg.multi_asset(
     outs={
-        name: dg.AssetOut(
-            description=f"Stratified {name.removesuffix('_split')} cases of raw_data.",
-            kinds={"pandas", "parquet"},
-            owners=OWNERS,
-        )
-        for name in SPLITS
+        name: dg.AssetOut(description=description, kinds={"pandas", "parquet"}, owners=OWNERS)
+        for name, description in SPLIT_DESCRIPTIONS.items()
     },
     partitions_def=team_week_partitions,
     group_name="data",
 )
 def splits(context: dg.AssetExecutionContext, config: SplitConfig, raw_data: pd.DataFrame):
+    params = data.SplitParams(config.test_fraction, config.folds, config.seed)
     try:
-        parts = data.stratified_splits(raw_data, config.validation_fraction, config.test_fraction, config.seed)
+        development, holdout = data.development_and_holdout(raw_data, params)
     except ValueError as error:
         raise dg.Failure(description=f"splits for {context.partition_key}: {error}", allow_retries=False) from error
-    for name, part in zip(SPLITS, parts):
-        yield dg.Output(part, output_name=name, metadata=class_balance_metadata(part))
+    holdout = holdout.assign(**{data.HOLDOUT_SCHEME_COLUMN: params.scheme})
+    for name, part in (("train_split", development), ("test_split", holdout)):
+        yield dg.Output(part, output_name=name, metadata={**class_balance_metadata(part), "split_scheme": params.scheme})
 
 
 data_assets = [raw_data, splits]

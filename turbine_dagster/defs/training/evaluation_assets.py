@@ -1,12 +1,15 @@
-"""Evaluation reports of each model on the test split, with the operating threshold chosen on validation."""
+"""Each model's decision report: its operating threshold and metrics on its out-of-fold scores.
 
-from typing import Any
+Nothing here reads the holdout: the champion is chosen on these reports, and only the chosen model is
+graded on the holdout (``champion_model``).
+"""
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from turbine_dagster.core import evaluation
+from turbine_dagster.core.crossfit import P_MALIGNANT
 from turbine_dagster.core.schema import TARGET
 from turbine_dagster.defs.partitions import team_week_partitions
 
@@ -14,46 +17,54 @@ OWNERS = ["team:data-science"]
 
 
 class EvaluationConfig(dg.Config):
-    target_recall: float = Field(0.98, gt=0, le=1, description="Malignant recall the operating threshold must reach on validation.")
-    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the test split for 95% intervals.")
+    target_recall: float = Field(0.98, gt=0, lt=1, description="Malignant recall the operating threshold promises on "
+                                                               "new cases (split-conformal on out-of-fold scores).")
+    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the 95% intervals.")
     seed: int = Field(0)
 
 
-def evaluate(model: Any, validation_split: pd.DataFrame, test_split: pd.DataFrame,
-             config: EvaluationConfig) -> dg.Output[dict]:
-    from turbine_dagster.core.models import predict_malignant_proba
-
-    p_validation = predict_malignant_proba(model, validation_split)
-    p_test = predict_malignant_proba(model, test_split)
-    report = evaluation.evaluate_predictions(test_split[TARGET], p_test, validation_split[TARGET], p_validation,
-                                             config.target_recall, config.n_bootstrap, config.seed)
-    plots = evaluation.evaluation_plots_markdown(test_split[TARGET], p_test, report["threshold"])
-    report["plots"] = plots  # stored with the report, so the champion can show its own curves
+def report_metadata(report: dict, plots: dict[str, str]) -> dict:
+    """What the UI shows of an evaluation report: headline floats (plotted over time), intervals, table, plots."""
     bootstrap = report["bootstrap"]
-    return dg.Output(report, metadata={
+    return {
         **evaluation.headline_metrics(report),
         "malignant_recall_ci_low": bootstrap["malignant_recall"]["low"],
         "malignant_recall_ci_high": bootstrap["malignant_recall"]["high"],
         "metrics": dg.MetadataValue.md(evaluation.metrics_table_markdown(report)),
         **{name: dg.MetadataValue.md(markdown) for name, markdown in plots.items()},
+    }
+
+
+def evaluate_out_of_fold(out_of_fold: pd.DataFrame, config: EvaluationConfig) -> dg.Output[dict]:
+    report = evaluation.evaluate_out_of_fold(out_of_fold[TARGET], out_of_fold[P_MALIGNANT], config.target_recall,
+                                             config.n_bootstrap, config.seed)
+    plots = evaluation.evaluation_plots_markdown(out_of_fold[TARGET], out_of_fold[P_MALIGNANT], report["threshold"],
+                                                 "out-of-fold")
+    choice = report["threshold_choice"]
+    return dg.Output(report, metadata={
+        **report_metadata(report, plots),
+        "threshold_method": choice["method"],
+        "threshold_n_malignant": choice["n_malignant"],
+        "threshold_k": choice["k"],
+        "threshold_expected_recall": choice["expected_recall"],
+        "threshold_certifiable": choice["certifiable"],
     })
 
 
 def evaluation_asset(model_name: str, kind: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{model_name.removesuffix('_model')}_evaluation",
-        ins={"model": dg.AssetIn(model_name), "validation_split": dg.AssetIn(), "test_split": dg.AssetIn()},
+        ins={"out_of_fold": dg.AssetIn(f"{model_name}_out_of_fold")},
         partitions_def=team_week_partitions,
         group_name="evaluation",
         kinds={kind, "scikit-learn"},
         owners=OWNERS,
         io_manager_key="json_io_manager",
-        description=f"classification_report, ROC/PR-AUC, confusion matrix and bootstrap intervals of {model_name} "
-                    "on the test split, at 0.5 and at the operating threshold chosen on validation.",
+        description=f"Operating threshold of {model_name} (split-conformal on its out-of-fold scores) and its "
+                    "classification_report, ROC/PR-AUC, confusion matrix and intervals on those scores.",
     )
-    def _evaluation(config: EvaluationConfig, model: Any, validation_split: pd.DataFrame,
-                    test_split: pd.DataFrame) -> dg.Output[dict]:
-        return evaluate(model, validation_split, test_split, config)
+    def _evaluation(config: EvaluationConfig, out_of_fold: pd.DataFrame) -> dg.Output[dict]:
+        return evaluate_out_of_fold(out_of_fold, config)
 
     return _evaluation
 

@@ -1,0 +1,101 @@
+"""Cross-fitting: K models, each trained without one fold, and the ensemble of all K that serves.
+
+Fold k's model is fitted on the other folds minus a stratified early-stopping share, stops on that
+share, and then scores fold k: every development case gets one out-of-fold P(malignant) from a model
+that neither fitted it nor early-stopped on it. Those scores choose the operating threshold and the
+champion. What serves is the mean of the K fold models (each trainer combines its own kind into one
+native model), so the out-of-fold scores describe the model that scores new cases.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss
+from sklearn.model_selection import train_test_split
+
+from turbine_dagster.core.checkpoints import BEST, Checkpoint, take_checkpoint
+from turbine_dagster.core.data import FOLD
+from turbine_dagster.core.models import predict_malignant_proba
+from turbine_dagster.core.schema import CASE_ID, MALIGNANT, TARGET
+
+P_MALIGNANT = "p_malignant"
+
+FoldTrainer = Callable[[pd.DataFrame, pd.DataFrame, int], Any]
+"""Trains one fold's model: (fit cases, early-stopping cases, fold number) -> a training result with
+``model`` and ``checkpoints`` (each holding its model object, ``best`` last)."""
+Combiner = Callable[[Sequence[Any]], Any]
+"""Averages same-kind models into one model of that kind."""
+
+
+@dataclass(frozen=True)
+class CrossFitResult:
+    model: Any
+    """The ensemble of the fold models: what is stored, registered and served."""
+    out_of_fold: pd.DataFrame
+    """``case_id``, ``fold``, ``target``, ``p_malignant``: one row per development case."""
+    fold_results: list[Any]
+    """Each fold's training result, in fold order."""
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    """Ensembles of the fold models at each checkpoint every fold reached, then ``best`` (``model`` itself);
+    metrics and threshold from their out-of-fold scores."""
+    seconds: float = 0.0
+
+
+def fold_cases(development: pd.DataFrame, fold: int, early_stopping_fraction: float, seed: int
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(fit, early-stopping, held-out) cases of one fold."""
+    held_out = development.loc[development[FOLD] == fold]
+    rest = development.loc[development[FOLD] != fold]
+    fit, early_stop = train_test_split(
+        rest, test_size=early_stopping_fraction, stratify=rest[TARGET].astype(int), random_state=seed + fold
+    )
+    return fit, early_stop, held_out
+
+
+def cross_fit(development: pd.DataFrame, train_fold: FoldTrainer, combine: Combiner, *,
+              early_stopping_fraction: float = 0.2, seed: int = 42) -> CrossFitResult:
+    """Train one model per fold of ``development[FOLD]``, score each held-out fold, and combine the models."""
+    if FOLD not in development.columns:
+        raise ValueError(f"development cases have no '{FOLD}' column; split them with data.development_and_holdout")
+    if not 0 < early_stopping_fraction < 1:
+        raise ValueError(f"early_stopping_fraction must be in (0, 1), got {early_stopping_fraction}")
+    started = time.perf_counter()
+    folds = sorted(int(fold) for fold in development[FOLD].unique())
+    results, scored = [], []
+    checkpoint_scores: dict[str, list[np.ndarray]] = {}
+    for fold in folds:
+        fit, early_stop, held_out = fold_cases(development, fold, early_stopping_fraction, seed)
+        result = train_fold(fit, early_stop, fold)
+        results.append(result)
+        scored.append(held_out.loc[:, [CASE_ID, FOLD, TARGET]].assign(
+            **{P_MALIGNANT: predict_malignant_proba(result.model, held_out)}))
+        for checkpoint in result.checkpoints:
+            checkpoint_scores.setdefault(checkpoint.checkpoint_id, []).append(
+                predict_malignant_proba(checkpoint.model, held_out))
+    out_of_fold = pd.concat(scored, ignore_index=True)
+    model = combine([result.model for result in results])
+    checkpoints = _ensemble_checkpoints(results, checkpoint_scores, out_of_fold, model, combine)
+    return CrossFitResult(model, out_of_fold, results, checkpoints, time.perf_counter() - started)
+
+
+def _ensemble_checkpoints(results: list[Any], scores: dict[str, list[np.ndarray]], out_of_fold: pd.DataFrame,
+                          model: Any, combine: Combiner) -> list[Checkpoint]:
+    malignant = out_of_fold[TARGET].to_numpy() == MALIGNANT
+    checkpoints = []
+    for first in results[0].checkpoints:
+        identifier = first.checkpoint_id
+        if len(scores[identifier]) < len(results):
+            continue  # early stopping ended some fold before this step
+        per_fold = [next(c for c in result.checkpoints if c.checkpoint_id == identifier) for result in results]
+        p_malignant = np.concatenate(scores[identifier])
+        if identifier == BEST:
+            ensemble, step = model, int(np.median([c.step for c in per_fold]))
+        else:
+            ensemble, step = combine([c.model for c in per_fold]), first.step
+        loss = log_loss(malignant, np.clip(p_malignant, 1e-7, 1 - 1e-7), labels=[False, True])
+        checkpoints.append(take_checkpoint(first.kind, step, ensemble, malignant, p_malignant, loss))
+    return checkpoints
