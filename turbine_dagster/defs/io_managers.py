@@ -14,7 +14,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 from upath import UPath
 
-from turbine_dagster.core import storage
+from turbine_dagster.core import landing, storage
 from turbine_dagster.defs.object_store import s3fs_options
 
 Format = Literal["parquet", "json", "keras", "cbm"]
@@ -26,6 +26,13 @@ class _NativeFormatIOManager(dg.UPathIOManager):
         self.extension = SUFFIXES[file_format]
         self.file_format = file_format
         super().__init__(base_path=base_path)
+
+    def get_path_for_partition(self, context: dg.InputContext | dg.OutputContext, path: UPath, partition: str) -> UPath:
+        """``path/<team>/<week>``, from a key checked here, where the path is built: whatever let the key through
+        (a launch that skipped Dagster's own validation), no path can leave the storage root. A key handed over
+        as the plain string ``team|week`` is stored where its MultiPartitionKey is."""
+        team, week = _team_and_week(partition, context)
+        return path / team / week
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         if self.file_format == "parquet":
@@ -53,6 +60,26 @@ class _NativeFormatIOManager(dg.UPathIOManager):
         path = next(iter(self._get_paths_for_partitions(context).values())) if context.has_asset_partitions \
             else self._get_path(context)
         return {"artifact_bytes": path.stat().st_size}  # the URI is Dagster's own `path` entry
+
+
+def _team_and_week(partition: str, context: dg.InputContext | dg.OutputContext) -> tuple[str, str]:
+    """Team and week of the key that Dagster formatted as ``partition`` (dimension values joined by '/', which a
+    value holding '/' would make ambiguous, so the key itself is looked up), or of a plain ``team|week`` string."""
+    key = next((k for k in context.asset_partition_keys
+                if isinstance(k, dg.MultiPartitionKey) and "/".join(v for _, v in sorted(k.keys_by_dimension.items()))
+                == partition), None)
+    parts = [key.keys_by_dimension.get("team"), key.keys_by_dimension.get("week")] if key is not None else \
+        partition.split("|")
+    shown = str(key) if key is not None else partition
+    asset = context.asset_key.to_user_string() if context.has_asset_key else "an asset"
+    try:
+        if len(parts) != 2 or None in parts:
+            raise landing.LandingError("expected a team|week key")
+        return landing.validate_team(parts[0]), landing.validate_week(parts[1])
+    except landing.LandingError as error:
+        raise landing.LandingError(
+            f"{asset}: partition {shown!r} cannot name a storage path: {error}; nothing was stored or read"
+        ) from error
 
 
 class ArtifactIOManager(dg.ConfigurableIOManagerFactory):
