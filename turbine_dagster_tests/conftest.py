@@ -1,6 +1,7 @@
 """Shared fixtures: small demo landing data in temporary folders, settings pointing at them."""
 
 import dataclasses
+import datetime as dt
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -12,6 +13,11 @@ from turbine_dagster.core.demo_data import recent_weeks, write_demo_data  # noqa
 from turbine_dagster.settings import Settings  # noqa: E402
 
 TEAM = "team_a"
+# "Today" for every test: a fixed past date, so that no test depends on the wall clock. Another fixed date
+# runs the same tests under it: TURBINE_TEST_TODAY=2026-06-10 pytest ...
+TODAY_VARIABLE = "TURBINE_TEST_TODAY"
+DEFAULT_TODAY = "2026-11-11"
+WEEKS_UP_TO_TODAY = 8  # the most weeks a test uses, today's week included: all must be partitions
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +35,33 @@ def no_leftover_defs_state_storage():
 
 
 @pytest.fixture(scope="session")
-def week() -> str:
-    return recent_weeks(1)[0]
+def today() -> dt.date:
+    """The date the tests treat as today; pass it on explicitly (``recent_weeks(n, today=today)``).
+
+    Dagster processes that a test starts (``dagster dev``, the daemon) keep the real clock: what they are
+    asked for are these explicit, past weeks, which are partitions on any later date.
+    """
+    from turbine_dagster.defs.partitions import weeks_partitions
+
+    value = os.environ.get(TODAY_VARIABLE, DEFAULT_TODAY)
+    try:
+        today = dt.date.fromisoformat(value)
+    except ValueError:
+        raise pytest.UsageError(f"{TODAY_VARIABLE}={value!r}: expected a date as YYYY-MM-DD") from None
+    weeks = recent_weeks(WEEKS_UP_TO_TODAY, today=today)
+    if not (weeks_partitions.has_partition_key(weeks[0]) and weeks_partitions.has_partition_key(weeks[-1])):
+        earliest = weeks_partitions.start.date() + dt.timedelta(weeks=WEEKS_UP_TO_TODAY - 1)
+        raise pytest.UsageError(
+            f"{TODAY_VARIABLE}={value}: the tests use the weeks {weeks[0]} .. {weeks[-1]}, which must all be weekly "
+            f"partitions (from {weeks_partitions.start:%Y-%m-%d} to the current week); choose a date from {earliest} "
+            "on, not in the future")
+    return today
+
+
+@pytest.fixture(scope="session")
+def week(today) -> str:
+    """The week of ``today``: the partition most tests land data for and materialize."""
+    return recent_weeks(1, today=today)[0]
 
 
 @pytest.fixture

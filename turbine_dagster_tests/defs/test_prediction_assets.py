@@ -94,10 +94,10 @@ def test_missing_champion_names_the_team_and_how_to_train(settings, partition_ke
     assert f"team {TEAM} has no serving champion" in message and "training_pipeline" in message
 
 
-def test_empty_scoring_partition_is_skipped_with_a_message(settings, partition_key, team_models):
+def test_empty_scoring_partition_is_skipped_with_a_message(settings, partition_key, team_models, today):
     models, train = team_models
     serve(settings, models["catboost"], train)
-    week = recent_weeks(3)[0]  # no demo data landed for that week
+    week = recent_weeks(3, today=today)[0]  # no demo data landed for that week
     result = materialize(PREDICTION, settings, f"{TEAM}|{week}")
     assert result.success and materialized_keys(result) == set()
 
@@ -114,7 +114,7 @@ def test_scoring_file_without_a_feature_column_fails_naming_it(settings, landing
     assert "partial.csv" in message and "worst symmetry" in message
 
 
-def test_drifted_week_is_flagged_and_the_sensor_requests_exactly_it(tmp_path, team_models):
+def test_drifted_week_is_flagged_and_the_sensor_requests_exactly_it(tmp_path, team_models, today):
     import dataclasses
 
     from turbine_dagster.defs.training.definitions import training_job
@@ -123,7 +123,7 @@ def test_drifted_week_is_flagged_and_the_sensor_requests_exactly_it(tmp_path, te
     from turbine_dagster.settings import Settings
 
     models, train = team_models
-    calm, drifted = recent_weeks(2)
+    calm, drifted = recent_weeks(2, today=today)
     root = UPath(tmp_path / "landing")
     shift = DriftInjection(TEAM, drifted, tuple(FEATURE_COLUMNS[:5]), 1.0)
     write_demo_data(root, [TEAM], [calm, drifted], labeled_rows=50, scoring_rows=1500, drift=[shift])

@@ -53,8 +53,8 @@ def _drift_event(instance, partition, drifted=True):
         asset_key="drift_report", partition=partition, metadata={"drift_detected": drifted}))
 
 
-def test_drift_sensor_requests_every_drifted_partition_once():
-    weeks = recent_weeks(2)
+def test_drift_sensor_requests_every_drifted_partition_once(today):
+    weeks = recent_weeks(2, today=today)
     sensor = drift_retraining_sensor_for(training_job, cooldown_hours=24)
     with dg.instance_for_test() as instance:
         _drift_event(instance, f"team_a|{weeks[1]}")
@@ -71,8 +71,8 @@ def test_drift_sensor_requests_every_drifted_partition_once():
         assert [r.run_key for r in replay.run_requests] == [r.run_key for r in first.run_requests]
 
 
-def test_drift_sensor_respects_the_team_cooldown():
-    weeks = recent_weeks(2)
+def test_drift_sensor_respects_the_team_cooldown(today):
+    weeks = recent_weeks(2, today=today)
     sensor = drift_retraining_sensor_for(training_job, cooldown_hours=24)
     with dg.instance_for_test() as instance:
         _drift_event(instance, f"team_a|{weeks[0]}")
@@ -83,16 +83,16 @@ def test_drift_sensor_respects_the_team_cooldown():
     assert "cooldown" in second.skip_message
 
 
-def test_drift_sensor_without_drift_gives_a_skip_reason():
+def test_drift_sensor_without_drift_gives_a_skip_reason(week):
     sensor = drift_retraining_sensor_for(training_job)
     with dg.instance_for_test() as instance:
-        _drift_event(instance, f"team_a|{recent_weeks(1)[0]}", drifted=False)
+        _drift_event(instance, f"team_a|{week}", drifted=False)
         result = sensor.evaluate_tick(sensor_context(instance))
     assert result.run_requests == [] and "none to act on" in result.skip_message
     assert json.loads(result.cursor)["after"] > 0
 
 
-def test_landing_sensor_requests_new_and_changed_partitions_only(landing_root, week):
+def test_landing_sensor_requests_new_and_changed_partitions_only(landing_root, today, week):
     sensor = new_landing_data_sensor_for(training_job, teams=("team_a",))
     resources = {"landing_zone": LandingZone(root=str(landing_root))}
     with dg.instance_for_test() as instance:
@@ -104,7 +104,7 @@ def test_landing_sensor_requests_new_and_changed_partitions_only(landing_root, w
         assert baseline.run_requests == [] and "baseline" in baseline.skip_message
         assert tick(baseline.cursor).run_requests == []
 
-        previous = recent_weeks(2)[0]
+        previous = recent_weeks(2, today=today)[0]
         DemoDataWriter().write_labeled(landing_root, "team_a", previous, 30)
         new_file = tick(baseline.cursor)
         assert [str(r.partition_key) for r in new_file.run_requests] == [f"team_a|{previous}"]
