@@ -46,7 +46,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 
 @pytest.mark.slow
-def test_gpu_queue_holds_the_pool_and_team_limits(tmp_path):
+def test_gpu_queue_holds_the_pool_and_team_limits(tmp_path, today):
     home = tmp_path / "dagster_home"
     lowered_instance_config(home)
     workspace = tmp_path / "workspace.yaml"
@@ -55,7 +55,7 @@ def test_gpu_queue_holds_the_pool_and_team_limits(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(home), "TURBINE_PROBE_SECONDS": "2"}
     subprocess.run([BIN / "turbine-instance-setup"], env=env, check=True, capture_output=True)
 
-    weeks = recent_weeks(2)
+    weeks = recent_weeks(2, today=today)  # past weeks: partitions for the daemon, which keeps the real clock
     partitions = [f"{team}|{week}" for team in TEAMS for week in weeks]  # team-major: the team limit must skip
     subprocess.run([BIN / "dagster", "job", "backfill", "-w", workspace, "-j", "gpu_probe_job", "--noprompt",
                     "--partitions", ",".join(partitions)], env=env, check=True, capture_output=True, cwd=REPO)
