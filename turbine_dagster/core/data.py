@@ -1,8 +1,10 @@
 """Labeled case data: loading from the landing zone, validation rules, stratified splits.
 
-The same cell-level rules (text in a numeric column, NaN, inf) serve two callers: the blocking
-checks on ``raw_data`` (counts per column and file) and batch scoring (a reason per row, for the
-quarantine file). They live here once.
+The same cell-level rules (text in a numeric column, NaN, inf, a value beyond float32 that the
+model would read as inf, a negative measurement) serve two callers: the blocking checks on
+``raw_data`` (counts per column and file) and batch scoring (a reason per row, for the quarantine
+file). They live here once. Values that are merely unusually large (``UNUSUALLY_LARGE``) break no
+rule: they are likely the cancers, so they are scored and counted in metadata.
 """
 
 import datetime as dt
@@ -11,13 +13,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import StratifiedKFold
 from upath import UPath
 
-from turbine_dagster.core import landing
+from turbine_dagster.core import landing, layouts
 from turbine_dagster.core.schema import BENIGN, CASE_ID, CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, SOURCE_FILE, TARGET
 
 WEEK = "week"
+LAYOUT = "layout"
+"""The layout each case's file came in (``layouts.LAYOUTS``)."""
 LABELED_COLUMNS = (CASE_ID, *FEATURE_COLUMNS, TARGET)
 
 
@@ -63,24 +69,18 @@ def weeks_in_window(available: list[str], week: str, window_weeks: int) -> list[
 def load_labeled_cases(root: UPath, team: str, week: str, window_weeks: int = 0) -> pd.DataFrame:
     """All labeled cases of ``team`` landed up to ``week`` (within the window), one frame.
 
-    Fails on what makes a table impossible (no files, unreadable or unsupported files, missing
-    columns); value problems are kept in the frame for the checks to report with file names.
+    Files may come in any of the published WDBC layouts (``layouts``); each case keeps the layout its
+    file came in (``LAYOUT``). Fails on what makes a table impossible (no files, unreadable, unsupported
+    or ambiguous files, missing columns); value problems are kept in the frame for the checks to report
+    with file names.
     """
     weeks = weeks_in_window(landing.landed_weeks(root, landing.LABELED, team), landing.validate_week(week), window_weeks)
     frames = []
     for landed_week in weeks:
         for path in landing.data_files(landing.partition_dir(root, landing.LABELED, team, landed_week), root):
-            name = landing.relative_name(path, root)
-            frame = landing.read_file(path, root)
-            missing = [c for c in LABELED_COLUMNS if c not in frame.columns]
-            if missing:
-                listed = ", ".join(f"'{c}'" for c in missing)
-                raise landing.LandingError(
-                    f"column {listed} missing in {name} ({len(frame)} rows); every labeled file needs "
-                    f"'{CASE_ID}', the 30 feature columns and '{TARGET}'"
-                )
-            frame = frame.loc[:, list(LABELED_COLUMNS)].assign(**{WEEK: landed_week, SOURCE_FILE: name})
-            frames.append(frame)
+            frame, layout = layouts.read_cases(path, root, landing.LABELED)
+            frames.append(frame.assign(**{WEEK: landed_week, SOURCE_FILE: landing.relative_name(path, root),
+                                          LAYOUT: layout.name}))
     if not frames or sum(len(f) for f in frames) == 0:
         folder = landing.relative_name(landing.partition_dir(root, landing.LABELED, team, week), root)
         raise EmptyPartitionError(
@@ -111,14 +111,84 @@ def _storable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def cell_problems(frame: pd.DataFrame, column: str) -> dict[str, pd.Series]:
-    """Boolean masks of the bad cells of one feature column, by kind of problem."""
+NOT_NUMERIC = "is not numeric"
+MISSING = "is NaN"
+INFINITE = "is infinite"
+BEYOND_FLOAT32 = "is beyond float32 range (infinite to the model)"
+NEGATIVE = "is negative (no measurement is)"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The models read features as float32: a larger magnitude, finite in float64, reaches them as inf."""
+
+UNUSUALLY_LARGE_FACTOR = 1.25
+UNUSUALLY_LARGE: dict[str, float] = {
+    column: UNUSUALLY_LARGE_FACTOR * float(largest)
+    for column, largest in zip(FEATURE_COLUMNS, load_breast_cancer().data.max(axis=0), strict=True)
+}
+"""Per feature, the value above which a measurement is unusually large: a quarter beyond the largest of the
+569 WDBC cases. Such values are valid (large nuclei are what cancers have): scored and flagged, not refused."""
+
+
+def value_problems(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Masks of the numbers (float64) no model should get, by kind; NaN (a missing value) is none of them."""
+    finite = np.isfinite(values)
+    return {
+        INFINITE: np.isinf(values),
+        BEYOND_FLOAT32: finite & (np.abs(values) > FLOAT32_MAX),
+        NEGATIVE: finite & (values < 0),  # all 30 WDBC features are sizes, counts or ratios of them
+    }
+
+
+def usable(values: np.ndarray) -> np.ndarray:
+    """True where a number (float64) can be scored: finite, within float32's range, not negative."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (np.abs(values) <= FLOAT32_MAX) & (values >= 0)
+
+
+def _cells(frame: pd.DataFrame | pa.RecordBatch, column: str) -> pa.Array:
+    """One column as Arrow, whatever holds it: a numeric column as float64 (NaN as NaN), others as text."""
+    if isinstance(frame, pa.RecordBatch):
+        return frame.column(column)
     values = frame[column]
-    numeric = pd.to_numeric(values, errors="coerce").astype("float64")
-    missing = values.isna().to_numpy()
-    not_numeric = numeric.isna().to_numpy() & ~missing
-    infinite = np.isinf(numeric.to_numpy(na_value=np.nan))
-    return {"is not numeric": not_numeric, "is NaN": missing, "is infinite": infinite}
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return pa.array(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    try:
+        return pa.array(values, pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed objects: each cell's text
+        return pa.array([None if pd.isna(v) else str(v) for v in values], pa.string())
+
+
+def cell_problems(frame: pd.DataFrame | pa.RecordBatch, column: str) -> dict[str, np.ndarray]:
+    """Boolean masks of the bad cells of one feature column, by kind of problem (the messages' words)."""
+    cells = _cells(frame, column)
+    numbers = layouts.to_float64(cells)
+    not_numeric = layouts.text_not_numbers(cells)
+    return {NOT_NUMERIC: not_numeric, MISSING: np.isnan(numbers) & ~not_numeric, **value_problems(numbers)}
+
+
+def unusually_large(frame: pd.DataFrame | pa.RecordBatch) -> pd.Series | np.ndarray:
+    """True for the rows with some feature above its UNUSUALLY_LARGE bound (a Series for a frame)."""
+    rows = np.zeros(len(frame), dtype=bool)
+    for column in FEATURE_COLUMNS:
+        rows |= unusually_large_cells(layouts.to_float64(_cells(frame, column)), column)
+    return pd.Series(rows, index=frame.index) if isinstance(frame, pd.DataFrame) else rows
+
+
+def unusually_large_cells(values: np.ndarray, column: str) -> np.ndarray:
+    """The usable values of ``column`` above its UNUSUALLY_LARGE bound."""
+    with np.errstate(invalid="ignore"):
+        return usable(values) & (values > UNUSUALLY_LARGE[column])
+
+
+def unusual_values_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per feature with unusually large values: how many, the largest, and the bound (for metadata)."""
+    rows = []
+    for column in FEATURE_COLUMNS:
+        values = layouts.to_float64(_cells(frame, column))
+        mask = unusually_large_cells(values, column)
+        if mask.any():
+            rows.append({"feature": column, "rows": int(mask.sum()), "largest": float(values[mask].max()),
+                         "unusual above": round(UNUSUALLY_LARGE[column], 6)})
+    return pd.DataFrame(rows, columns=["feature", "rows", "largest", "unusual above"])
 
 
 def _per_file(frame: pd.DataFrame, mask, column: str, detail: str) -> list[Problem]:
@@ -133,18 +203,19 @@ def check_numeric_features(frame: pd.DataFrame) -> CheckOutcome:
     problems = [
         problem
         for column in FEATURE_COLUMNS
-        for problem in _per_file(frame, cell_problems(frame, column)["is not numeric"], column, "is not numeric")
+        for problem in _per_file(frame, cell_problems(frame, column)[NOT_NUMERIC], column, NOT_NUMERIC)
     ]
     return CheckOutcome("feature columns numeric", problems)
 
 
 def check_finite_features(frame: pd.DataFrame) -> CheckOutcome:
+    """Every feature value usable by a model: not NaN, not infinite, within float32's range, not negative."""
     problems = []
     for column in FEATURE_COLUMNS:
         masks = cell_problems(frame, column)
-        problems += _per_file(frame, masks["is NaN"], column, "is NaN")
-        problems += _per_file(frame, masks["is infinite"], column, "is infinite")
-    return CheckOutcome("no NaN or infinite values", problems)
+        for detail in (MISSING, INFINITE, BEYOND_FLOAT32, NEGATIVE):
+            problems += _per_file(frame, masks[detail], column, detail)
+    return CheckOutcome("no NaN, infinite, out-of-range or negative values", problems)
 
 
 def check_labels(frame: pd.DataFrame) -> CheckOutcome:
@@ -168,9 +239,10 @@ def check_rows_per_class(frame: pd.DataFrame, minimum: int) -> CheckOutcome:
     return CheckOutcome(f"at least {minimum} rows per class", problems)
 
 
-def row_problems(frame: pd.DataFrame) -> pd.Series:
+def row_problems(frame: pd.DataFrame | pa.RecordBatch) -> pd.Series:
     """A reason per row ('' when the row is clean), naming each bad column: the quarantine's words."""
-    reasons = pd.Series("", index=frame.index, dtype="object")
+    index = frame.index if isinstance(frame, pd.DataFrame) else pd.RangeIndex(frame.num_rows)
+    reasons = pd.Series("", index=index, dtype="object")
     for column in FEATURE_COLUMNS:
         for detail, mask in cell_problems(frame, column).items():
             if mask.any():

@@ -1,7 +1,9 @@
 """The landing zone: where teams drop case files, in a hive-style layout.
 
-    <root>/labeled/team=<team>/week=<YYYY-MM-DD>/<any name>.csv|.parquet   cases with a ``target``
-    <root>/scoring/team=<team>/week=<YYYY-MM-DD>/<any name>.csv|.parquet   cases to score
+    <root>/labeled/team=<team>/week=<YYYY-MM-DD>/<any name>.csv|.parquet|.data   cases with a label
+    <root>/scoring/team=<team>/week=<YYYY-MM-DD>/<any name>.csv|.parquet|.data   cases to score
+
+A file may come in our layout or any published WDBC layout, recognised from the file (``layouts``).
 
 ``root`` is a local folder or an ``s3://`` URI (universal-pathlib). Team and week are validated
 before they become path segments, so no partition key can point outside the root.
@@ -13,13 +15,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
-import pyarrow.parquet as pq
 from upath import UPath
 
 LABELED = "labeled"
 SCORING = "scoring"
-SUPPORTED_SUFFIXES = (".csv", ".parquet")
+SUPPORTED_SUFFIXES = (".csv", ".parquet", ".data")
+"""CSV, Parquet, and UCI's ``wdbc.data`` (comma-separated text without a header): see ``layouts``."""
 _TEAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -106,7 +107,7 @@ def is_link(path: UPath) -> bool:
 
 
 def data_files(folder: UPath, root: UPath) -> list[UPath]:
-    """The data files of one partition folder, sorted; anything that is not CSV or Parquet is an error.
+    """The data files of one partition folder, sorted; anything that is not CSV, Parquet or ``.data`` is an error.
 
     Names starting with '.' or '_' (``_SUCCESS``, ``.DS_Store``) are markers, not data, and are skipped.
     """
@@ -128,18 +129,6 @@ def data_files(folder: UPath, root: UPath) -> list[UPath]:
             )
         files.append(child)
     return files
-
-
-def read_file(path: UPath, root: UPath) -> pd.DataFrame:
-    """Reads one landing file whole (training files are small; scoring reads in chunks elsewhere)."""
-    try:
-        if path.suffix.lower() == ".csv":
-            with path.open("rb") as handle:
-                return pd.read_csv(handle)
-        with path.open("rb") as handle:
-            return pq.read_table(handle).to_pandas()
-    except Exception as error:  # the parser's own words, with the file named
-        raise LandingError(f"cannot read {relative_name(path, root)}: {error}") from error
 
 
 def file_signature(path: UPath) -> str:

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
 from turbine_dagster.core import data, landing
@@ -141,3 +142,41 @@ def test_landed_labels_of_scored_cases_come_from_any_week(tmp_path):
     assert set(labels[CASE_ID]) == wanted - {"not-landed"} and list(labels.columns) == [CASE_ID, TARGET]
     assert data.landed_labels(root, TEAM, {"not-landed"}) is None
     assert data.landed_labels(UPath(tmp_path / "empty"), TEAM, wanted) is None
+
+
+def test_values_a_model_cannot_take_or_no_measurement_has_fail_the_value_check(landing_root, week):
+    path = labeled_file(landing_root, week)
+    frame = pd.read_csv(path)
+    frame.loc[[0, 1], "worst area"] = 1e300  # finite in float64, infinite in the model's float32
+    frame.loc[2, "mean radius"] = -3.0  # a radius is not negative
+    frame.to_csv(path, index=False)
+
+    outcome = data.check_finite_features(data.load_labeled_cases(landing_root, TEAM, week))
+
+    assert [(p.column, p.rows, p.detail) for p in outcome.problems] == [
+        ("mean radius", 1, "is negative (no measurement is)"),
+        ("worst area", 2, "is beyond float32 range (infinite to the model)"),
+    ]
+
+
+def test_row_problems_name_out_of_range_and_negative_values():
+    frame = pd.DataFrame({c: [1.0, 2.0, 3.0] for c in FEATURE_COLUMNS})
+    frame.loc[0, "mean area"] = -1e300
+    frame.loc[1, "mean radius"] = -0.5
+    assert data.row_problems(frame).tolist() == [
+        "'mean area' is beyond float32 range (infinite to the model); 'mean area' is negative (no measurement is)",
+        "'mean radius' is negative (no measurement is)", ""]
+
+
+def test_unusually_large_values_are_counted_not_refused():
+    typical = load_breast_cancer(as_frame=True).frame[list(FEATURE_COLUMNS)].median()
+    frame = pd.DataFrame({c: [typical[c]] * 3 for c in FEATURE_COLUMNS})
+    bound = data.UNUSUALLY_LARGE["worst area"]
+    frame.loc[0, "worst area"] = bound * 2
+    frame.loc[1, "worst area"] = bound  # at the bound: usual
+    frame.loc[2, "mean radius"] = np.inf  # not a value: the other checks' business
+
+    unusual = data.unusually_large(frame)
+
+    assert unusual.tolist() == [True, False, False]
+    assert data.check_finite_features(frame.drop(index=2).assign(source_file="f")).passed

@@ -32,11 +32,13 @@ def test_a_file_that_is_not_csv_or_parquet_is_named(tmp_path):
 
 
 def test_unreadable_file_is_named(tmp_path):
+    from turbine_dagster.core import layouts
+
     root = UPath(tmp_path)
     path = root / "broken.parquet"
     path.write_bytes(b"not parquet")
     with pytest.raises(landing.LandingError, match="cannot read broken.parquet"):
-        landing.read_file(path, root)
+        layouts.read_cases(path, root, landing.LABELED)
 
 
 def test_a_symbolic_link_is_refused(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from turbine_dagster.core import landing
 from turbine_dagster.core.schema import CASE_ID, TARGET
-from turbine_dagster.defs.training.data_assets import SPLITS, raw_data, raw_data_checks, splits
+from turbine_dagster.defs.training.data_assets import SPLIT_DESCRIPTIONS, raw_data, raw_data_checks, splits
 from turbine_dagster_tests.conftest import TEAM
 from turbine_dagster_tests.defs.helpers import check_evaluations, failure_messages, materialize, materialized_keys
 
@@ -18,15 +18,15 @@ def labeled_file(landing_root, week):
 def test_raw_data_and_splits_materialize_for_a_partition(settings, partition_key, tmp_path):
     result = materialize(DATA_ASSETS, settings, partition_key)
     assert result.success, failure_messages(result)
-    assert materialized_keys(result) == {"raw_data", *SPLITS}
+    assert materialized_keys(result) == {"raw_data", *SPLIT_DESCRIPTIONS}
     assert all(e.passed for e in check_evaluations(result).values()) and len(check_evaluations(result)) == 5
     sizes = {
         name: result.asset_materializations_for_node("splits")[i].metadata["dagster/row_count"].value
-        for i, name in enumerate(SPLITS)
+        for i, name in enumerate(SPLIT_DESCRIPTIONS)
     }
-    assert sum(sizes.values()) == 200 and sizes["train_split"] == 120
+    assert sum(sizes.values()) == 200
     stored = tmp_path / "storage" / "assets" / "train_split" / TEAM
-    assert len(pd.read_parquet(next(stored.glob("*.parquet")))) == 120
+    assert len(pd.read_parquet(next(stored.glob("*.parquet")))) == sizes["train_split"]
 
 
 def _edit(landing_root, week, change):
@@ -124,3 +124,53 @@ def test_a_key_that_is_not_a_partition_fails_before_any_path_is_built(settings):
     with dg.build_asset_context(partition_key="../x|2026-11-22", resources=resources) as context:
         with pytest.raises(dg.Failure, match=r"partition '\.\./x\|2026-11-22': team '\.\./x' is not one of"):
             raw_data(context=context, config=RawDataConfig())
+
+
+def _raw_data_metadata(result):
+    return result.asset_materializations_for_node("raw_data")[0].metadata
+
+
+def test_raw_data_records_the_layout_of_each_file(settings, landing_root, week, partition_key):
+    from sklearn.datasets import load_breast_cancer
+
+    folder = labeled_file(landing_root, week).parent
+    load_breast_cancer(as_frame=True).frame.to_csv((folder / "sklearn_export.csv").path, index=False)
+    result = materialize([raw_data], settings, partition_key)
+    assert result.success, failure_messages(result)
+    metadata = _raw_data_metadata(result)
+    assert metadata["layouts"].value == {"internal": 200, "sklearn_frame": 569}
+    assert "| sklearn_export.csv" not in metadata["source_files"].value  # files are named from the landing root
+    assert f"labeled/team={TEAM}/week={week}/sklearn_export.csv | sklearn_frame" in metadata["source_files"].value
+
+
+def test_unusually_large_values_are_kept_and_flagged(settings, landing_root, week, partition_key):
+    from turbine_dagster.core.data import UNUSUALLY_LARGE
+
+    _edit(landing_root, week, lambda frame: frame.__setitem__("worst area", [UNUSUALLY_LARGE["worst area"] * 3] * 2
+                                                              + frame["worst area"].tolist()[2:]))
+    result = materialize(DATA_ASSETS, settings, partition_key)
+    assert result.success, failure_messages(result)
+    metadata = _raw_data_metadata(result)
+    assert metadata["rows_with_unusually_large_values"].value == 2
+    assert "| worst area" in metadata["unusually_large_values"].value
+
+
+def test_a_mistyped_week_folder_is_named_in_raw_data(settings, landing_root, partition_key):
+    typo = landing_root / landing.LABELED / f"team={TEAM}" / "week=2026-11-3"
+    typo.mkdir(parents=True)
+    (typo / "cases.csv").write_text("case_id\n")
+    result = materialize([raw_data], settings, partition_key)
+    assert result.success, failure_messages(result)
+    assert _raw_data_metadata(result)["ignored_landing_entries"].value == [f"labeled/team={TEAM}/week=2026-11-3"]
+
+
+@pytest.mark.parametrize("value, expected", [
+    (1e300, "column 'worst area' is beyond float32 range (infinite to the model): 1 row(s)"),
+    (-5.0, "column 'worst area' is negative (no measurement is): 1 row(s)"),
+])
+def test_values_no_model_should_get_fail_the_value_check(settings, landing_root, week, partition_key, value, expected):
+    _edit(landing_root, week, lambda frame: frame.__setitem__("worst area", [value] + frame["worst area"].tolist()[1:]))
+    result = materialize(DATA_ASSETS, settings, partition_key)
+    evaluation = check_evaluations(result)["no_missing_or_infinite_values"]
+    assert not evaluation.passed and expected in evaluation.description
+    assert materialized_keys(result) == {"raw_data"}

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core import data
+from turbine_dagster.core import data, landing
 from turbine_dagster.core.landing import LandingError
 from turbine_dagster.core.schema import CASE_ID, TARGET
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
@@ -55,19 +55,28 @@ def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
 )
 def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig, landing_zone: LandingZone) -> dg.Output[pd.DataFrame]:
     team, week = team_and_week(context)
+    strays = landing.stray_entries(landing_zone.path(), landing.LABELED, team)
+    if strays:
+        context.log.warning(f"raw_data for {context.partition_key}: {landing.stray_warning(strays)}")
     try:
         frame = data.load_labeled_cases(landing_zone.path(), team, week, config.window_weeks)
     except (LandingError, data.EmptyPartitionError) as error:
         raise dg.Failure(description=f"raw_data for {context.partition_key}: {error}", allow_retries=False) from error
-    files = frame[data.SOURCE_FILE].value_counts(sort=False).rename_axis("file").reset_index(name="rows")
+    files = frame.groupby([data.SOURCE_FILE, data.LAYOUT], sort=True).size().rename_axis(["file", "layout"]) \
+        .reset_index(name="rows")
     preview = frame.loc[:, [CASE_ID, *data.FEATURE_COLUMNS[:4], TARGET, data.WEEK]].head(10)
+    unusual = data.unusually_large(frame)
     return dg.Output(
         frame,
         data_version=dg.DataVersion(data.fingerprint(frame)),
         metadata={
             **class_balance_metadata(frame),
             "weeks": len(frame[data.WEEK].unique()),
+            "layouts": dg.MetadataValue.json(frame[data.LAYOUT].value_counts().sort_index().to_dict()),
             "source_files": markdown_table(files),
+            "rows_with_unusually_large_values": int(unusual.sum()),
+            **({"unusually_large_values": markdown_table(data.unusual_values_table(frame))} if unusual.any() else {}),
+            **({"ignored_landing_entries": dg.MetadataValue.json(strays)} if strays else {}),
             "preview": markdown_table(preview),
         },
     )
@@ -101,7 +110,8 @@ def _blocking_check(name: str, description: str, rule: Callable[..., data.CheckO
 
 raw_data_checks = [
     _blocking_check("feature_columns_numeric", "The 30 feature columns hold numbers only.", data.check_numeric_features),
-    _blocking_check("no_missing_or_infinite_values", "No NaN or infinite feature values.", data.check_finite_features),
+    _blocking_check("no_missing_or_infinite_values", "No NaN, infinite, beyond-float32 (infinite to the model) or "
+                    "negative (no measurement is) feature values.", data.check_finite_features),
     _blocking_check("labels_valid", "Every target is 0 (malignant) or 1 (benign).", data.check_labels),
     _blocking_check("case_ids_unique", "No case id appears twice.", data.check_unique_case_ids),
     _blocking_check("enough_rows_per_class", "Each class has the minimum number of cases.", data.check_rows_per_class,
