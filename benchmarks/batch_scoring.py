@@ -159,13 +159,14 @@ def ensure_scoring_data(landing_root: UPath, week: str, rows: int) -> None:
 
 
 def train_models() -> dict:
+    from sklearn.model_selection import train_test_split
+
     from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model
-    from turbine_dagster.core.data import stratified_splits
     from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model, training_device
 
     frame = load_breast_cancer(as_frame=True).frame
     frame.insert(0, CASE_ID, [f"wdbc-{i}" for i in range(len(frame))])
-    train, validation, _ = stratified_splits(frame)
+    train, validation = train_test_split(frame, test_size=0.25, stratify=frame["target"], random_state=0)
     keras_result = train_tf_model(train, validation, TFTrainingParams(epochs=10, patience=5))
     search = CatBoostSearchParams(param_grid={"depth": [6], "learning_rate": [0.1]}, cv_folds=2, iterations=500)
     with tempfile.TemporaryDirectory() as scratch:  # CatBoost's search may leave files in the working directory

@@ -1,253 +1,256 @@
-"""Model quality of both models and of the champion policy, by repeated stratified cross-validation on WDBC.
+"""Model quality on cases the platform never saw, through the training and prediction jobs at their defaults.
 
-Usage: python benchmarks/model_quality.py [--repeats 5] [--folds 5] [--seed 42] [--policy recall_first]
-                                          [--target-recall 0.98] [--quick] [--out benchmarks/out/model_quality.json]
+Usage: python benchmarks/model_quality.py [--folds 5] [--seed 42] [--target-recall 0.98] [--quick]
+                                          [--out benchmarks/out/model_quality.json]
 
-Method. The 569 cases of the bundled WDBC data (``sklearn.datasets.load_breast_cancer``; malignant is
-class 0) are split by ``RepeatedStratifiedKFold`` (`--repeats` x `--folds`, seeded). Each fold runs the
-code the training assets run, in the order they run it:
+Method. The 569 cases of the bundled WDBC data (``load_breast_cancer``; malignant is class 0, ids
+``wdbc-<row>``) are split by ``StratifiedKFold`` (`--folds`, seeded). Each outer fold is a team of its
+own (``fold_0`` …) in a fresh landing zone and storage: its training cases land as labeled files of one
+week, its held-out cases as that week's scoring files (no labels). Then, exactly as a user runs them:
 
-1. the fold's training part is split, stratified, into train and validation in the proportion the
-   ``splits`` asset uses (60/20 of the whole, so validation is a quarter of the non-test cases); the
-   held-out fold plays the test split (a fifth of the data with 5 folds, as the asset's test split);
-2. ``train_tf_model`` and ``train_catboost_model`` at their default parameters (``TFTrainingParams()``,
-   ``CatBoostSearchParams()``: the assets' config defaults); validation drives early stopping;
-3. ``predict_malignant_proba`` on validation and test, then ``evaluate_predictions``: the operating
-   threshold is chosen on validation for malignant recall >= `--target-recall`, every metric is
-   measured on the held-out fold at that threshold (ROC-AUC does not depend on it);
-4. ``select_champion`` on the two classification reports at the operating threshold (`--policy`,
-   recall_first by default, tie tolerance 0, as the ``champion_model`` asset); the champion row
-   holds the chosen model's metrics in that fold.
+1. ``training_pipeline`` at its defaults (``execute_in_process``): the platform's own holdout by case-id
+   hash, 5-fold cross-fitting, split-conformal thresholds on out-of-fold scores, champion chosen
+   out-of-fold, graded on its holdout, quality bars, promotion gate;
+2. ``prediction_pipeline`` at its defaults: ``batch_predictions`` of the held-out fold by the serving
+   champion at its threshold. Where the quality bars or the gate's precision floor kept the candidate
+   from serving, ``batch_predictions`` scores it by naming its version, and the fold says so.
 
-Intervals. Per model and metric: the mean over all folds with a 95 % Student-t interval whose variance
-is the Nadeau-Bengio corrected one, s^2 * (1/k + n_test/n_train) over k folds. Folds of repeated CV
-share most of their training cases, so the plain t-interval (s^2/k) would be far too narrow. Bounds
-are clipped to [0, 1]. The fold minimum is printed too: a single fold holds ~42 malignant cases, so
-one missed cancer moves its recall by ~0.024.
+Nothing is chosen on the outer held-out fold. Rows: the champion (its ``predicted_label``), each model's
+ensemble at its own out-of-fold threshold (read from the stored assets), and two baselines fitted on the
+same outer-training cases: logistic regression (standardised features) cross-fitted on the same
+development folds with the same conformal threshold, and the plain logistic regression at 0.5.
 
-Goal: champion malignant recall >= 0.98 at malignant precision >= 0.95 and ROC-AUC >= 0.995, judged
-on the means (and, more strictly, on the lower interval bounds, printed alongside).
+Pooled figures count every WDBC case once: malignant recall with its two-sided 95 % Clopper-Pearson
+interval and one-sided 95 % lower bound, precision with its Clopper-Pearson interval, ROC-AUC with a
+stratified bootstrap interval; per fold: how often recall fell below the target and below the 0.95
+quality bar; the spread of the thresholds. One missed cancer moves pooled recall by 1/212 ≈ 0.005.
 
-`--quick` is a smoke run: 1 repeat x 3 folds, at most 20 epochs and 100 boosting iterations; its
-figures are not the model's quality. Results are also written as JSON to `--out` (git-ignored).
+`--quick` is a smoke run (3 folds, tiny training through run config); its figures are not the model's.
 """
 
 import argparse
 import json
-import math
 import os
-import statistics
+import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy.stats import t as student_t  # noqa: E402
+from scipy.stats import beta  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
-from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+from sklearn.model_selection import StratifiedKFold  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model  # noqa: E402
-from turbine_dagster.core.evaluation import evaluate_predictions, headline_metrics  # noqa: E402
-from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
-from turbine_dagster.core.schema import MALIGNANT, TARGET  # noqa: E402
-from turbine_dagster.core.selection import POLICIES, select_champion  # noqa: E402
-from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model  # noqa: E402
-
-MODELS = ("tf_model", "catboost_model")
-CHAMPION = "champion"
-METRICS = ("malignant_recall", "malignant_precision", "roc_auc")
-GOAL = {"malignant_recall": 0.98, "malignant_precision": 0.95, "roc_auc": 0.995}
-CONFIDENCE = 0.95
-VALIDATION_SHARE_OF_TRAINING = 0.2 / (1 - 0.2)
-"""The ``splits`` asset's defaults: validation 20 % and test 20 % of all cases."""
-DEFAULT_OUT = Path(__file__).parent / "out" / "model_quality.json"
-
-
-@dataclass(frozen=True)
-class Interval:
-    mean: float
-    low: float
-    high: float
-    minimum: float
+WEEK = "2026-11-22"
+QUALITY_BAR = 0.95
+QUICK_CONFIG = {
+    "splits": {"config": {"folds": 3}},
+    "tf_model": {"config": {"epochs": 5, "patience": 2}},
+    "catboost_model": {"config": {"iterations": 30, "depth": [4], "learning_rate": [0.1], "l2_leaf_reg": [3.0],
+                                  "cv_folds": 2}},
+}
 
 
 def wdbc_cases() -> pd.DataFrame:
-    wdbc = load_breast_cancer(as_frame=True)
-    return wdbc.frame.rename(columns={"target": TARGET})
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.insert(0, "case_id", [f"wdbc-{row}" for row in range(len(frame))])
+    return frame
 
 
-def training_params(quick: bool) -> tuple[TFTrainingParams, CatBoostSearchParams]:
-    if quick:
-        return TFTrainingParams(epochs=20, patience=5), CatBoostSearchParams(iterations=100, early_stopping_rounds=20)
-    return TFTrainingParams(), CatBoostSearchParams()
+def land(root: Path, team: str, train: pd.DataFrame, test: pd.DataFrame) -> None:
+    labeled = root / "labeled" / f"team={team}" / f"week={WEEK}"
+    scoring = root / "scoring" / f"team={team}" / f"week={WEEK}"
+    labeled.mkdir(parents=True)
+    scoring.mkdir(parents=True)
+    train.to_csv(labeled / "cases.csv", index=False)
+    test.drop(columns=["target"]).to_parquet(scoring / "cases.parquet", index=False)
 
 
-def evaluate_fold(
-    train_part: pd.DataFrame,
-    test: pd.DataFrame,
-    tf_params: TFTrainingParams,
-    catboost_params: CatBoostSearchParams,
-    policy: str,
-    target_recall: float,
-    seed: int,
-) -> dict:
-    """Train both models on one fold's training part, evaluate them on its held-out part, pick the champion."""
-    train, validation = train_test_split(
-        train_part, test_size=VALIDATION_SHARE_OF_TRAINING, stratify=train_part[TARGET], random_state=seed
-    )
-    trained = {
-        "tf_model": train_tf_model(train, validation, tf_params),
-        "catboost_model": train_catboost_model(train, validation, catboost_params),
-    }
-    reports, models = {}, {}
-    for name, result in trained.items():
-        report = evaluate_predictions(
-            test[TARGET],
-            predict_malignant_proba(result.model, test),
-            validation[TARGET],
-            predict_malignant_proba(result.model, validation),
-            target_recall,
-            seed=seed,
-        )
-        reports[name] = report
-        models[name] = {**headline_metrics(report), "training_seconds": result.seconds}
-    keras.utils.clear_session()  # drop the fold's Keras graph so 25 folds do not pile up in memory
+def logistic_regression() -> object:
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
 
-    chosen = select_champion(
-        {name: report["at_operating_threshold"]["classification_report"] for name, report in reports.items()}, policy
-    )
+
+def logistic_baselines(train: pd.DataFrame, development: pd.DataFrame, test: pd.DataFrame, target_recall: float,
+                       features: list[str]) -> dict[str, dict]:
+    """The plain LR at 0.5 on all outer-training cases; LR cross-fitted on the platform's development folds."""
+    from turbine_dagster.core.evaluation import conformal_threshold
+
+    plain = logistic_regression().fit(train[features], train["target"])
+    out_of_fold = np.empty(len(development))
+    fold_models = []
+    for fold in sorted(development["fold"].unique()):
+        held = (development["fold"] == fold).to_numpy()
+        model = logistic_regression().fit(development.loc[~held, features], development.loc[~held, "target"])
+        out_of_fold[held] = model.predict_proba(development.loc[held, features])[:, 0]
+        fold_models.append(model)
+    threshold = conformal_threshold(development["target"], out_of_fold, target_recall).threshold
+    crossfit_p = np.mean([model.predict_proba(test[features])[:, 0] for model in fold_models], axis=0)
     return {
-        "n_train": len(train),
-        "n_validation": len(validation),
-        "n_test": len(test),
-        "n_test_malignant": int((test[TARGET] == MALIGNANT).sum()),
-        "models": models,
-        "champion": chosen.champion,
-        "champion_reason": chosen.reason,
+        "logistic_regression_crossfit": {"p": crossfit_p, "threshold": threshold},
+        "logistic_regression_at_0.5": {"p": plain.predict_proba(test[features])[:, 0], "threshold": 0.5},
     }
 
 
-def fold_metrics(fold: dict, row: str) -> dict[str, float]:
-    return fold["models"][fold["champion"] if row == CHAMPION else row]
+def run_fold(fold: int, train: pd.DataFrame, test: pd.DataFrame, base: Path, target_recall: float,
+             quick: bool) -> dict:
+    import dagster as dg
 
+    from turbine_dagster.core.model_store import load_model
+    from turbine_dagster.core.models import predict_malignant_proba
+    from turbine_dagster.core.registry import ModelRegistry
+    from turbine_dagster.core.schema import FEATURE_COLUMNS
+    from turbine_dagster.locations.prediction import defs as prediction_defs
+    from turbine_dagster.locations.training import defs as training_defs
 
-def corrected_interval(values: list[float], test_to_train_ratio: float) -> Interval:
-    """Mean with the Nadeau-Bengio corrected 95 % t-interval over CV folds, clipped to [0, 1]."""
-    k = len(values)
-    mean = statistics.fmean(values)
-    if k < 2:
-        return Interval(mean, mean, mean, min(values))
-    half_width = student_t.ppf((1 + CONFIDENCE) / 2, k - 1) * math.sqrt(
-        (1 / k + test_to_train_ratio) * statistics.variance(values)
-    )
-    return Interval(mean, max(0.0, mean - half_width), min(1.0, mean + half_width), min(values))
-
-
-def summarise(folds: list[dict]) -> dict[str, dict[str, Interval]]:
-    n_test = statistics.fmean(fold["n_test"] for fold in folds)
-    n_training = statistics.fmean(fold["n_train"] + fold["n_validation"] for fold in folds)
+    team = f"fold_{fold}"
+    land(base / "landing", team, train, test)
+    key = f"{team}|{WEEK}"
+    storage = base / "storage"
+    run_config = {"ops": QUICK_CONFIG} if quick else None
+    with dg.instance_for_test() as instance:
+        began = time.perf_counter()
+        trained = training_defs.resolve_job_def("training_pipeline").execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=run_config)
+        training_seconds = time.perf_counter() - began
+        gate = [e for e in trained.get_asset_materialization_events() if e.asset_key.path == ["serving_champion"]]
+        champion = json.loads((storage / "assets" / "champion_model" / team / f"{WEEK}.json").read_text())
+        serving = ModelRegistry(str(storage / "registry")).serving(team)
+        prediction_job = prediction_defs.resolve_job_def("prediction_pipeline")
+        if serving is not None and serving.version == champion["version"]:
+            scored = prediction_job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        else:  # refused or blocked: score the candidate by naming its version, and say so
+            scored = prediction_job.execute_in_process(
+                partition_key=key, instance=instance, raise_on_error=False,
+                asset_selection=[dg.AssetKey("batch_predictions")],
+                run_config={"ops": {"batch_predictions": {"config": {"model_version": str(champion["version"])}}}})
+        if not scored.success:
+            failures = [e.event_specific_data.error.message for e in scored.all_events if e.is_step_failure]
+            raise RuntimeError(f"{team}: prediction_pipeline failed: {failures}")
+    promoted = serving is not None and serving.version == champion["version"]
+    name = "predictions.parquet" if promoted else f"predictions-v{champion['version']:04d}.parquet"
+    predictions = pd.read_parquet(storage / "predictions" / f"team={team}" / f"week={WEEK}" / name)
+    predictions = predictions.set_index("case_id").loc[test["case_id"]]
+    rows = {"champion": {"p": predictions["p_malignant"].to_numpy(), "threshold": float(predictions["threshold"].iloc[0]),
+                         "predicted_malignant": (predictions["predicted_label"] == 0).to_numpy()}}
+    for model, suffix, report in (("tf_model", "keras", "tf_evaluation"), ("catboost_model", "cbm",
+                                                                          "catboost_evaluation")):
+        threshold = json.loads((storage / "assets" / report / team / f"{WEEK}.json").read_text())["threshold"]
+        ensemble = load_model(storage / "assets" / model / team / f"{WEEK}.{suffix}")
+        rows[model] = {"p": predict_malignant_proba(ensemble, test), "threshold": threshold}
+    development = pd.read_parquet(storage / "assets" / "train_split" / team / f"{WEEK}.parquet")
+    rows.update(logistic_baselines(train, development, test, target_recall, list(FEATURE_COLUMNS)))
     return {
-        row: {metric: corrected_interval([fold_metrics(f, row)[metric] for f in folds], n_test / n_training)
-              for metric in METRICS}
-        for row in (*MODELS, CHAMPION)
+        "fold": fold,
+        "labels": test["target"].to_numpy(),
+        "rows": rows,
+        "champion": champion["champion"],
+        "promoted": promoted,
+        "blocked_by_quality_bars": not gate,
+        "holdout_recall": champion["metrics"]["malignant_recall"],
+        "training_seconds": training_seconds,
     }
 
 
-def goal_verdict(champion: dict[str, Interval]) -> dict[str, bool]:
-    return {
-        "met_by_means": all(champion[metric].mean >= goal for metric, goal in GOAL.items()),
-        "met_by_lower_bounds": all(champion[metric].low >= goal for metric, goal in GOAL.items()),
-    }
+def clopper_pearson(hits: int, n: int) -> tuple[float, float]:
+    low = 0.0 if hits == 0 else beta.ppf(0.025, hits, n - hits + 1)
+    high = 1.0 if hits == n else beta.ppf(0.975, hits + 1, n - hits)
+    return float(low), float(high)
 
 
-def print_table(summary: dict[str, dict[str, Interval]], folds: list[dict], verdict: dict[str, bool]) -> None:
-    percent = round(CONFIDENCE * 100)
-    print(f"\nmean over {len(folds)} folds [{percent} % Nadeau-Bengio corrected t-interval] (fold minimum)")
-    header = f"{'model':<16}" + "".join(f"{metric:>36}" for metric in METRICS)
-    print(header)
-    print("-" * len(header))
-    for row, metrics in summary.items():
-        cells = "".join(
-            f"{f'{m.mean:.4f} [{m.low:.4f}, {m.high:.4f}] ({m.minimum:.3f})':>36}" for m in metrics.values()
-        )
-        print(f"{row:<16}{cells}")
-    wins = {name: sum(fold["champion"] == name for fold in folds) for name in MODELS}
-    print(f"\nchampion chosen: {', '.join(f'{name} {count}x' for name, count in wins.items())}")
-    goal = ", ".join(f"{metric} >= {value}" for metric, value in GOAL.items())
-    folds_meeting = sum(all(fold_metrics(f, CHAMPION)[m] >= g for m, g in GOAL.items()) for f in folds)
-    print(f"goal (champion {goal}):")
-    print(f"  met by the means:        {'yes' if verdict['met_by_means'] else 'no'}")
-    print(f"  met by the lower bounds: {'yes' if verdict['met_by_lower_bounds'] else 'no'}")
-    print(f"  folds meeting all three: {folds_meeting}/{len(folds)}")
+def bootstrap_auc(malignant: np.ndarray, p: np.ndarray, seed: int = 0, n: int = 1000) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    positive, negative = np.flatnonzero(malignant), np.flatnonzero(~malignant)
+    values = [roc_auc_score(malignant[idx], p[idx]) for idx in (
+        np.r_[rng.choice(positive, len(positive)), rng.choice(negative, len(negative))] for _ in range(n))]
+    return tuple(float(v) for v in np.percentile(values, [2.5, 97.5]))
+
+
+def summarise(folds: list[dict], target_recall: float) -> dict[str, dict]:
+    summary = {}
+    for name in folds[0]["rows"]:
+        flags, labels, scores, fold_recalls, thresholds = [], [], [], [], []
+        for fold in folds:
+            row = fold["rows"][name]
+            flagged = row.get("predicted_malignant", row["p"] >= row["threshold"])
+            malignant = fold["labels"] == 0
+            flags.append(flagged)
+            labels.append(malignant)
+            scores.append(row["p"])
+            fold_recalls.append(float(np.mean(flagged[malignant])))
+            thresholds.append(row["threshold"])
+        flagged, malignant, p = np.concatenate(flags), np.concatenate(labels), np.concatenate(scores)
+        caught, alarms = int(np.sum(flagged & malignant)), int(np.sum(flagged))
+        summary[name] = {
+            "malignant": int(malignant.sum()),
+            "missed": int(malignant.sum()) - caught,
+            "recall": caught / malignant.sum(),
+            "recall_ci": clopper_pearson(caught, int(malignant.sum())),
+            "recall_lower_bound_one_sided": float(beta.ppf(0.05, caught, malignant.sum() - caught + 1)),
+            "precision": caught / alarms,
+            "precision_ci": clopper_pearson(caught, alarms),
+            "roc_auc": float(roc_auc_score(malignant, p)),
+            "roc_auc_ci": bootstrap_auc(malignant, p),
+            "folds_below_target": sum(r < target_recall for r in fold_recalls),
+            "folds_below_bar": sum(r < QUALITY_BAR for r in fold_recalls),
+            "fold_recalls": fold_recalls,
+            "thresholds": thresholds,
+        }
+    return summary
+
+
+def print_table(summary: dict[str, dict], folds: list[dict]) -> None:
+    print("| model | missed / malignant | recall [95 % CI] (one-sided lower) | precision [95 % CI] | ROC-AUC [95 % CI] "
+          "| folds < target | folds < 0.95 | thresholds (min – max) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, s in summary.items():
+        print(f"| {name} | {s['missed']} / {s['malignant']} | {s['recall']:.3f} [{s['recall_ci'][0]:.3f}, "
+              f"{s['recall_ci'][1]:.3f}] ({s['recall_lower_bound_one_sided']:.3f}) | {s['precision']:.3f} "
+              f"[{s['precision_ci'][0]:.3f}, {s['precision_ci'][1]:.3f}] | {s['roc_auc']:.4f} "
+              f"[{s['roc_auc_ci'][0]:.4f}, {s['roc_auc_ci'][1]:.4f}] | {s['folds_below_target']}/{len(folds)} | "
+              f"{s['folds_below_bar']}/{len(folds)} | {min(s['thresholds']):.3f} – {max(s['thresholds']):.3f} |")
+    for fold in folds:
+        print(f"fold {fold['fold']}: champion {fold['champion']}, promoted {fold['promoted']}, blocked by the quality "
+              f"bars {fold['blocked_by_quality_bars']}, its holdout recall {fold['holdout_recall']:.3f}, training "
+              f"{fold['training_seconds']:.0f} s")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="CV repeats, each with fresh fold assignment")
-    parser.add_argument("--folds", type=int, default=5, help="stratified folds per repeat")
-    parser.add_argument("--seed", type=int, default=42, help="seeds the folds and the train/validation splits")
-    parser.add_argument("--policy", choices=POLICIES, default="recall_first", help="champion selection policy")
-    parser.add_argument("--target-recall", type=float, default=0.98,
-                        help="malignant recall the operating threshold must reach on validation")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 repeat x 3 folds, 20 epochs, 100 iterations (overrides --repeats/--folds)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--target-recall", type=float, default=0.98)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="benchmarks/out/model_quality.json")
     args = parser.parse_args()
-    repeats, n_folds = (1, 3) if args.quick else (args.repeats, args.folds)
-    tf_params, catboost_params = training_params(args.quick)
+    folds_count = 3 if args.quick else args.folds
 
+    base = Path(tempfile.mkdtemp(prefix="turbine-model-quality-"))
+    # The definitions read their settings once, at import: point them at this run's folders and teams first.
+    os.environ.update(TURBINE_LANDING_ROOT=str(base / "landing"), TURBINE_STORAGE_ROOT=str(base / "storage"),
+                      TURBINE_TEAMS=",".join(f"fold_{fold}" for fold in range(folds_count)))
     cases = wdbc_cases()
-    splitter = RepeatedStratifiedKFold(n_splits=n_folds, n_repeats=repeats, random_state=args.seed)
-    print(f"WDBC: {len(cases)} cases, {int((cases[TARGET] == MALIGNANT).sum())} malignant; "
-          f"{repeats} x {n_folds}-fold CV, policy {args.policy}, target recall {args.target_recall}"
-          f"{' (quick smoke run)' if args.quick else ''}; load average {os.getloadavg()[0]:.1f}")
-
-    started = time.perf_counter()
+    began = time.perf_counter()
     folds = []
-    for index, (train_rows, test_rows) in enumerate(splitter.split(cases, cases[TARGET])):
-        fold_started = time.perf_counter()
-        fold = evaluate_fold(cases.iloc[train_rows], cases.iloc[test_rows], tf_params, catboost_params,
-                             args.policy, args.target_recall, args.seed)
-        fold = {"repeat": index // n_folds + 1, "fold": index % n_folds + 1,
-                "seconds": time.perf_counter() - fold_started, **fold}
-        folds.append(fold)
-        scores = " | ".join(
-            f"{name} R {m['malignant_recall']:.3f} P {m['malignant_precision']:.3f} AUC {m['roc_auc']:.4f}"
-            for name, m in fold["models"].items()
-        )
-        print(f"repeat {fold['repeat']}/{repeats} fold {fold['fold']}/{n_folds} ({fold['seconds']:.0f} s): "
-              f"{scores} -> {fold['champion']}", flush=True)
-    wall_seconds = time.perf_counter() - started
-
-    summary = summarise(folds)
-    verdict = goal_verdict(summary[CHAMPION])
-    print_table(summary, folds, verdict)
-    print(f"\nwall time {wall_seconds:.0f} s ({wall_seconds / len(folds):.1f} s per fold); "
-          f"load average now {' / '.join(f'{value:.1f}' for value in os.getloadavg())}")
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "method": "repeated stratified k-fold CV; mean with Nadeau-Bengio corrected Student-t interval",
-        "confidence": CONFIDENCE,
-        "repeats": repeats,
-        "folds": n_folds,
-        "seed": args.seed,
-        "policy": args.policy,
-        "target_recall": args.target_recall,
-        "quick": args.quick,
-        "tf_params": asdict(tf_params),
-        "catboost_params": asdict(catboost_params),
-        "goal": GOAL,
-        "goal_verdict": verdict,
-        "summary": {row: {metric: asdict(interval) for metric, interval in metrics.items()}
-                    for row, metrics in summary.items()},
-        "per_fold": folds,
-        "wall_seconds": wall_seconds,
-    }, indent=1))
-    print(f"results written to {args.out}")
+    outer = StratifiedKFold(n_splits=folds_count, shuffle=True, random_state=args.seed)
+    for fold, (train_rows, test_rows) in enumerate(outer.split(cases, cases["target"])):
+        folds.append(run_fold(fold, cases.iloc[train_rows], cases.iloc[test_rows], base, args.target_recall,
+                              args.quick))
+        print(f"fold {fold} done after {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+    summary = summarise(folds, args.target_recall)
+    print(f"{folds_count}-fold outer CV over WDBC through training_pipeline + prediction_pipeline"
+          f"{' (quick)' if args.quick else ' at their defaults'}; {time.perf_counter() - began:.0f} s in all")
+    print_table(summary, folds)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "folds": [
+        {key: value for key, value in fold.items() if key not in ("rows", "labels")} for fold in folds]}, indent=1))
 
 
 if __name__ == "__main__":

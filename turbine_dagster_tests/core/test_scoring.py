@@ -13,7 +13,7 @@ from upath import UPath  # noqa: E402
 
 from turbine_dagster.core import landing  # noqa: E402
 from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model  # noqa: E402
-from turbine_dagster.core.data import stratified_splits  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
 from turbine_dagster.core.demo_data import DemoDataWriter  # noqa: E402
 from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, SOURCE_FILE, TARGET  # noqa: E402
@@ -28,12 +28,13 @@ SCORED_AT = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 def splits():
     frame = load_breast_cancer(as_frame=True).frame
     frame.insert(0, CASE_ID, [f"wdbc-{i}" for i in range(len(frame))])
-    return stratified_splits(frame)
+    train, validation = train_test_split(frame, test_size=0.25, stratify=frame[TARGET], random_state=0)
+    return train, validation
 
 
 @pytest.fixture(scope="module")
 def models(splits, tmp_path_factory) -> dict:
-    train, validation, _ = splits
+    train, validation = splits
     keras_model = train_tf_model(train, validation, TFTrainingParams(hidden_units=(16,), epochs=2)).model
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path_factory.mktemp("catboost_cwd"))

@@ -21,7 +21,7 @@ def test_training_location_loads_with_the_data_assets():
 
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"raw_data", "train_split", "validation_split", "test_split"} <= keys
+    assert {"raw_data", "train_split", "test_split", "tf_model_out_of_fold", "catboost_model_out_of_fold"} <= keys
 
 
 def test_prediction_location_loads_without_the_training_definitions():

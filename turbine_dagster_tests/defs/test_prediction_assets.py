@@ -2,11 +2,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import train_test_split
 from upath import UPath
 
 from turbine_dagster.core import landing
 from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model
-from turbine_dagster.core.data import stratified_splits
 from turbine_dagster.core.demo_data import DemoDataWriter, DriftInjection, recent_weeks, write_demo_data
 from turbine_dagster.core.models import predict_malignant_proba
 from turbine_dagster.core.registry import ModelRegistry
@@ -23,7 +23,7 @@ PREDICTION = [batch_predictions]
 @pytest.fixture(scope="module")
 def team_models():
     cases = DemoDataWriter().cases(TEAM, "2026-01-04", 400, "L")
-    train, validation, _ = stratified_splits(cases)
+    train, validation = train_test_split(cases, test_size=0.25, stratify=cases["target"], random_state=0)
     tf = train_tf_model(train, validation, TFTrainingParams(epochs=3, patience=1)).model
     catboost = train_catboost_model(train, validation, CatBoostSearchParams(
         param_grid={"depth": [3]}, iterations=30, cv_folds=2)).model
