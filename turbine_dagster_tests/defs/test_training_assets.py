@@ -10,7 +10,7 @@ from turbine_dagster.defs.training.champion_assets import (
     champion_checks,
     champion_meets_quality_bars,
 )
-from turbine_dagster.defs.resources import PartitionFolders
+from turbine_dagster.defs.resources import PartitionFolders, local_resources
 from turbine_dagster.defs.training.data_assets import raw_data, raw_data_checks, splits
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
 from turbine_dagster.defs.training.model_assets import TFModelConfig, model_assets, tf_model
@@ -147,3 +147,60 @@ def test_checkpoints_are_registered_with_the_champion_version(trained):
     expected = {"tensorflow": {"epoch-0001", "epoch-0002", "best"}, "catboost": {"iteration-0010", "best"}}
     assert {c.checkpoint_id for c in version.checkpoints} == expected[version.model_type]
     assert all(registry.load_model(version, c.checkpoint_id) is not None for c in version.checkpoints)
+
+
+def test_champion_metadata_names_its_decision_data_threshold_method_and_bound(trained):
+    result, _, _ = trained
+    metadata = _metadata(result, "champion_model")
+    decision_data = metadata["decision_data"].value
+    assert "recall first" in decision_data and "win count" in decision_data
+    assert "out-of-fold" in decision_data and "the holdout was not read" in decision_data
+    assert metadata["threshold_method"].value == "split-conformal on out-of-fold scores"
+    assert 0 < metadata["out_of_fold_recall_lower_bound"].value < 1
+    assert metadata["split_scheme"].value == "case-id-sha256-holdout:0.2"
+    assert "Data: holdout" in metadata["holdout_metrics"].value
+
+
+def _rerun_champion_and_gate(trained, storage_root) -> dg.ExecuteInProcessResult:
+    """The champion and the gate once more for the same partition, upstream read from ``storage_root``."""
+    import dataclasses
+
+    result, _, week = trained
+    settings = dataclasses.replace(result.settings, storage_root=str(storage_root))
+    return dg.materialize(TRAINING_GRAPH, partition_key=f"{TEAM}|{week}", resources=local_resources(settings),
+                          selection=["champion_model", "serving_champion"], raise_on_error=False,
+                          run_config={"ops": {key: FAST_TRAINING[key] for key in (
+                              "champion_model", "champion_model_champion_meets_quality_bars", "serving_champion")}})
+
+
+def test_gate_pairs_candidate_and_serving_champion_on_the_holdout_only_under_the_same_split_scheme(trained, tmp_path):
+    import shutil
+
+    from turbine_dagster.core.selection import GateDecision
+
+    result, assets, _ = trained
+    storage = tmp_path / "storage"
+    shutil.copytree(assets.parent, storage)
+
+    paired = _rerun_champion_and_gate(trained, storage)
+    assert paired.success, failure_messages(paired)
+    gate = _metadata(paired, "serving_champion")
+    assert gate["challenger_version"].value == 2 and gate["gate_paired"].value is True
+    for key in ("gate_candidate_only_misses", "gate_candidate_only_catches", "gate_p_value",
+                "gate_candidate_malignant_precision", "gate_serving_malignant_recall"):
+        assert key in gate
+    registry = ModelRegistry(f"{storage}/registry")
+    event = [e for e in registry.events(TEAM) if e["version"] == 2 and e["kind"] in ("promoted", "refused")][-1]
+    assert event["details"]["paired"] is True and "p_value" in event["details"]
+
+    # A version from before the fixed holdout may have trained on holdout cases: no pairing, and the reason says why.
+    legacy_model = registry.load_model(registry.get(TEAM, 1))
+    legacy = registry.register(TEAM, legacy_model, threshold=0.5, metrics={"malignant_recall": 1.0}, partition=None,
+                               run_id=None, data_version=None,
+                               reference=pd.DataFrame({c: [1.0] for c in FEATURE_COLUMNS}))
+    registry.promote_if(TEAM, legacy.version, lambda serving: GateDecision(True, "legacy version, test set-up"))
+    unpaired = _rerun_champion_and_gate(trained, storage)
+    assert unpaired.success, failure_messages(unpaired)
+    gate = _metadata(unpaired, "serving_champion")
+    assert gate["gate_paired"].value is False
+    assert f"serving v{legacy.version:04d} was trained under split scheme none recorded" in gate["reason"].value
