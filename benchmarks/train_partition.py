@@ -15,9 +15,9 @@ Timed, `--repeats` times, the order of the two paths alternating from one repeat
     artifact writing through the IO manager, metadata (plots included) and the event log. The run's
     console logger is set to WARNING to keep this output readable; every event is still recorded in
     the instance's event log.
-(b) Plain script: read the same train and validation Parquet files with pandas, ``train_tf_model``
-    with ``TFTrainingParams()`` and ``train_catboost_model`` with ``CatBoostSearchParams()`` (the
-    assets' config defaults), ``model_store.save_model`` of both into a temporary folder.
+(b) Plain script: read the same train_split Parquet file with pandas, ``cross_fit_tf_model`` with
+    ``TFTrainingParams()`` and ``cross_fit_catboost_model`` with ``CatBoostSearchParams()`` (the
+    assets' config defaults, 5 folds), ``model_store.save_model`` of both into a temporary folder.
 Printed: per path the medians of wall time, of this process's CPU time (all threads) and of the time
 the trainers report, and of the wall time outside the trainers (each path's own overhead: loading,
 saving, and for (a) the Dagster machinery); the ratio (a)/(b) of the wall-time medians (target
@@ -53,11 +53,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from upath import UPath  # noqa: E402
 
-from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model  # noqa: E402
+from turbine_dagster.core.catboost_model import (  # noqa: E402
+    CatBoostSearchParams,
+    cross_fit_catboost_model,
+    train_catboost_model,
+)
+from turbine_dagster.core.crossfit import fold_cases  # noqa: E402
 from turbine_dagster.core.demo_data import recent_weeks, write_demo_data  # noqa: E402
 from turbine_dagster.core.model_store import load_model, save_model  # noqa: E402
 from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
-from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model  # noqa: E402
+from turbine_dagster.core.tf_model import TFTrainingParams, cross_fit_tf_model, train_tf_model  # noqa: E402
 from turbine_dagster.defs.resources import local_resources  # noqa: E402
 from turbine_dagster.defs.training.data_assets import raw_data, splits  # noqa: E402
 from turbine_dagster.defs.training.model_assets import catboost_model, tf_model  # noqa: E402
@@ -118,9 +123,9 @@ def prepare_partition(root: Path, team: str, weeks: int, labeled_rows: int) -> P
 
 def warm_up(partition: Partition) -> None:
     """One tiny training of each model: the process's one-time TensorFlow and CatBoost initialisation."""
-    train, validation = (pd.read_parquet(partition.split_file(s)) for s in ("train_split", "validation_split"))
-    train_tf_model(train, validation, TFTrainingParams(epochs=1))
-    train_catboost_model(train, validation, CatBoostSearchParams(param_grid={"depth": [2]}, iterations=5, cv_folds=2))
+    fit, early_stop, _ = fold_cases(pd.read_parquet(partition.split_file("train_split")), 0, 0.2, seed=42)
+    train_tf_model(fit, early_stop, TFTrainingParams(epochs=1))
+    train_catboost_model(fit, early_stop, CatBoostSearchParams(param_grid={"depth": [2]}, iterations=5, cv_folds=2))
 
 
 def dagster_path(partition: Partition) -> Timing:
@@ -142,11 +147,10 @@ def dagster_path(partition: Partition) -> Timing:
 
 def plain_path(partition: Partition, models_dir: Path) -> Timing:
     started, cpu_started = time.perf_counter(), time.process_time()
-    train = pd.read_parquet(partition.split_file("train_split"))
-    validation = pd.read_parquet(partition.split_file("validation_split"))
-    tf_result = train_tf_model(train, validation, TFTrainingParams())
+    development = pd.read_parquet(partition.split_file("train_split"))
+    tf_result = cross_fit_tf_model(development, TFTrainingParams())
     save_model(tf_result.model, models_dir / MODEL_FILES["tf_model"])
-    catboost_result = train_catboost_model(train, validation, CatBoostSearchParams())
+    catboost_result = cross_fit_catboost_model(development, CatBoostSearchParams())
     save_model(catboost_result.model, models_dir / MODEL_FILES["catboost_model"])
     wall_seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return Timing("plain", wall_seconds, cpu_seconds, tf_result.seconds + catboost_result.seconds)
@@ -179,8 +183,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="train_partition_") as folder:
         root = Path(folder)
         partition = prepare_partition(root, args.team, args.weeks, args.labeled_rows)
-        split_rows = {s: len(pd.read_parquet(partition.split_file(s))) for s in ("train_split", "validation_split",
-                                                                                 "test_split")}
+        split_rows = {s: len(pd.read_parquet(partition.split_file(s))) for s in ("train_split", "test_split")}
         print(f"partition {partition.key}: {args.weeks} weeks x {args.labeled_rows} labeled cases; "
               + ", ".join(f"{name} {rows}" for name, rows in split_rows.items())
               + f"; {os.cpu_count()} CPUs, load average {load_average()}")
