@@ -7,7 +7,7 @@ Layout under the root (a local folder or ``s3://bucket/prefix``)::
     <team>/versions/v0001/reference.parquet  training features, the reference for drift detection
     <team>/versions/v0001/checkpoints/epoch-0005.keras   the version's training checkpoints, if any
     <team>/versions/v0001/entry.json         written last: the version exists once this file does
-    <team>/serving.json                      the version that serves the team
+    <team>/serving.json                      the version that serves the team, and every move before it
     <team>/events/<time>-<kind>-v0001-<id>.json   one object per event, never rewritten
     <team>.lock                              local roots only: the cross-process lock
 
@@ -17,6 +17,9 @@ the entry lists each checkpoint's id, step, validation metrics, threshold and ar
 Nothing in a version folder changes after ``entry.json`` is written. A version's status
 (serving, retired, refused, candidate) is derived from the serving pointer and the events rather
 than stored in the entry: a second copy of the pointer could disagree with it after a crash.
+The pointer carries its own history (every move: version, previous version, kind, event id), so
+"served before" (retired, and what ``rollback`` accepts) needs no event and survives a lost one.
+A pointer written before the history existed is read as the history its events give, ending with it.
 
 Concurrency guarantees:
 
@@ -28,26 +31,34 @@ Concurrency guarantees:
   per-team lock. Local roots: an in-process lock plus a ``filelock`` lock file, which serialises
   processes on the same host (flock; not reliable on NFS). S3 roots: an in-process lock plus a
   compare-and-swap write of ``serving.json`` (``If-Match`` on the ETag read, ``If-None-Match``
-  for the first pointer); a promotion that lost a race re-reads the pointer and decides again,
-  so it is never decided against a pointer it did not replace. This needs a store that honours
+  for the first pointer); a promotion that lost a race (412, or 409 when S3 is completing another
+  conditional write) re-reads the pointer and decides again, so it is never decided against a
+  pointer it did not replace. A write whose answer was lost is retried by the S3 client and then
+  meets 412 although it landed: the re-read pointer's history names our event, so the write is
+  known to be ours and is reported as made, once. This needs a store that honours
   conditional PUTs (AWS S3 does; check an S3-compatible store before relying on it). Other remote
   stores: the in-process lock only; serialise across processes outside (the Dagster ``registry``
   pool with limit 1).
 - **Events** get unique names and are written whole (rename locally, single PUT on S3), so a
-  reader never sees a half-written event. An event is written after the change it records; a
-  crash in between loses the event, not the change.
+  reader never sees a half-written event. A pointer move's event (``moves_pointer``) is written
+  before the move and names it; it counts once the pointer history names its id, so a move never
+  lacks its event, and the event of a move that lost its race or failed is never listed (it is
+  deleted once the pointer has moved past the one it was decided on). Refusals and
+  registrations move nothing and are written after the decision or the entry.
 """
 
 import datetime as dt
 import io
 import json
 import os
+import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
 import filelock
@@ -70,7 +81,9 @@ _TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # one safe path segment
 _VERSION_FOLDER = re.compile(r"^v(\d{4,})$")
 _CLAIM, _ENTRY, _REFERENCE, _POINTER = "claim.json", "entry.json", "reference.parquet", "serving.json"
 _CHECKPOINTS = "checkpoints"
-_POINTER_ATTEMPTS = 5
+_POINTER_ATTEMPTS = 10
+_MOVES: tuple[EventKind, ...] = ("promoted", "rollback")
+_LOST_CONDITIONAL_WRITE = {"PreconditionFailed": 412, "ConditionalRequestConflict": 409}
 _S3_PROTOCOLS = ("s3", "s3a")
 
 _process_locks: dict[str, threading.Lock] = {}
@@ -134,8 +147,20 @@ class ModelVersion:
         return {**asdict(self), "checkpoints": [checkpoint.to_dict() for checkpoint in self.checkpoints]}
 
 
+@dataclass(frozen=True)
+class _Move:
+    """Move the serving pointer to the target version, recorded as an event of ``kind``."""
+
+    kind: EventKind
+    reason: str
+    run_id: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
 T = TypeVar("T")
-PointerChange = Callable[[ModelVersion | None, ModelVersion], tuple[EventKind | None, Callable[[], T]]]
+PointerChange = Callable[
+    [ModelVersion | None, ModelVersion], tuple[_Move | None, Callable[[dict[str, Any] | None], T]]
+]
 
 
 def version_label(version: int) -> str:
@@ -186,9 +211,44 @@ def _json_bytes(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, indent=2, sort_keys=True, default=plain).encode()
 
 
-def _is_precondition_failure(error: OSError) -> bool:
+def _is_lost_conditional_write(error: OSError) -> bool:
+    """412 (the object changed since it was read) or 409 (S3 was completing another conditional write on it)."""
     response = getattr(error.__cause__, "response", None) or {}
-    return response.get("Error", {}).get("Code") == "PreconditionFailed"
+    code = response.get("Error", {}).get("Code")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in _LOST_CONDITIONAL_WRITE or status in _LOST_CONDITIONAL_WRITE.values()
+
+
+def _moves_of(pointer: dict[str, Any] | None, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every move of the serving pointer, oldest first, the last one installing ``pointer``.
+
+    Pointers carry their history. One written before they did is rebuilt from the events of that time
+    (written after each move, so one may be missing) and ends with the pointer itself.
+    """
+    if pointer is None:
+        return []
+    if "history" in pointer:
+        return list(pointer["history"])
+    moves = [
+        {key: event[key] for key in ("version", "previous_version", "kind", "event_id", "at")}
+        for event in events
+        if event["kind"] in _MOVES and not event.get("moves_pointer")
+    ]
+    if not moves or moves[-1]["version"] != pointer["version"]:
+        moves.append({
+            "version": pointer["version"],
+            "previous_version": moves[-1]["version"] if moves else None,
+            "kind": pointer.get("by", "promoted"),
+            "event_id": None,
+            "at": pointer.get("since"),
+        })
+    return moves
+
+
+def _visible(events: Sequence[dict[str, Any]], moves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events that happened: a pointer move's event counts once the pointer history names it."""
+    made = {move["event_id"] for move in moves}
+    return [event for event in events if not event.get("moves_pointer") or event["event_id"] in made]
 
 
 class ModelRegistry:
@@ -261,9 +321,10 @@ class ModelRegistry:
                 continue  # registration still running, or it died before its entry was written
         return entries
 
-    def _statuses(self, team: str, serving_version: int | None) -> Callable[[int], VersionStatus]:
-        events = self.events(team)
-        served = {event["version"] for event in events if event["kind"] in ("promoted", "rollback")}
+    def _statuses(self, team: str, pointer: dict[str, Any] | None) -> Callable[[int], VersionStatus]:
+        serving_version = pointer["version"] if pointer else None
+        events = self._all_events(team)
+        served = {move["version"] for move in _moves_of(pointer, events)}  # from the pointer: survives a lost event
         refused = {event["version"] for event in events if event["kind"] == "refused"}
 
         def status(version: int) -> VersionStatus:
@@ -283,6 +344,8 @@ class ModelRegistry:
             if path.protocol in _S3_PROTOCOLS:
                 path.fs.invalidate_cache(path.path)
                 etag = path.fs.info(path.path)["ETag"]  # read before the body: a stale ETag fails safe
+                # A plain GET: opening the file would check the ETag and fail if a writer replaced it meanwhile.
+                return json.loads(path.fs.cat_file(path.path)), etag
             return self._read_json(path), etag
         except FileNotFoundError:
             return None, None
@@ -295,7 +358,7 @@ class ModelRegistry:
     def versions(self, team: str) -> list[ModelVersion]:
         """All complete versions of ``team``, oldest first; empty for a team with none yet."""
         pointer, _ = self._read_pointer(team)
-        status = self._statuses(team, pointer["version"] if pointer else None)
+        status = self._statuses(team, pointer)
         return [self._as_version(entry, status(entry["version"])) for entry in self._entries(team)]
 
     def _available(self, team: str) -> str:
@@ -320,9 +383,14 @@ class ModelRegistry:
         except FileNotFoundError:
             raise self._unknown(team, version) from None
         pointer, _ = self._read_pointer(team)
-        serving_version = pointer["version"] if pointer else None
-        # The serving version needs no history: the prediction side never pays for reading every event.
-        status = "serving" if version == serving_version else self._statuses(team, serving_version)(version)
+        # The serving version, and one that served, need no events: the prediction side never pays for reading them.
+        status: VersionStatus
+        if pointer and version == pointer["version"]:
+            status = "serving"
+        elif pointer and any(move["version"] == version for move in pointer.get("history", ())):
+            status = "retired"
+        else:
+            status = self._statuses(team, pointer)(version)
         return self._as_version(entry, status)
 
     def serving(self, team: str) -> ModelVersion | None:
@@ -338,14 +406,42 @@ class ModelRegistry:
         return self.get(team, entries[-1]["version"]) if entries else None
 
     def events(self, team: str) -> list[dict[str, Any]]:
-        """Every recorded event of ``team``, oldest first."""
+        """Every recorded event of ``team``, oldest first.
+
+        A pointer move's event is written before the move; until the pointer names it (and for ever
+        if the move lost a race or failed) it is not listed.
+        """
+        pointer, _ = self._read_pointer(team)  # before listing: every move it names has its event written
+        events = self._all_events(team)
+        return _visible(events, _moves_of(pointer, events))
+
+    def pointer_history(self, team: str) -> list[dict[str, Any]]:
+        """Every move of ``team``'s serving pointer, oldest first (``version``, ``previous_version``, ``kind``,
+        ``event_id``, ``at``); empty before the first promotion.
+
+        Each move replaced the version installed by the move before it. The history lives in the pointer
+        object and is replaced with it, atomically.
+        """
+        pointer, _ = self._read_pointer(team)
+        legacy = pointer is not None and "history" not in pointer
+        return _moves_of(pointer, self._all_events(team) if legacy else [])
+
+    def _all_events(self, team: str) -> list[dict[str, Any]]:
+        """Every event object stored for ``team``, including moves that never happened."""
         folder = self._team_dir(team) / "events"
         paths = [f"{folder.path}/{name}" for name in self._names(folder) if name.endswith(".json")]
         if not paths:
             return []
-        contents = folder.fs.cat(paths)  # one concurrent batch on object stores
-        # Names start with the UTC time, so path order is time order.
-        return [json.loads(contents[path]) for path in sorted(contents)]
+        contents = folder.fs.cat(paths, on_error="return")  # one concurrent batch on object stores
+        events = []
+        for path in sorted(contents):  # names start with the UTC time, so path order is time order
+            content = contents[path]
+            if isinstance(content, FileNotFoundError):
+                continue  # the event of a move that lost its race, removed since the listing
+            if isinstance(content, BaseException):
+                raise content
+            events.append(json.loads(content))
+        return events
 
     def resolve(
         self, team: str, version: int | str | None = None, checkpoint: str | None = None
@@ -395,7 +491,10 @@ class ModelRegistry:
         reason: str = "",
         run_id: str | None = None,
         details: Mapping[str, Any] | None = None,
+        moves_pointer: bool = False,
     ) -> dict[str, Any]:
+        """Write one event. ``moves_pointer``: it records a pointer move, written before the move and
+        counted once the pointer history names it."""
         at = _now()
         event_id = f"{at:%Y%m%dT%H%M%S%fZ}-{kind}-{version_label(version)}-{uuid.uuid4().hex[:8]}"
         event = {
@@ -407,10 +506,14 @@ class ModelRegistry:
             "reason": reason,
             "run_id": run_id,
             "details": dict(details or {}),
+            "moves_pointer": moves_pointer,
             "at": at.isoformat(),
         }
-        write_bytes_atomic(self._team_dir(team) / "events" / f"{event_id}.json", _json_bytes(event))
+        write_bytes_atomic(self._event_path(team, event_id), _json_bytes(event))
         return event
+
+    def _event_path(self, team: str, event_id: str) -> UPath:
+        return self._team_dir(team) / "events" / f"{event_id}.json"
 
     def _claim_version(self, team: str, run_id: str | None) -> int:
         number = max(self._claimed_numbers(team), default=0) + 1
@@ -556,9 +659,9 @@ class ModelRegistry:
         finally:
             process_lock.release()
 
-    def _replace_pointer(self, team: str, version: int, kind: EventKind, etag: str | None) -> None:
+    def _replace_pointer(self, team: str, data: bytes, etag: str | None) -> None:
+        """Write the pointer; on S3 only over the object read with ``etag`` (None: only if there is none)."""
         path = self._team_dir(team) / _POINTER
-        data = _json_bytes({"team": team, "version": version, "since": _now().isoformat(), "by": kind})
         if path.protocol not in _S3_PROTOCOLS:
             write_bytes_atomic(path, data)  # the team lock already excludes other writers
             return
@@ -570,30 +673,78 @@ class ModelRegistry:
         except FileExistsError:
             raise _PointerMoved from None
         except OSError as error:
-            if _is_precondition_failure(error):
+            if _is_lost_conditional_write(error):
                 raise _PointerMoved from None
             raise
 
-    def _change_pointer(self, team: str, version: int, change: PointerChange[T]) -> T:
-        """Under the team lock, ``change(serving, target)`` returns ``(pointer_kind, finish)``.
+    def _made_move(self, team: str, event_id: str) -> tuple[bool, str | None]:
+        """Whether the pointer history names ``event_id`` (the write was ours), and the pointer's ETag."""
+        pointer, etag = self._read_pointer(team)
+        return any(move["event_id"] == event_id for move in _moves_of(pointer, ())), etag
 
-        ``pointer_kind`` None leaves the pointer alone; otherwise the pointer moves to ``version`` by a
-        conditional replace, and a lost race runs ``change`` again on the new pointer. ``finish()``
-        runs once the pointer is settled (it records the event) and gives the result.
+    def _discard(self, team: str, event: dict[str, Any]) -> None:
+        """Remove the event of a move that can no longer happen (readers ignore it anyway)."""
+        path = self._event_path(team, event["event_id"])
+        try:
+            path.fs.rm_file(path.path)
+        except OSError:
+            pass
+
+    def _change_pointer(self, team: str, version: int, change: PointerChange[T]) -> T:
+        """Under the team lock, ``change(serving, target)`` returns ``(move, finish)``.
+
+        ``move`` None leaves the pointer alone and returns ``finish(None)``. Otherwise the move's event is
+        written first, then the pointer (its history extended by this move) replaces the one read, by a
+        conditional write on S3, and ``finish(event)`` gives the result. A write that lost a race
+        (412 or 409) is checked against the pointer read again: if its history names our event, the
+        write was ours (an earlier attempt whose answer was lost); if not, ``change`` runs again on the
+        new pointer. A write that failed otherwise is checked the same way before its error is raised.
         """
         with self._team_lock(team):
-            for _ in range(_POINTER_ATTEMPTS):
+            for attempt in range(_POINTER_ATTEMPTS):
                 pointer, etag = self._read_pointer(team)
+                legacy = pointer is not None and "history" not in pointer
+                moves = _moves_of(pointer, self._all_events(team) if legacy else ())
                 target = self.get(team, version)
                 current = self.get(team, pointer["version"]) if pointer else None
-                pointer_kind, finish = change(current, target)
-                if pointer_kind is None:
-                    return finish()
+                move, finish = change(current, target)
+                if move is None:
+                    return finish(None)
+                previous = current.version if current else None
+                event = self._record(
+                    team,
+                    move.kind,
+                    version,
+                    previous_version=previous,
+                    reason=move.reason,
+                    run_id=move.run_id,
+                    details=move.details,
+                    moves_pointer=True,
+                )
+                made = {key: event[key] for key in ("version", "previous_version", "kind", "event_id", "at")}
+                data = _json_bytes({
+                    "team": team,
+                    "version": version,
+                    "since": event["at"],
+                    "by": move.kind,
+                    "event_id": event["event_id"],
+                    "history": [*moves, made],
+                })
                 try:
-                    self._replace_pointer(team, version, pointer_kind, etag)
+                    self._replace_pointer(team, data, etag)
                 except _PointerMoved:
+                    ours, now = self._made_move(team, event["event_id"])
+                    if ours:
+                        return finish(event)
+                    if now != etag:  # the pointer moved past the one we read: our write can never land
+                        self._discard(team, event)
+                    time.sleep(random.uniform(0, min(0.5, 0.02 * 2**attempt)))  # let the winner finish
                     continue
-                return finish()
+                except OSError:
+                    if self._made_move(team, event["event_id"])[0]:
+                        return finish(event)
+                    raise
+                return finish(event)
         raise ConcurrentPromotionError(
             f"the serving pointer of team {team!r} changed {_POINTER_ATTEMPTS} times while deciding; "
             f"{version_label(version)} does not serve: retry"
@@ -604,25 +755,26 @@ class ModelRegistry:
     ) -> GateDecision:
         """Ask ``decide(serving)`` and move the serving pointer to ``version`` if it says promote.
 
-        Read, decision, pointer move and event happen under the team lock (see the module docstring
+        Read, decision, event and pointer move happen under the team lock (see the module docstring
         for what that guarantees per store). A refusal is recorded and leaves the pointer unchanged.
-        ``promote`` in the result means ``version`` serves after the call.
+        Both events keep ``decision.details``. ``promote`` in the result means ``version`` serves
+        after the call.
         """
 
         def change(
             current: ModelVersion | None, target: ModelVersion
-        ) -> tuple[EventKind | None, Callable[[], GateDecision]]:
+        ) -> tuple[_Move | None, Callable[[dict[str, Any] | None], GateDecision]]:
             previous = current.version if current else None
             if previous == version:
-                return None, lambda: GateDecision(True, f"{target.label} already serves team {team}")
+                return None, lambda _: GateDecision(True, f"{target.label} already serves team {team}")
             decision = decide(current)
-            json.loads(_json_bytes(dict(decision.details)))  # plain values only: fail before the pointer moves
-            kind: EventKind = "promoted" if decision.promote else "refused"
+            if decision.promote:
+                return _Move("promoted", decision.reason, target.run_id, decision.details), lambda _: decision
 
-            def finish() -> GateDecision:
+            def refuse(_: None) -> GateDecision:
                 self._record(
                     team,
-                    kind,
+                    "refused",
                     version,
                     previous_version=previous,
                     reason=decision.reason,
@@ -631,7 +783,7 @@ class ModelRegistry:
                 )
                 return decision
 
-            return (kind if decision.promote else None), finish
+            return None, refuse
 
         return self._change_pointer(team, version, change)
 
@@ -642,7 +794,7 @@ class ModelRegistry:
 
         def change(
             current: ModelVersion | None, target: ModelVersion
-        ) -> tuple[EventKind, Callable[[], dict[str, Any]]]:
+        ) -> tuple[_Move, Callable[[dict[str, Any] | None], dict[str, Any]]]:
             if current is not None and current.version == to_version:
                 raise ValueError(f"{target.label} already serves team {team}; nothing to roll back")
             if target.status != "retired":
@@ -652,9 +804,6 @@ class ModelRegistry:
                     f"version that served before: {', '.join(served) if served else 'none'}. Promote new "
                     f"versions through the gate instead"
                 )
-            previous = current.version if current else None
-            return "rollback", lambda: self._record(
-                team, "rollback", to_version, previous_version=previous, reason=reason
-            )
+            return _Move("rollback", reason), lambda event: event
 
         return self._change_pointer(team, to_version, change)

@@ -17,7 +17,7 @@ from turbine_dagster.core import model_store  # noqa: E402, F401  loaded before 
 from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
 from turbine_dagster.core.registry import REFERENCE_MAX_ROWS, ModelRegistry, RegistryLookupError  # noqa: E402
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET  # noqa: E402
-from turbine_dagster.core.selection import GateDecision, promotion_decision  # noqa: E402
+from turbine_dagster.core.selection import GateDecision  # noqa: E402
 
 TEAM = "team_a"
 BUCKET = "registry"
@@ -53,12 +53,16 @@ def register(registry: ModelRegistry, model, cases: pd.DataFrame, recall: float,
 
 
 def recall_gate(challenger_recall: float, pause_s: float = 0.0):
-    """The gate as the promotion asset will run it, on recalls stored with each version."""
+    """A stand-in for the promotion gate, on the recalls stored with each version: promote unless worse."""
 
     def decide(serving):
         time.sleep(pause_s)  # stands in for scoring the serving model: widens the window a race needs
-        serving_recall = serving.metrics["malignant_recall"] if serving else None
-        return promotion_decision(challenger_recall, serving_recall)
+        if serving is None:
+            return GateDecision(True, f"first champion for this team (recall {challenger_recall})")
+        serving_recall = serving.metrics["malignant_recall"]
+        if challenger_recall >= serving_recall:
+            return GateDecision(True, f"promoted: recall {challenger_recall} not worse than serving {serving_recall}")
+        return GateDecision(False, f"refused: recall {challenger_recall} worse than serving {serving_recall}")
 
     return decide
 
@@ -168,6 +172,42 @@ def test_rollback_only_returns_to_a_version_that_served(registry, model, cases):
     with pytest.raises(ValueError, match="needs a reason"):
         registry.rollback(TEAM, 1, reason=" ")
     assert registry.serving(TEAM).version == 1
+
+
+def test_a_version_that_served_stays_retired_when_its_event_is_lost(registry, model, cases):
+    for number, recall in ((1, 0.96), (2, 0.98)):
+        register(registry, model, cases, recall=recall)
+        registry.promote_if(TEAM, number, recall_gate(recall))
+    events = registry.root / TEAM / "events"
+    for name in registry._names(events):
+        if "-promoted-v0001-" in name:
+            (events / name).unlink()  # the event of v0001's promotion never made it to storage
+
+    assert [v.status for v in registry.versions(TEAM)] == ["retired", "serving"]
+    assert registry.rollback(TEAM, 1, reason="v0002 flags every case from clinic 7")["version"] == 1
+
+
+def test_a_registry_written_before_pointer_histories_reads_and_promotes_on(registry, model, cases):
+    for number, recall in ((1, 0.96), (2, 0.98), (3, 0.99)):
+        register(registry, model, cases, recall=recall)
+    for number, recall in ((1, 0.96), (2, 0.98)):
+        registry.promote_if(TEAM, number, recall_gate(recall))
+    team_dir = registry.root / TEAM
+    pointer = json.loads((team_dir / "serving.json").read_text())
+    old_pointer = {key: pointer[key] for key in ("team", "version", "since", "by")}  # as pointers were written
+    (team_dir / "serving.json").write_text(json.dumps(old_pointer))
+    for path in (team_dir / "events").iterdir():  # as the events of that time were written
+        event = json.loads(path.read_text())
+        path.write_text(json.dumps({key: event[key] for key in event if key not in ("moves_pointer", "details")}))
+
+    def history():
+        return [(move["version"], move["previous_version"]) for move in registry.pointer_history(TEAM)]
+
+    assert [v.status for v in registry.versions(TEAM)] == ["retired", "serving", "candidate"]
+    assert history() == [(1, None), (2, 1)]
+    assert registry.promote_if(TEAM, 3, recall_gate(0.99)).promote
+    assert history() == [(1, None), (2, 1), (3, 2)]
+    assert [e["kind"] for e in registry.events(TEAM)][-3:] == ["promoted", "promoted", "promoted"]
 
 
 RECALLS = (0.95, 0.99, 0.97, 0.96)
@@ -305,3 +345,16 @@ def test_the_split_scheme_is_kept_in_the_entry_and_old_entries_read_without_it(r
 
     assert [v.split_scheme for v in registry.versions(TEAM)] == ["case_id_hash_70_15_15", None]
     assert registry.get(TEAM, 1).to_dict()["split_scheme"] == "case_id_hash_70_15_15"
+
+
+def test_an_event_removed_between_listing_and_reading_is_skipped(registry, model, cases, monkeypatch):
+    register(registry, model, cases, recall=0.97)
+    listed = registry._names
+
+    def names_with_one_gone(folder):  # a lost race's event, deleted by its writer after this listing
+        extra = ["20261130T000000000000Z-promoted-v0009-deadbeef.json"] if folder.name == "events" else []
+        return [*listed(folder), *extra]
+
+    monkeypatch.setattr(registry, "_names", names_with_one_gone)
+
+    assert [event["kind"] for event in registry.events(TEAM)] == ["registered"]
