@@ -2,27 +2,33 @@
 
 ``score_partition`` works through a partition's files in five steps:
 
-1. every file's columns are checked before any row is read, so a wrong file fails the run with its
-   name and the missing column, and nothing is written;
+1. every file's layout is recognised from its header or schema before any row is read (ours or a
+   published WDBC layout, see ``layouts``), so a wrong file fails the run with its name and the missing
+   column, and nothing is written;
 2. the files are read in record batches with pyarrow datasets, a Parquet file one row group at a
-   time; CSV feature columns are read as text, so a stray word is a quarantined cell rather than a
-   parser crash. A thread reads and validates the next chunk while the current one is scored, and
-   another writes the previous one (pyarrow and both model libraries release the GIL);
-3. each batch is validated with the rules of ``data.row_problems`` (the training data's rules): bad
-   rows go to the quarantine file with their reason and raw values; good rows are regrouped into
-   chunks of exactly ``chunk_rows`` rows, whatever the files' own row groups or sizes;
+   time; CSV cells are read as text, so a stray word is a quarantined cell rather than a parser crash,
+   and each batch is mapped to our columns (a content-derived ``case_id`` where the layout has no id).
+   A thread reads and validates the next chunk while the current one is scored, and another writes
+   the previous one (pyarrow and both model libraries release the GIL);
+3. each batch is validated with the rules of ``data.row_problems`` (the training data's rules: a
+   number, finite, within float32's range, not negative): bad rows go to the quarantine file with their
+   reason and raw values, written in blocks of about ``chunk_rows`` rows as they come, however few clean
+   rows there are; good rows are regrouped into chunks of exactly ``chunk_rows`` rows, whatever the
+   files' own row groups or sizes. Unusually large values (``data.UNUSUALLY_LARGE``) are scored and
+   counted;
 4. each chunk is scored by ``predict_malignant_proba`` (Keras in large fixed-size batches, CatBoost
-   on all cores) and appended to the output as one Parquet row group;
+   on all cores); a P(malignant) that is not a number in [0, 1] fails the run (``ModelOutputError``),
+   since a NaN would read as benign; else the chunk is appended to the output as one Parquet row group;
 5. both files are written locally under a temporary name and published whole at the end
    (``os.replace`` beside a local target, a single upload to an object store), so a killed run never
    leaves a half-written file under the final name.
 
 Memory is bounded by a few chunks (one being read, one queued, one scored, one being written) plus one
 Parquet row group, or a few MiB of CSV blocks, of the file being read: it does not grow with the number
-of rows. A Parquet file written as one huge row group is the exception: its row group is read whole.
+of rows, nor with the share of them that is quarantined. A Parquet file written as one huge row group is
+the exception: its row group is read whole.
 """
 
-import csv
 import datetime as dt
 import os
 import queue
@@ -45,8 +51,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from upath import UPath
 
-from turbine_dagster.core import landing
-from turbine_dagster.core.data import row_problems
+from turbine_dagster.core import landing, layouts
+from turbine_dagster.core.data import row_problems, unusually_large_cells, usable
 from turbine_dagster.core.model_store import model_kind
 from turbine_dagster.core.models import feature_matrix, predict_malignant_proba
 from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, SOURCE_FILE
@@ -95,13 +101,17 @@ CSV_BLOCK_BYTES = 2 << 20
 """CSV bytes parsed per block, ~4k rows. The CSV reader reads a fixed number of blocks ahead of a slow
 consumer (measured with pyarrow 26: ~35), so this size sets the reader's memory: ~70 MiB at 2 MiB."""
 
-_READ_COLUMNS = [CASE_ID, *FEATURE_COLUMNS]
 _PARQUET_FORMAT = ds.ParquetFileFormat(
     # Pre-buffering keeps the raw bytes of row groups not yet decoded: measured with pyarrow 26, the reader's
     # memory then grows with the file (~0.9 GiB for 3 M rows) instead of staying at about one row group.
     default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
 )
-_CSV_COLUMN_TYPES = {column: pa.string() for column in _READ_COLUMNS}
+UNUSUAL_EXAMPLES = 10
+"""Case ids of rows with unusually large values kept as examples for the metadata."""
+
+
+class ModelOutputError(ValueError):
+    """A model returned a P(malignant) that is not a probability: the run stops and publishes nothing."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,14 @@ class ScoringSummary:
     """None when no row was quarantined."""
     files: tuple[str, ...] = field(default_factory=tuple)
     """The files read, relative to the landing root."""
+    layouts: tuple[str, ...] = field(default_factory=tuple)
+    """The layout of each of ``files`` (``layouts.LAYOUTS``)."""
+    rows_unusually_large: int = 0
+    """Scored rows with some feature above its ``data.UNUSUALLY_LARGE`` bound: valid, but worth a look."""
+    unusually_large_by_feature: dict[str, int] = field(default_factory=dict)
+    """Per feature with such values, the number of scored rows holding one."""
+    unusually_large_examples: tuple[str, ...] = ()
+    """Case ids of the first such rows (at most UNUSUAL_EXAMPLES)."""
 
     @property
     def empty(self) -> bool:
@@ -175,6 +193,7 @@ def score_batch(
     if len(case_ids) != len(features):
         raise ValueError(f"{len(case_ids)} case ids for {len(features)} feature rows")
     p_malignant = predict_malignant_proba(model, features, batch_size=batch_size)
+    _check_probabilities(p_malignant, case_ids, model_version)
     rows = len(p_malignant)
     return pa.Table.from_arrays(
         [
@@ -187,6 +206,25 @@ def score_batch(
         ],
         schema=OUTPUT_SCHEMA,
     )
+
+
+def _check_probabilities(p_malignant: np.ndarray, case_ids: pa.Array, model_version: str) -> None:
+    """A NaN compares false against the threshold and would be labelled benign: refuse anything that is not a
+    probability, naming the model and the rows."""
+    p_malignant = np.asarray(p_malignant, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(p_malignant) & (p_malignant >= 0.0) & (p_malignant <= 1.0))
+    if len(p_malignant) != len(case_ids):
+        raise ModelOutputError(f"model {model_version} returned {len(p_malignant)} P(malignant) values for "
+                               f"{len(case_ids)} rows; nothing is published")
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(f"{case_ids[int(row)].as_py()} ({p_malignant[row]!r})" for row in rows[:10])
+        more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+        raise ModelOutputError(
+            f"model {model_version} returned a P(malignant) outside [0, 1] or not a number for {len(rows)} row(s) "
+            f"of {len(p_malignant)} in a chunk: case ids {shown}{more}; nothing is published. The model is faulty "
+            "(or its artifact is damaged): score with another version, and retrain or roll back this one")
 
 
 def score_frame(
@@ -232,8 +270,9 @@ def score_partition(
     """Score every row of ``files`` with ``model`` at ``threshold``; write predictions to ``output``
     and rows that break the data rules to ``quarantine`` (both Parquet).
 
-    Fails with ``LandingError`` naming the file (relative to ``root``) when a file is not CSV or
-    Parquet, cannot be read, or lacks ``case_id`` or a feature column; nothing is written then.
+    Fails with ``LandingError`` naming the file (relative to ``root``) when a file is not CSV, Parquet or
+    ``.data``, cannot be read, is ambiguous or lacks a column of its layout; with ``ModelOutputError`` when
+    the model returns a P(malignant) that is not a probability; nothing is published then.
     Input without rows writes nothing and returns ``rows_read == 0``. Otherwise the output is written
     (with no rows when every row was quarantined); the quarantine file is written when some row was
     quarantined, and a quarantine file left at that path by an earlier run is removed when none was,
@@ -245,6 +284,7 @@ def score_partition(
     started = time.perf_counter()
     sources = [_Source.open(path, root) for path in files]  # every file's columns, before any row
     names = tuple(source.name for source in sources)
+    unusual = _Unusual()
 
     predictions = _StagedParquet(output, OUTPUT_SCHEMA, **_OUTPUT_WRITER_OPTIONS)
     quarantined = _StagedParquet(quarantine, QUARANTINE_SCHEMA)
@@ -254,6 +294,7 @@ def score_partition(
         for chunk in _read_ahead(_chunks(sources, chunk_rows, row_major)):
             rows_read += chunk.rows_read
             rows_quarantined += sum(table.num_rows for table in chunk.quarantined)
+            unusual.add(chunk.unusual)
             waiting += chunk.quarantined
             if sum(table.num_rows for table in waiting) >= chunk_rows:
                 quarantined.write(pa.concat_tables(waiting))
@@ -300,6 +341,11 @@ def score_partition(
         output_uri=str(output) if rows_read else None,
         quarantine_uri=str(quarantine) if rows_quarantined else None,
         files=names,
+        layouts=tuple(source.layout.name for source in sources),
+        rows_unusually_large=unusual.rows,
+        unusually_large_by_feature={column: int(count) for column, count in zip(FEATURE_COLUMNS, unusual.by_feature,
+                                                                                strict=True) if count},
+        unusually_large_examples=tuple(unusual.examples),
     )
 
 
@@ -324,6 +370,7 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 class _Source:
     path: UPath
     name: str
+    layout: layouts.Layout
     dataset: ds.Dataset
 
     @classmethod
@@ -334,32 +381,32 @@ class _Source:
             raise landing.LandingError(
                 f"{name} is not a CSV or Parquet file; only {', '.join(landing.SUPPORTED_SUFFIXES)} files can be scored"
             )
+        layout = layouts.recognise(path, root, landing.SCORING)  # names the file and what is missing or ambiguous
         filesystem = None if is_local(path) else path.fs
         try:
-            if suffix == ".csv":
-                _check_columns(_csv_header(path), name)
-                dataset = ds.dataset(path.path, format=_csv_format(), filesystem=filesystem)
-            else:
-                dataset = ds.dataset(path.path, format=_PARQUET_FORMAT, filesystem=filesystem)
-        except landing.LandingError:
-            raise
+            file_format = _PARQUET_FORMAT if suffix == ".parquet" else _csv_format(layout)
+            dataset = ds.dataset(path.path, format=file_format, filesystem=filesystem)
         except Exception as error:  # the reader's own words, with the file named
             raise landing.LandingError(f"cannot read {name}: {_reader_words(error)}") from error
-        _check_columns(dataset.schema.names, name)
-        _check_feature_types(dataset.schema, name)
-        return cls(path, name, dataset)
+        _check_feature_types(dataset.schema, layout, name)
+        return cls(path, name, layout, dataset)
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The file's rows in batches of at most ``batch_rows``. A Parquet file is scanned one row group at a
-        time: a scan runs ahead of a slow consumer, and one row group is as far as it can run then."""
-        options = {"columns": _READ_COLUMNS, "batch_size": batch_rows, "batch_readahead": 1}
+        """The file's rows in batches of at most ``batch_rows``, in our columns (``case_id`` and the features).
+        A Parquet file is scanned one row group at a time: a scan runs ahead of a slow consumer, and one row
+        group is as far as it can run then."""
+        options = {"columns": self.layout.read_columns, "batch_size": batch_rows, "batch_readahead": 1}
         try:
-            if self.path.suffix.lower() == ".csv":
-                yield from self.dataset.to_batches(fragment_readahead=1, **options)
-                return
-            for fragment in self.dataset.get_fragments():
-                for row_group in fragment.split_by_row_group():
-                    yield from row_group.to_batches(**options)
+            if self.path.suffix.lower() != ".parquet":
+                scanned = self.dataset.to_batches(fragment_readahead=1, **options)
+            else:
+                scanned = (batch for fragment in self.dataset.get_fragments()
+                           for row_group in fragment.split_by_row_group()
+                           for batch in row_group.to_batches(**options))
+            for batch in scanned:
+                yield self.layout.to_internal(batch, self.name)
+        except landing.LandingError:
+            raise
         except Exception as error:
             raise landing.LandingError(f"cannot read {self.name}: {_reader_words(error)}") from error
 
@@ -370,45 +417,26 @@ def _reader_words(error: Exception) -> str:
     return first_line if len(first_line) <= 300 else first_line[:300] + " ..."
 
 
-def _check_columns(columns: list[str], name: str) -> None:
-    missing = [column for column in _READ_COLUMNS if column not in columns]
-    if missing:
-        listed = ", ".join(f"'{column}'" for column in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise landing.LandingError(
-            f"column{'s' if len(missing) > 1 else ''} {listed}{more} missing in {name}; every scoring file needs "
-            f"'{CASE_ID}' and the {len(FEATURE_COLUMNS)} feature columns of "
-            "turbine_dagster.core.schema.FEATURE_COLUMNS (fix the file or move it out of the landing zone)"
-        )
-
-
-def _check_feature_types(schema: pa.Schema, name: str) -> None:
-    for column in FEATURE_COLUMNS:
-        kind = schema.field(column).type
+def _check_feature_types(schema: pa.Schema, layout: layouts.Layout, name: str) -> None:
+    for column, source in zip(FEATURE_COLUMNS, layout.features, strict=True):
+        kind = schema.field(source).type
         kind = kind.value_type if pa.types.is_dictionary(kind) else kind
         if not (_is_numeric(kind) or _is_text(kind) or pa.types.is_null(kind)):
+            shown = f"'{source}'" + (f" ('{column}')" if source != column else "")
             raise landing.LandingError(
-                f"column '{column}' in {name} holds {kind} values; feature columns must hold numbers "
+                f"column {shown} in {name} holds {kind} values; feature columns must hold numbers "
                 "(or text that reads as numbers)"
             )
 
 
-def _csv_header(path: UPath) -> list[str]:
-    with path.open("r", encoding="utf-8-sig", newline="") as handle:
-        header = next(csv.reader(handle), None)
-    if header is None:
-        raise ValueError("the file is empty; a scoring CSV needs a header row")
-    return header
-
-
-def _csv_format() -> ds.CsvFileFormat:
-    """Identifier and features as text: a word in a number column must reach the quarantine, not stop the
-    parser. The usual missing-value markers ('', NA, NaN, null, ...) read as null, as pandas reads them.
-    Only the scored columns are converted: the scan's projection sees to that (``include_columns`` would
-    clash with it)."""
+def _csv_format(layout: layouts.Layout) -> ds.CsvFileFormat:
+    """Every cell as text: a word in a number column must reach the quarantine, not stop the parser. The
+    usual missing-value markers ('', NA, NaN, null, ...) read as null, as pandas reads them. Column names
+    are the layout's (the header is skipped, or absent in UCI's file). Only the scored columns are
+    converted: the scan's projection sees to that (``include_columns`` would clash with it)."""
     return ds.CsvFileFormat(
-        read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-        convert_options=pacsv.ConvertOptions(column_types=_CSV_COLUMN_TYPES, strings_can_be_null=True),
+        read_options=layouts.csv_read_options(layout, block_size=CSV_BLOCK_BYTES),
+        convert_options=layouts.csv_convert_options(layout),
     )
 
 
@@ -420,19 +448,18 @@ def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
-def _as_float64(values: pa.Array) -> np.ndarray:
-    """The column as float64, NaN where a cell is empty or not a number (the rules then name which)."""
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    kind = values.type
-    if pa.types.is_null(kind):
-        return np.full(len(values), np.nan)
-    if _is_numeric(kind):
-        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-    try:
-        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)  # fast path: every cell a number
-    except pa.ArrowInvalid:
-        return pd.to_numeric(pd.Series(values.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(np.float64)
+@dataclass
+class _Unusual:
+    """Clean rows with unusually large values, counted since the last chunk (or over the run)."""
+
+    rows: int = 0
+    by_feature: np.ndarray = field(default_factory=lambda: np.zeros(len(FEATURE_COLUMNS), dtype=np.int64))
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, other: "_Unusual") -> None:
+        self.rows += other.rows
+        self.by_feature += other.by_feature
+        self.examples += other.examples[:UNUSUAL_EXAMPLES - len(self.examples)]
 
 
 @dataclass
@@ -447,35 +474,47 @@ class _Rows:
         return len(self.case_ids)
 
 
-def _validate(batch: pa.RecordBatch, source: str, first_row: int) -> tuple[_Rows, pa.Table | None]:
-    """Splits a batch into clean rows and quarantined rows (QUARANTINE_SCHEMA), by ``row_problems``' rules.
+def _validate(batch: pa.RecordBatch, source: str, first_row: int) -> tuple[_Rows, pa.Table | None, _Unusual]:
+    """Splits a batch (our columns) into clean rows and quarantined rows (QUARANTINE_SCHEMA), by ``row_problems``'
+    rules, and counts the clean rows holding unusually large values.
 
-    A row is clean when every feature reads as a finite number and it has a case id. Finiteness is checked
-    here on all rows at once; ``row_problems`` then words the reasons for the few rows that failed.
+    A row is clean when every feature reads as a usable number (``data.usable``: finite, within float32, not
+    negative) and it has a case id. That is checked here on all rows at once; ``row_problems`` then words the
+    reasons for the few rows that failed.
     """
     rows = batch.num_rows
     by_column = np.empty((len(FEATURE_COLUMNS), rows), dtype=np.float32)
     clean = np.ones(rows, dtype=bool)
+    unusual_cells = np.zeros((len(FEATURE_COLUMNS), rows), dtype=bool)
     for index, column in enumerate(FEATURE_COLUMNS):
-        values = _as_float64(batch.column(column))
-        clean &= np.isfinite(values)  # on float64, as row_problems checks: a huge value is finite there
-        by_column[index] = values
+        values = layouts.to_float64(batch.column(column))
+        clean &= usable(values)  # on float64, before the cast: 1e300 is finite there and inf in float32
+        unusual_cells[index] = unusually_large_cells(values, column)
+        with np.errstate(over="ignore", invalid="ignore"):
+            by_column[index] = values
     case_ids = pc.cast(batch.column(CASE_ID), pa.string())
     if case_ids.null_count:
         clean &= case_ids.is_valid().to_numpy(zero_copy_only=False)
+    unusual = _Unusual()
+    unusual_cells &= clean
+    unusual_rows = unusual_cells.any(axis=0)
+    if unusual_rows.any():
+        unusual.rows = int(unusual_rows.sum())
+        unusual.by_feature = unusual_cells.sum(axis=1)
+        unusual.examples = [case_ids[int(row)].as_py() for row in np.flatnonzero(unusual_rows)[:UNUSUAL_EXAMPLES]]
     if clean.all():
-        return _Rows(case_ids, by_column), None
+        return _Rows(case_ids, by_column), None, unusual
 
     mask = pa.array(clean)
     good = _Rows(case_ids.filter(mask), by_column[:, clean])
     bad_rows = np.flatnonzero(~clean)
     bad = batch.filter(pc.invert(mask))
-    reasons = np.array(row_problems(bad.select(list(FEATURE_COLUMNS)).to_pandas()).tolist(), dtype=object)
+    reasons = np.array(row_problems(bad.select(list(FEATURE_COLUMNS))).tolist(), dtype=object)
     bad_ids = pc.cast(bad.column(CASE_ID), pa.string())
     for position, has_id in enumerate(bad_ids.is_valid().to_pylist()):
         if not has_id:
             reasons[position] = f"{reasons[position]}; {MISSING_CASE_ID}" if reasons[position] else MISSING_CASE_ID
-    reasons[reasons == ""] = "a feature value does not read as a finite number"  # a safety net: never a blank reason
+    reasons[reasons == ""] = "a feature value does not read as a usable number"  # a safety net: never a blank reason
     quarantined = pa.Table.from_arrays(
         [
             bad_ids,
@@ -486,7 +525,7 @@ def _validate(batch: pa.RecordBatch, source: str, first_row: int) -> tuple[_Rows
         ],
         schema=QUARANTINE_SCHEMA,
     )
-    return good, quarantined
+    return good, quarantined, unusual
 
 
 @dataclass
@@ -498,6 +537,7 @@ class _Chunk:
     """float32 of shape (rows, features), laid out as the model reads fastest (see ``_chunks``)."""
     rows_read: int
     quarantined: list[pa.Table]
+    unusual: _Unusual = field(default_factory=_Unusual)
 
     @property
     def rows(self) -> int:
@@ -506,33 +546,46 @@ class _Chunk:
 
 def _chunks(sources: list[_Source], chunk_rows: int, row_major: bool) -> Iterator[_Chunk]:
     """Clean rows regrouped into chunks of exactly ``chunk_rows`` across batches and files; the last may be
-    smaller, or hold no rows at all when it only reports rows read and quarantined since the last full one.
+    smaller. A chunk may hold no rows at all: when it only reports rows read and quarantined since the
+    previous one, which happens at the end and whenever ``chunk_rows`` rows are waiting in quarantine, so
+    that quarantined rows are handed on (and written) as they come: memory stays flat however few rows are
+    clean.
 
     Features come row-major (C order) when ``row_major``, as TensorFlow needs them, else column-major
     (Fortran order), which CatBoost reads about twice as fast and which costs no transposition here.
     """
     pending: list[_Rows] = []
-    pending_rows = rows_read = 0
+    pending_rows = rows_read = quarantined_rows = 0
     quarantined: list[pa.Table] = []
+    unusual = _Unusual()
+
+    def chunk(rows: _Rows) -> _Chunk:
+        return _Chunk(rows.case_ids, _laid_out(rows.columns, row_major), rows_read, quarantined, unusual)
+
     for source in sources:
         first_row = 0
         for batch in source.batches(chunk_rows):
-            good, bad = _validate(batch, source.name, first_row)
+            good, bad, batch_unusual = _validate(batch, source.name, first_row)
             first_row += batch.num_rows
             rows_read += batch.num_rows
+            unusual.add(batch_unusual)
             if bad is not None:
                 quarantined.append(bad)
+                quarantined_rows += bad.num_rows
             if len(good):
                 pending.append(good)
                 pending_rows += len(good)
             while pending_rows >= chunk_rows:
                 rows, pending = _split(pending, chunk_rows)
                 pending_rows -= chunk_rows
-                yield _Chunk(rows.case_ids, _laid_out(rows.columns, row_major), rows_read, quarantined)
-                rows_read, quarantined = 0, []
+                yield chunk(rows)
+                rows_read, quarantined_rows, quarantined, unusual = 0, 0, [], _Unusual()
+            if quarantined_rows >= chunk_rows:
+                yield chunk(_split([], 0)[0])
+                rows_read, quarantined_rows, quarantined, unusual = 0, 0, [], _Unusual()
     if pending_rows or rows_read or quarantined:
         rows, _ = _split(pending, pending_rows)
-        yield _Chunk(rows.case_ids, _laid_out(rows.columns, row_major), rows_read, quarantined)
+        yield chunk(rows)
 
 
 def _laid_out(columns: np.ndarray, row_major: bool) -> np.ndarray:
@@ -702,7 +755,7 @@ def sample_clean_features(files: list[UPath], root: UPath, max_rows: int, seed: 
         source = _Source.open(path, root)
         first_row = 0
         for batch in source.batches(chunk_rows):
-            good, _ = _validate(batch, source.name, first_row)
+            good, _, _ = _validate(batch, source.name, first_row)
             first_row += batch.num_rows
             keys = np.concatenate([kept_keys, rng.random(len(good))])
             rows = np.concatenate([kept, good.columns], axis=1)

@@ -209,10 +209,12 @@ def test_a_file_missing_a_column_fails_naming_the_file_and_the_column(models, ro
     assert not (tmp_path / "out").exists()  # checked before any row is read: nothing written
 
 
-def test_a_csv_without_case_id_fails_naming_the_file(models, root, folder, tmp_path):
-    bad = write_csv(cases(10, "C").drop(columns=[CASE_ID]), folder / "cases.csv")
+def test_a_csv_in_no_known_layout_fails_naming_the_file_and_columns(models, root, folder, tmp_path):
+    # Without case_id but with every feature it would be scikit-learn's layout; without a feature too it is none.
+    bad = write_csv(cases(10, "C").drop(columns=[CASE_ID, "worst symmetry"]), folder / "cases.csv")
 
-    with pytest.raises(landing.LandingError, match=rf"'case_id' missing in scoring/team={TEAM}/week={WEEK}/cases\.csv"):
+    expected = rf"columns 'case_id', 'worst symmetry' missing in scoring/team={TEAM}/week={WEEK}/cases\.csv"
+    with pytest.raises(landing.LandingError, match=expected):
         score([bad], root, models["catboost"], tmp_path)
 
 
@@ -310,3 +312,105 @@ def test_on_s3_files_are_read_and_results_published_as_locally(models, s3_enviro
     assert scored[CASE_ID].tolist() == expected[CASE_ID].tolist()
     np.testing.assert_allclose(scored["p_malignant"], predict_malignant_proba(models["catboost"], expected))
     assert quarantine.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Published layouts, values no model should get, and model outputs that are not probabilities
+
+
+def test_each_published_layout_is_scored_with_the_case_ids_training_gives_it(models, root, folder, tmp_path):
+    from turbine_dagster.core import data
+    from turbine_dagster_tests.core.test_layouts import UCI_IDS, WDBC, kaggle_csv_text, sklearn_frame, uci_text
+
+    write_csv(sklearn_frame(labeled=False).head(40), folder / "sklearn.csv")
+    (folder / "kaggle.csv").write_text(kaggle_csv_text(labeled=False))
+    (folder / "wdbc.data").write_text(uci_text(labeled=True))  # the diagnosis is not read when scoring
+    files = landing.data_files(folder, root)
+
+    summary = score(files, root, models["catboost"], tmp_path, chunk_rows=100)
+
+    scored = read(summary.output_uri)
+    assert summary.layouts == ("wdbc_csv", "sklearn_frame", "uci_wdbc_data")  # kaggle.csv, sklearn.csv, wdbc.data
+    assert summary.rows_scored == 569 + 40 + 569 and summary.rows_quarantined == 0
+    expected = pd.concat([WDBC, WDBC.head(40), WDBC], ignore_index=True)
+    np.testing.assert_allclose(scored["p_malignant"], predict_malignant_proba(models["catboost"], expected), rtol=1e-6)
+    ids = scored[CASE_ID].tolist()
+    assert ids[:569] == ids[609:] == [str(i) for i in UCI_IDS]
+    labeled_root = UPath(tmp_path / "labeled_landing")
+    labeled = landing.partition_dir(labeled_root, landing.LABELED, TEAM, WEEK)
+    labeled.mkdir(parents=True)
+    write_csv(sklearn_frame().head(40), labeled / "cases.csv")
+    assert ids[569:609] == data.load_labeled_cases(labeled_root, TEAM, WEEK)[CASE_ID].tolist()
+
+
+def test_values_beyond_float32_and_negative_values_are_quarantined_with_reasons(models, root, folder, tmp_path):
+    frame = cases(10, "P")
+    frame.loc[1, "worst area"] = 1e300  # finite in float64; inf once the model reads float32
+    frame.loc[2, "mean radius"] = -1.0
+    text = cases(5, "C").astype({"mean area": object})
+    text.loc[0, "mean area"] = "-1e39"
+    files = [write_parquet(frame, folder / "a.parquet"), write_csv(text, folder / "b.csv")]
+
+    summary = score(files, root, models["catboost"], tmp_path)
+
+    reasons = dict(zip(*read(summary.quarantine_uri)[[CASE_ID, "reason"]].T.to_numpy()))
+    assert reasons == {
+        frame.loc[1, CASE_ID]: "'worst area' is beyond float32 range (infinite to the model)",
+        frame.loc[2, CASE_ID]: "'mean radius' is negative (no measurement is)",
+        text.loc[0, CASE_ID]: "'mean area' is beyond float32 range (infinite to the model); "
+                              "'mean area' is negative (no measurement is)",
+    }
+    assert summary.rows_scored == 12 and np.isfinite(read(summary.output_uri)["p_malignant"]).all()
+
+
+def test_unusually_large_values_are_scored_and_counted(models, root, folder, tmp_path):
+    from turbine_dagster.core.data import UNUSUALLY_LARGE
+
+    frame = cases(50, "P")
+    frame.loc[[3, 4], "worst area"] = UNUSUALLY_LARGE["worst area"] * 2
+    frame.loc[4, "mean radius"] = UNUSUALLY_LARGE["mean radius"] * 2
+    files = [write_parquet(frame, folder / "a.parquet")]
+
+    summary = score(files, root, models["catboost"], tmp_path, chunk_rows=16)
+
+    assert (summary.rows_scored, summary.rows_quarantined) == (50, 0)
+    assert summary.rows_unusually_large == 2
+    assert summary.unusually_large_by_feature == {"mean radius": 1, "worst area": 2}
+    assert summary.unusually_large_examples == tuple(frame.loc[[3, 4], CASE_ID])
+
+
+@pytest.mark.parametrize("bad", [np.nan, 1.5, -0.1, np.inf])
+def test_a_model_output_that_is_no_probability_fails_the_run_naming_version_and_rows(models, root, folder, tmp_path,
+                                                                                      monkeypatch, bad):
+    from turbine_dagster.core import scoring
+
+    frame = cases(300, "P")
+    files = [write_parquet(frame, folder / "a.parquet")]
+
+    def faulty(model, features, batch_size=8192):
+        p = np.full(len(features), 0.2)
+        p[[5, 7]] = bad
+        return p
+
+    monkeypatch.setattr(scoring, "predict_malignant_proba", faulty)
+    with pytest.raises(scoring.ModelOutputError) as raised:
+        score(files, root, models["catboost"], tmp_path, model_version="v0007", chunk_rows=100)
+    message = str(raised.value)
+    assert "v0007" in message and frame.loc[5, CASE_ID] in message and frame.loc[7, CASE_ID] in message
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []  # nothing published
+
+
+def test_quarantined_rows_are_handed_on_as_they_come_when_no_row_is_clean(models, root, folder, tmp_path):
+    """All rows bad: quarantine blocks of about chunk_rows rows are written as the input is read, not kept until
+    a chunk of clean rows fills (which never happens here)."""
+    frame = cases(1000, "P")
+    frame["mean radius"] = np.nan
+    files = [write_parquet(frame, folder / "a.parquet", row_group_rows=100)]
+    progress = []
+
+    summary = score(files, root, models["catboost"], tmp_path, chunk_rows=100, on_progress=progress.append)
+
+    assert (summary.rows_scored, summary.rows_quarantined) == (0, 1000)
+    assert [p.rows_quarantined for p in progress] == [100 * i for i in range(1, 11)]
+    metadata = pq.ParquetFile(summary.quarantine_uri).metadata
+    assert max(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)) <= 200

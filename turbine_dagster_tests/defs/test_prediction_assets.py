@@ -197,3 +197,47 @@ def test_challenger_comparison_reports_agreement_and_disagreements(settings, par
     disagreements = metadata["champion_only_malignant"].value + metadata["challenger_only_malignant"].value
     assert metadata["agreement_rate"].value == pytest.approx(1 - disagreements / 500)
     assert "data:image/png;base64," in metadata["p_malignant"].value
+
+
+def test_a_model_output_that_is_no_probability_fails_the_run_and_publishes_nothing(settings, partition_key, week,
+                                                                                    team_models, monkeypatch):
+    from turbine_dagster.core import scoring
+
+    models, train = team_models
+    serve(settings, models["catboost"], train)
+
+    def faulty(model, features, batch_size=8192):
+        p = np.full(len(features), 0.3)
+        p[3] = np.nan  # compared with the threshold, NaN would have read as benign
+        return p
+
+    monkeypatch.setattr(scoring, "predict_malignant_proba", faulty)
+    result = materialize(PREDICTION, settings, partition_key)
+    assert not result.success and materialized_keys(result) == set()
+    message = failure_messages(result)
+    assert f"batch_predictions for {partition_key}" in message and "model v0001" in message and "nan" in message
+    assert not list((UPath(settings.storage_root) / "predictions").rglob("*.parquet"))
+
+
+def test_batch_predictions_record_layouts_and_unusually_large_values(settings, landing_root, week, partition_key,
+                                                                     team_models):
+    from sklearn.datasets import load_breast_cancer
+
+    from turbine_dagster.core.data import UNUSUALLY_LARGE
+
+    models, train = team_models
+    serve(settings, models["catboost"], train)
+    folder = landing.partition_dir(landing_root, landing.SCORING, TEAM, week)
+    wdbc = load_breast_cancer(as_frame=True).frame.drop(columns="target").head(30)
+    wdbc.loc[0, "worst area"] = UNUSUALLY_LARGE["worst area"] * 2
+    wdbc.to_csv((folder / "sklearn_export.csv").path, index=False)
+    stray = folder.parent / "week=2026-11-3"
+    stray.mkdir()
+    result = materialize(PREDICTION, settings, partition_key)
+    assert result.success, failure_messages(result)
+    metadata = result.asset_materializations_for_node("batch_predictions")[0].metadata
+    assert metadata["layouts"].value == {"internal": 1, "sklearn_frame": 1}
+    assert metadata["rows_scored"].value == 530
+    assert metadata["rows_with_unusually_large_values"].value == 1
+    assert "| worst area" in metadata["unusually_large_values"].value
+    assert metadata["ignored_landing_entries"].value == [f"scoring/team={TEAM}/week=2026-11-3"]

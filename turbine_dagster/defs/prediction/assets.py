@@ -82,11 +82,20 @@ def serving_version(context: dg.AssetExecutionContext, store: ModelRegistry, tea
 def scoring_files(context: dg.AssetExecutionContext, landing_zone: LandingZone, team: str, week: str):
     root = landing_zone.path()
     folder = landing.partition_dir(root, landing.SCORING, team, week)
+    strays = ignored_entries(context, root, team)
+    if strays:
+        context.log.warning(f"{context.asset_key.to_user_string()} for {context.partition_key}: "
+                            f"{landing.stray_warning(strays)}")
     try:
         return root, landing.data_files(folder, root)
     except landing.LandingError as error:
         raise dg.Failure(description=f"{context.asset_key.to_user_string()} for {context.partition_key}: {error}",
                          allow_retries=False) from error
+
+
+def ignored_entries(context: dg.AssetExecutionContext, root, team: str) -> list[str]:
+    """What lies in the team's scoring folder but is never read (a mistyped week folder); one listing per run."""
+    return landing.stray_entries(root, landing.SCORING, team)
 
 
 def _skipped_empty(context: dg.AssetExecutionContext, root, team: str, week: str) -> None:
@@ -108,9 +117,23 @@ def score_with(context: dg.AssetExecutionContext, store: ModelRegistry, version:
             output=folder / f"{name}.parquet", quarantine=folder / f"{name}-quarantine.parquet",
             chunk_rows=chunk_rows, batch_size=batch_size,
             on_progress=lambda progress: context.log.info(progress.message()))
-    except landing.LandingError as error:
+    except (landing.LandingError, scoring.ModelOutputError) as error:
         raise dg.Failure(description=f"{context.asset_key.to_user_string()} for {context.partition_key}: {error}",
                          allow_retries=False) from error
+
+
+def summary_metadata(summary) -> dict:
+    """What a person checks first about a scoring run's input: the layouts it came in, unusually large values."""
+    layouts = pd.Series(summary.layouts, dtype="object").value_counts().sort_index()
+    unusual = pd.DataFrame({"feature": list(summary.unusually_large_by_feature),
+                            "rows": list(summary.unusually_large_by_feature.values())})
+    return {
+        "layouts": dg.MetadataValue.json({str(name): int(count) for name, count in layouts.items()}),
+        "rows_with_unusually_large_values": summary.rows_unusually_large,
+        **({"unusually_large_values": dg.MetadataValue.md(
+            unusual.to_markdown(index=False) + "\n\nExamples: " + ", ".join(summary.unusually_large_examples))}
+           if summary.rows_unusually_large else {}),
+    }
 
 
 @prediction_side_asset(
@@ -148,7 +171,11 @@ def batch_predictions(context: dg.AssetExecutionContext, config: BatchPrediction
         "threshold": scoring_threshold(version, checkpoint),
         "output_uri": dg.MetadataValue.path(summary.output_uri),
         **({"quarantine_uri": dg.MetadataValue.path(summary.quarantine_uri)} if summary.quarantine_uri else {}),
-        "source_files": dg.MetadataValue.md("\n".join(f"- {name}" for name in summary.files)),
+        "source_files": dg.MetadataValue.md("\n".join(f"- {name} ({layout})"
+                                                       for name, layout in zip(summary.files, summary.layouts))),
+        **summary_metadata(summary),
+        **({"ignored_landing_entries": dg.MetadataValue.json(strays)}
+           if (strays := ignored_entries(context, root, team)) else {}),
     })
 
 
