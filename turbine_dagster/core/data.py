@@ -91,13 +91,14 @@ def load_labeled_cases(root: UPath, team: str, week: str, window_weeks: int = 0)
     return _storable(pd.concat(frames, ignore_index=True))
 
 
-def landed_labels(root: UPath, team: str, case_ids: set[str]) -> pd.DataFrame | None:
-    """``case_id`` and ``target`` of the given cases whose labels have landed in any week; None when none has."""
+def landed_labels(root: UPath, team: str, case_ids: set[str] | None = None) -> pd.DataFrame | None:
+    """``case_id`` and ``target`` of the cases whose labels have landed in any week (of the given cases, or of
+    all); None when none has."""
     weeks = landing.landed_weeks(root, landing.LABELED, team)
     if not weeks:
         return None
     cases = load_labeled_cases(root, team, weeks[-1])
-    labeled = cases.loc[cases[CASE_ID].isin(case_ids), [CASE_ID, TARGET]]
+    labeled = cases.loc[cases[CASE_ID].isin(case_ids) if case_ids is not None else slice(None), [CASE_ID, TARGET]]
     return labeled if len(labeled) else None
 
 

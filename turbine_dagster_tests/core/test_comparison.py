@@ -118,8 +118,8 @@ def test_shift_reports_mean_difference_quantiles_and_ks(champion, challenger):
 
     assert shift["mean_difference"] == pytest.approx(np.mean(challenger_p - champion_p))
     assert shift["max_absolute_difference"] == pytest.approx(0.5)
-    assert shift["quantiles"]["0.5"] == pytest.approx(
-        {"champion": np.median(champion_p), "challenger": np.median(challenger_p)})
+    assert shift["quantiles"]["0.5"] == pytest.approx(  # from histograms: exact to half a bin
+        {"champion": np.median(champion_p), "challenger": np.median(challenger_p)}, abs=1e-6)
     assert 0 < shift["ks_statistic"] <= 1
 
 
@@ -165,7 +165,8 @@ def test_markdown_has_the_summary_sample_and_labelled_tables(champion, challenge
 
 
 def test_plot_is_an_embedded_png(champion, challenger):
-    markdown = p_malignant_plot_markdown(champion, challenger, champion_name="v0001", challenger_name="v0002")
+    report = compare_predictions(champion, challenger, champion_name="v0001", challenger_name="v0002")
+    markdown = p_malignant_plot_markdown(report)
 
     assert markdown.startswith("![P(malignant): v0001 vs v0002](data:image/png;base64,")
 
@@ -175,3 +176,77 @@ def test_column_names_are_those_of_the_scoring_output():
 
     assert (comparison.P_MALIGNANT, comparison.PREDICTED_LABEL, comparison.MODEL_VERSION, comparison.THRESHOLD) == (
         scoring.P_MALIGNANT, scoring.PREDICTED_LABEL, scoring.MODEL_VERSION, scoring.THRESHOLD)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction files compared in bounded memory
+
+
+def write_predictions(frame: pd.DataFrame, path, row_group_rows: int = 1000):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), str(path), row_group_size=row_group_rows)
+    return path
+
+
+def many_scored(rows: int, seed: int, version: str) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    p = rng.beta(0.5, 0.5, rows)
+    frame = scored({f"case-{i:07d}": value for i, value in enumerate(p)}, version)
+    return frame
+
+
+def test_files_compared_bucket_by_bucket_give_the_report_of_frames_in_memory(tmp_path):
+    champion = many_scored(5000, 1, "v0001")
+    challenger = many_scored(5000, 2, "v0002").iloc[100:].sample(frac=1.0, random_state=4)  # other order, 100 fewer
+    labels = pd.DataFrame({CASE_ID: champion[CASE_ID].iloc[::7], TARGET: np.arange(len(champion))[::7] % 2})
+    in_memory = compare_predictions(champion, challenger, labels, sample_size=5)
+
+    from_files = comparison.compare_prediction_files(
+        write_predictions(champion, tmp_path / "champion.parquet"),
+        write_predictions(challenger, tmp_path / "challenger.parquet"), labels, sample_size=5, bucket_rows=700)
+
+    expected, got = in_memory.to_dict(), from_files.to_dict()
+    expected_shift, got_shift = expected.pop("shift"), got.pop("shift")
+    assert got_shift.pop("quantiles") == expected_shift.pop("quantiles")  # the same histograms, bucket by bucket
+    assert got_shift == pytest.approx(expected_shift)  # sums in another order
+    assert got == expected
+    assert (from_files.n_compared, from_files.n_champion_only, from_files.n_challenger_only) == (4900, 100, 0)
+    assert from_files.disagreements.equals(in_memory.disagreements)
+
+
+def test_quantiles_and_ks_match_the_exact_figures(tmp_path):
+    from scipy.stats import ks_2samp
+
+    champion, challenger = many_scored(3000, 3, "v0001"), many_scored(3000, 5, "v0002")
+    shift = compare_predictions(champion, challenger).shift
+
+    assert shift["ks_statistic"] == pytest.approx(ks_2samp(champion["p_malignant"], challenger["p_malignant"]).statistic,
+                                                  abs=2e-3)
+    for q in comparison.QUANTILES:
+        assert shift["quantiles"][f"{q:g}"]["champion"] == pytest.approx(np.quantile(champion["p_malignant"], q),
+                                                                         abs=1e-5)
+
+
+def test_a_case_id_repeated_in_a_file_is_refused_whatever_the_buckets(tmp_path):
+    champion = many_scored(2000, 1, "v0001")
+    repeated = pd.concat([champion, champion.iloc[[1234]]])
+    with pytest.raises(ValueError, match=r"champion: 1 case id\(s\) appear more than once \(e.g. 'case-0001234'\)"):
+        comparison.compare_prediction_files(write_predictions(repeated, tmp_path / "a.parquet"),
+                                            write_predictions(champion, tmp_path / "b.parquet"), None, bucket_rows=300)
+
+
+def test_only_the_most_different_disagreements_are_kept(monkeypatch):
+    monkeypatch.setattr(comparison, "DISAGREEMENTS_KEPT", 10)
+    champion, challenger = many_scored(2000, 1, "v0001"), many_scored(2000, 2, "v0002")
+    report = compare_predictions(champion, challenger, sample_size=3)
+
+    assert len(report.disagreements) == 10 and report.n_disagree > 10
+    assert report.disagreements["difference"].abs().is_monotonic_decreasing
+
+
+def test_probabilities_outside_zero_one_are_refused(champion, challenger):
+    broken = champion.assign(p_malignant=champion["p_malignant"].where(champion[CASE_ID] != "c03", 1.2))
+    with pytest.raises(ValueError, match=r"champion predictions: 1 row\(s\) have a 'p_malignant' outside \[0, 1\]"):
+        compare_predictions(broken, challenger)

@@ -263,16 +263,21 @@ def challenger_comparison(context: dg.AssetExecutionContext, config: ChallengerC
         _skipped_empty(context, root, team, week)
         return
     folder = prediction_store.folder(team, week) / "comparison"
-    scored = {}
     for role, (version, checkpoint) in {"champion": (champion, None),
                                         "challenger": (challenger, challenger_checkpoint)}.items():
         score_with(context, store, version, checkpoint, files, root, folder, role, config.chunk_rows)
-        with (folder / f"{role}.parquet").open("rb") as handle:
-            scored[role] = pd.read_parquet(handle)
-    labels = data.landed_labels(landing_zone.path(), team, set(scored["champion"]["case_id"]))
-    report = comparison.compare_predictions(scored["champion"], scored["challenger"], labels, config.sample_size)
+    # Labels are the team's labelled cases (training-sized); the predictions are joined bucket by bucket, so memory
+    # does not grow with the week's scored rows.
+    labels = data.landed_labels(landing_zone.path(), team)
+    try:
+        report = comparison.compare_prediction_files(folder / "champion.parquet", folder / "challenger.parquet",
+                                                     labels, config.sample_size)
+    except ValueError as error:
+        raise dg.Failure(description=f"challenger_comparison for {context.partition_key}: {error}",
+                         allow_retries=False) from error
+    labeled_cases = 0 if report.labeled is None else report.labeled["champion"].n_labeled
     context.log.info(f"agreement {report.agreement_rate:.4f} over {report.n_compared} cases; "
-                     f"labels for {0 if labels is None else len(labels)} of them")
+                     f"labels for {labeled_cases} of them")
     yield dg.Output(report.to_dict(), metadata={
         "champion": model_reference(champion),
         "challenger": model_reference(challenger, challenger_checkpoint),
@@ -282,11 +287,9 @@ def challenger_comparison(context: dg.AssetExecutionContext, config: ChallengerC
         "challenger_only_malignant": report.challenger_only_malignant,
         "ks_statistic": report.shift["ks_statistic"],
         "mean_difference": report.shift["mean_difference"],
-        "labeled_cases": 0 if labels is None else len(labels),
+        "labeled_cases": labeled_cases,
         "comparison": dg.MetadataValue.md(comparison.comparison_markdown(report)),
-        "p_malignant": dg.MetadataValue.md(comparison.p_malignant_plot_markdown(
-            scored["champion"], scored["challenger"], champion_name=report.champion_name,
-            challenger_name=report.challenger_name)),
+        "p_malignant": dg.MetadataValue.md(comparison.p_malignant_plot_markdown(report)),
     })
 
 
