@@ -210,7 +210,7 @@ class Layout:
             values = batch.column(column)
             filled = ~is_blank(values)
             if filled.any():
-                raise landing.LandingError(_unnamed_message(file, self, column, _first(values, filled)))
+                raise landing.LandingError(_unnamed_message(file, column, _first(values, filled)))
         arrays = [_case_ids(batch.column(self.case_id)) if self.case_id else
                   content_id(*(batch.column(feature) for feature in self.features))]
         arrays += [_plain(batch.column(feature)) for feature in self.features]
@@ -248,19 +248,20 @@ def recognise_columns(header: list[str], first: list[str] | None, kind: str, fil
     labeled = kind == landing.LABELED
     if text and (uci := _uci_layout(header, labeled, file)) is not None:
         return uci
-    names = [_reader_name(name, position) for position, name in enumerate(header)]
+    # A CSV's columns get the names given to its reader; a Parquet file's keep their own.
+    names = [_reader_name(name, position) for position, name in enumerate(header)] if text else list(header)
     if text and first is not None:
         names = _fit_to_rows(names, first, file)
     by_key: dict[str, str] = {}
     for name in names:
-        if _UNNAMED.match(name.lower()) or _PANDAS_INDEX.match(name):
+        if _is_unnamed(name) or _PANDAS_INDEX.match(name):
             continue
         if _key(name) in by_key:
             raise landing.LandingError(
                 f"{file} has two columns named {by_key[_key(name)]!r} and {name!r}; which one holds the data is "
                 "ambiguous: drop or rename one")
         by_key[_key(name)] = name
-    unnamed = tuple(n for n in names if _UNNAMED.match(n.lower()))
+    unnamed = tuple(n for n in names if _is_unnamed(n))
     sklearn = [f for f in FEATURE_COLUMNS if _key(f) in by_key]
     snake = [f for f in SNAKE_FEATURES if _key(f) in by_key]
     if sklearn and snake:
@@ -291,11 +292,9 @@ def recognise_columns(header: list[str], first: list[str] | None, kind: str, fil
     missing = [column for column in required if _key(column) not in by_key]
     if missing:
         raise landing.LandingError(_missing_message(file, missing, layout_name, labeled, header))
-    if (unnamed and first is not None) and any(
-            position < len(first) and first[position].strip() for position, n in enumerate(names) if n in unnamed):
-        column = next(n for position, n in enumerate(names)
-                      if n in unnamed and position < len(first) and first[position].strip())
-        raise landing.LandingError(_unnamed_message(file, None, column, first[names.index(column)].strip()))
+    for position, name in enumerate(names):  # refused on the first case already, before any reading
+        if name in unnamed and first is not None and position < len(first) and first[position].strip():
+            raise landing.LandingError(_unnamed_message(file, name, first[position].strip()))
     return Layout(
         name=layout_name,
         columns=tuple(names),
@@ -307,10 +306,13 @@ def recognise_columns(header: list[str], first: list[str] | None, kind: str, fil
     )
 
 
+def _is_unnamed(name: str) -> bool:
+    return bool(_UNNAMED.match(" ".join(name.split()).lower()))
+
+
 def _reader_name(name: str, position: int) -> str:
-    """The name a column goes by: the header's, whitespace trimmed; 'unnamed: <position>' when it has none."""
-    name = " ".join(name.split())
-    return f"unnamed: {position}" if _UNNAMED.match(name.lower()) else name
+    """The name a CSV column goes by: the header's, whitespace trimmed; 'unnamed: <position>' when it has none."""
+    return f"unnamed: {position}" if _is_unnamed(name) else " ".join(name.split())
 
 
 def _fit_to_rows(names: list[str], first: list[str], file: str) -> list[str]:
@@ -321,7 +323,7 @@ def _fit_to_rows(names: list[str], first: list[str], file: str) -> list[str]:
             f"{file}: the first case has {len(first)} fields but the header names {len(names)}; name every column "
             "or remove the extra fields")
     extra = names[len(first):]
-    if extra and all(_UNNAMED.match(name.lower()) for name in extra):
+    if extra and all(_is_unnamed(name) for name in extra):
         return names[:len(first)]
     return names
 
@@ -357,7 +359,7 @@ def _missing_message(file: str, missing: list[str], layout_name: str, labeled: b
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     plural = "s" if len(missing) > 1 else ""
     if layout_name == WDBC_CSV:
-        needs = f"a file in the WDBC CSV layout needs 'id', the 30 snake_case feature columns" + \
+        needs = "a file in the WDBC CSV layout needs 'id', the 30 snake_case feature columns" + \
                 (" and 'diagnosis' (M/B)" if labeled else "")
     else:
         needs = (f"every {'labeled' if labeled else 'scoring'} file needs '{CASE_ID}', the "
@@ -371,10 +373,11 @@ def _missing_message(file: str, missing: list[str], layout_name: str, labeled: b
            "landing zone)"
 
 
-def _unnamed_message(file: str, layout: Layout | None, column: str, value: object) -> str:
-    position = column.removeprefix("unnamed: ")
+def _unnamed_message(file: str, column: str, value: object) -> str:
+    position = re.sub(r"\D", "", column)
+    where = f"column {int(position) + 1}" if position else f"column {column!r}"
     return (
-        f"{file}: column {int(position) + 1} has no name but holds values (e.g. {value!r}); whether it is a case "
+        f"{file}: {where} has no name but holds values (e.g. {value!r}); whether it is a case "
         f"id is ambiguous: name it '{CASE_ID}' if it holds the case ids, else drop it (pandas writes its row index "
         "this way: write with to_csv(index=False))")
 

@@ -202,3 +202,15 @@ def test_an_unknown_layout_fails_naming_the_columns(root, content, expected):
 def test_text_cells_read_as_numbers_by_one_exact_rule():
     values = layouts.to_float64(pa.array([" 17.99 ", "1e300", "-inf", "NaN", "twelve", "1,001", None, "0.1"]))
     np.testing.assert_array_equal(values, [17.99, 1e300, -np.inf, np.nan, np.nan, np.nan, np.nan, 0.1])
+
+
+def test_an_unnamed_parquet_column_must_be_empty(root):
+    """Kaggle's data.csv read by pandas and saved as Parquet keeps an all-empty 'Unnamed: 32': fine; a filled one
+    (pandas' index saved as a column) is not."""
+    kaggle = kaggle_frame().head(20).assign(**{"Unnamed: 32": np.nan})
+    land(root, landing.LABELED, "a.parquet", kaggle)
+    assert len(data.load_labeled_cases(root, TEAM, WEEK)) == 20
+
+    land(root, landing.LABELED, "b.parquet", sklearn_frame().head(5).reset_index(names="Unnamed: 0"))
+    with pytest.raises(landing.LandingError, match=r"b\.parquet: column 1 has no name but holds values"):
+        data.load_labeled_cases(root, TEAM, WEEK)
