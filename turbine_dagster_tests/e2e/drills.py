@@ -268,45 +268,50 @@ def _with_cell(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFram
     return frame
 
 
-def bad_inputs(teams: tuple[str, ...], weeks: list[str]) -> list[BadInput]:
-    """Every bad input of the spine issue, one partition each: three teams, weeks without demo data."""
-    slots = iter([(team, week) for week in weeks for team in teams])
-    made = []
+def _csv_and_stray_file(team: str, week: str) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        _csv(_cases(team, week))(folder)
+        (folder / "notes.txt").write_text("not data\n")
+    return write
 
-    def add(name, file, failing_check, needles, build):
+
+# Every bad input of the spine issue: name, landed file, the blocking raw_data check that must fail (None:
+# raw_data itself fails), fragments the error must contain, and how to build the writer for a team and week.
+_BAD_INPUT_KINDS = (
+    ("missing column", "cases.csv", None, ("column 'mean radius' missing in {file}",),
+     lambda t, w: _csv(_cases(t, w).drop(columns=["mean radius"]))),
+    ("text in a numeric column", "cases.csv", "feature_columns_numeric",
+     ("column 'mean radius' is not numeric: 1 row(s) in {file}",),
+     lambda t, w: _csv(_with_cell(_cases(t, w), 5, "mean radius", "twelve"))),
+    ("NaN", "cases.parquet", "no_missing_or_infinite_values", ("column 'mean texture' is NaN: 1 row(s) in {file}",),
+     lambda t, w: lambda folder: _with_cell(_cases(t, w), 3, "mean texture", np.nan).to_parquet(
+         folder / "cases.parquet", index=False)),
+    ("inf", "cases.csv", "no_missing_or_infinite_values", ("column 'mean area' is infinite: 1 row(s) in {file}",),
+     lambda t, w: _csv(_with_cell(_cases(t, w), 4, "mean area", np.inf))),
+    ("unknown label", "cases.csv", "labels_valid",
+     ("column 'target' holds a label other than 0 (malignant) or 1 (benign): 1 row(s) in {file}",),
+     lambda t, w: _csv(_with_cell(_cases(t, w), 2, TARGET, 2))),
+    ("duplicate case_id", "cases.csv", "case_ids_unique",
+     ("column 'case_id' repeats a case id: 2 row(s) in {file}",),
+     lambda t, w: (lambda frame: _csv(_with_cell(frame, 7, CASE_ID, frame.loc[6, CASE_ID])))(_cases(t, w))),
+    ("empty partition", "cases.csv", None, ("no labeled cases for {team} up to week {week}",),
+     lambda t, w: _csv(_cases(t, w).iloc[0:0])),
+    ("file that is not CSV or Parquet", "notes.txt", None, ("{file} is not a CSV or Parquet file",),
+     _csv_and_stray_file),
+)
+BAD_INPUT_NAMES = tuple(kind[0] for kind in _BAD_INPUT_KINDS)
+
+
+def bad_inputs(teams: tuple[str, ...], weeks: list[str]) -> dict[str, BadInput]:
+    """Every bad input, by name, one partition each: the teams over the weeks (weeks without demo data)."""
+    slots = iter([(team, week) for week in weeks for team in teams])
+    made = {}
+    for name, file, failing_check, needles, build in _BAD_INPUT_KINDS:
         team, week = next(slots)
         folder = f"labeled/team={team}/week={week}"
-        made.append(BadInput(name, team, week, f"{folder}/{file}", failing_check,
-                             tuple(n.format(file=f"{folder}/{file}", team=team, week=week) for n in needles),
-                             build(team, week)))
-
-    add("missing column", "cases.csv", None, ("column 'mean radius' missing in {file}",),
-        lambda t, w: _csv(_cases(t, w).drop(columns=["mean radius"])))
-    add("text in a numeric column", "cases.csv", "feature_columns_numeric",
-        ("column 'mean radius' is not numeric: 1 row(s) in {file}",),
-        lambda t, w: _csv(_with_cell(_cases(t, w), 5, "mean radius", "twelve")))
-    add("NaN", "cases.parquet", "no_missing_or_infinite_values", ("column 'mean texture' is NaN: 1 row(s) in {file}",),
-        lambda t, w: lambda folder: _with_cell(_cases(t, w), 3, "mean texture", np.nan).to_parquet(
-            folder / "cases.parquet", index=False))
-    add("inf", "cases.csv", "no_missing_or_infinite_values", ("column 'mean area' is infinite: 1 row(s) in {file}",),
-        lambda t, w: _csv(_with_cell(_cases(t, w), 4, "mean area", np.inf)))
-    add("unknown label", "cases.csv", "labels_valid",
-        ("column 'target' holds a label other than 0 (malignant) or 1 (benign): 1 row(s) in {file}",),
-        lambda t, w: _csv(_with_cell(_cases(t, w), 2, TARGET, 2)))
-    add("duplicate case_id", "cases.csv", "case_ids_unique",
-        ("column 'case_id' repeats a case id: 2 row(s) in {file}",),
-        lambda t, w: (lambda frame: _csv(_with_cell(frame, 7, CASE_ID, frame.loc[6, CASE_ID])))(_cases(t, w)))
-    add("empty partition", "cases.csv", None, ("no labeled cases for {team} up to week {week}",),
-        lambda t, w: _csv(_cases(t, w).iloc[0:0]))
-
-    def csv_and_stray_file(t, w):
-        def write(folder: Path) -> None:
-            _csv(_cases(t, w))(folder)
-            (folder / "notes.txt").write_text("not data\n")
-        return write
-
-    add("file that is not CSV or Parquet", "notes.txt", None, ("{file} is not a CSV or Parquet file",),
-        csv_and_stray_file)
+        made[name] = BadInput(name, team, week, f"{folder}/{file}", failing_check,
+                              tuple(n.format(file=f"{folder}/{file}", team=team, week=week) for n in needles),
+                              build(team, week))
     return made
 
 

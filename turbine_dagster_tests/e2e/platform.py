@@ -1,6 +1,7 @@
 """The platform started exactly as the README's run command does (`make dev`), in temporary folders,
 and a small client for the webserver's GraphQL API."""
 
+import datetime as dt
 import os
 import signal
 import socket
@@ -118,15 +119,19 @@ class Platform:
             pass
 
 
-def start_platform(tmp: Path, demo_args: str = "--weeks 2 --scoring-rows 3000", extra_env: dict | None = None,
-                   timeout: float = 240) -> Platform:
-    """``make dev`` with a temporary DAGSTER_HOME, landing zone and storage, on a free port."""
+def start_platform(tmp: Path, as_of: dt.date, demo_args: str = "--weeks 2 --scoring-rows 3000",
+                   extra_env: dict | None = None, timeout: float = 240) -> Platform:
+    """``make dev`` with a temporary DAGSTER_HOME, landing zone and storage, on a free port.
+
+    Demo data is written for the weeks up to the one holding ``as_of`` (the tests' fixed today); the
+    platform itself keeps the real clock, under which those past weeks are partitions.
+    """
     port = free_port()
     home, landing_root, storage_root, log = tmp / "dagster_home", tmp / "landing", tmp / "storage", tmp / "dev.log"
     env = {**os.environ, "TURBINE_LANDING_ROOT": str(landing_root), "TURBINE_STORAGE_ROOT": str(storage_root),
            **(extra_env or {})}
-    subprocess.run([str(REPO / ".venv/bin/turbine-demo-data"), *demo_args.split()], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([str(REPO / ".venv/bin/turbine-demo-data"), *demo_args.split(), "--as-of", as_of.isoformat()],
+                   env=env, check=True, capture_output=True)
     process = subprocess.Popen(["make", "--no-print-directory", "dev", f"DAGSTER_HOME={home}", f"PORT={port}"],
                                cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                                start_new_session=True)

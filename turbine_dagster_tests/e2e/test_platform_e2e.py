@@ -5,36 +5,41 @@ import socket
 
 import pytest
 
-from turbine_dagster.core.demo_data import recent_weeks
 from turbine_dagster_tests.e2e.platform import REPO, start_platform
 
 pytestmark = pytest.mark.slow
 
 TEAM = "team_a"
 # Enough training to make a real diagnostic model, little enough for CI's two cores.
+# Quality bars and precision floor low: this test checks the wiring, not the luck of a small partition.
 TRAINING_CONFIG = {"ops": {
+    "splits": {"config": {"folds": 3}},
     "tf_model": {"config": {"epochs": 40, "patience": 8}},
     "catboost_model": {"config": {"iterations": 150, "depth": [4], "learning_rate": [0.1], "l2_leaf_reg": [1.0, 3.0],
                                   "cv_folds": 2}},
     "tf_evaluation": {"config": {"n_bootstrap": 200}},
     "catboost_evaluation": {"config": {"n_bootstrap": 200}},
+    "champion_model": {"config": {"n_bootstrap": 200}},
+    "champion_model_champion_meets_quality_bars": {"config": {"min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
+    "serving_champion": {"config": {"min_precision": 0.0}},
 }}
-TRAINING_ASSETS = {"raw_data", "train_split", "validation_split", "test_split", "tf_model", "catboost_model",
-                   "tf_evaluation", "catboost_evaluation", "champion_model", "serving_champion"}
+TRAINING_ASSETS = {"raw_data", "train_split", "test_split", "tf_model", "catboost_model", "tf_model_out_of_fold",
+                   "catboost_model_out_of_fold", "tf_evaluation", "catboost_evaluation", "champion_model",
+                   "serving_champion"}
 PREDICTION_ASSETS = {"batch_predictions", "drift_report"}
 ARTIFACTS = REPO / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    started = start_platform(tmp_path_factory.mktemp("e2e"))
+def platform(tmp_path_factory, today):
+    started = start_platform(tmp_path_factory.mktemp("e2e"), as_of=today)
     yield started
     started.stop()
 
 
 @pytest.fixture(scope="module")
-def partition():
-    return f"{TEAM}|{recent_weeks(1)[0]}"
+def partition(week):
+    return f"{TEAM}|{week}"
 
 
 @pytest.fixture(scope="module")

@@ -28,25 +28,25 @@ from turbine_dagster.core.demo_data import recent_weeks
 from turbine_dagster.core.registry import ModelRegistry
 from turbine_dagster.defs.resources import LandingZone, PartitionFolders
 from turbine_dagster.settings import Settings
+from turbine_dagster_tests.conftest import WEEKS_UP_TO_TODAY
 from turbine_dagster_tests.e2e import drills
 from turbine_dagster_tests.e2e.platform import Platform, start_platform
 
 slow = pytest.mark.slow
 
 TEAMS = ("team_a", "team_b", "team_c", "team_d")
-WEEKS = recent_weeks(8)
-CURRENT_WEEK = WEEKS[-1]
 DEMO_ARGS = "--weeks 2 --scoring-rows 0"  # labeled data for the two latest weeks; nothing here scores
-BAD_INPUTS = drills.bad_inputs(("team_b", "team_c", "team_d"), WEEKS[3:6])  # weeks older than the demo data
-DRIFT_PARTITION = f"team_d|{WEEKS[0]}"  # no labeled data up to that week: its retraining run fails at once
-KILLED_PARTITION = f"team_a|{CURRENT_WEEK}"
 
 SMALL_TRAINING = {
+    "splits": {"config": {"folds": 3}},
     "tf_model": {"config": {"epochs": 15, "patience": 5}},
     "catboost_model": {"config": {"iterations": 60, "depth": [4], "learning_rate": [0.1], "l2_leaf_reg": [3.0],
                                   "cv_folds": 2}},
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
+    "champion_model": {"config": {"n_bootstrap": 100}},
+    "champion_model_champion_meets_quality_bars": {"config": {"min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
+    "serving_champion": {"config": {"min_precision": 0.0}},
 }
 # Hundreds of epochs at batch size 8: tf_model trains for minutes, long enough to be killed mid-epoch.
 LONG_TRAINING = {**SMALL_TRAINING, "tf_model": {"config": {"epochs": 400, "patience": 400, "batch_size": 8}}}
@@ -54,15 +54,46 @@ ONE_WEEK_OF_DATA = {"raw_data": {"config": {"window_weeks": 1}}}
 RAW_DATA_CHECKS = ("feature_columns_numeric", "no_missing_or_infinite_values", "labels_valid", "case_ids_unique",
                    "enough_rows_per_class")
 
-# Partition keys that try to leave the landing root or the storage root. A marker name makes any file
-# or folder that a traversal would have created findable.
+# A marker name in partition keys that try to leave the roots makes anything a traversal created findable.
 ESCAPE = "escaped-by-drill"
-TRAVERSAL_KEYS = {
-    "relative team": (f"../{ESCAPE}|{CURRENT_WEEK}", f"'../{ESCAPE}'"),
-    "absolute team": (f"/tmp/{ESCAPE}|{CURRENT_WEEK}", f"'/tmp/{ESCAPE}'"),
-    "relative week": (f"team_b|../../../../{ESCAPE}", f"'../../../../{ESCAPE}'"),
-    "absolute week": (f"team_b|/tmp/{ESCAPE}", f"'/tmp/{ESCAPE}'"),
-}
+
+
+@pytest.fixture(scope="module")
+def weeks(today) -> list[str]:
+    """The weeks the drills use, up to today's (the tests' fixed date); demo data lands for the last two."""
+    return recent_weeks(WEEKS_UP_TO_TODAY, today=today)
+
+
+@pytest.fixture(scope="module")
+def current_week(weeks) -> str:
+    return weeks[-1]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(weeks) -> dict[str, drills.BadInput]:
+    return drills.bad_inputs(("team_b", "team_c", "team_d"), weeks[3:6])  # weeks older than the demo data
+
+
+@pytest.fixture(scope="module")
+def drift_partition(weeks) -> str:
+    return f"team_d|{weeks[0]}"  # no labeled data up to that week: its retraining run fails at once
+
+
+@pytest.fixture(scope="module")
+def killed_partition(current_week) -> str:
+    return f"team_a|{current_week}"
+
+
+@pytest.fixture(scope="module")
+def traversal_keys(current_week) -> dict[str, tuple[str, str]]:
+    """Partition keys that try to leave the landing root or the storage root, each with the part the
+    refusal must name."""
+    return {
+        "relative team": (f"../{ESCAPE}|{current_week}", f"'../{ESCAPE}'"),
+        "absolute team": (f"/tmp/{ESCAPE}|{current_week}", f"'/tmp/{ESCAPE}'"),
+        "relative week": (f"team_b|../../../../{ESCAPE}", f"'../../../../{ESCAPE}'"),
+        "absolute week": (f"team_b|/tmp/{ESCAPE}", f"'/tmp/{ESCAPE}'"),
+    }
 
 
 @dataclasses.dataclass
@@ -88,28 +119,28 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, today, weeks, bad_inputs, drift_partition, traversal_keys):
     """Landing zone with every bad input, a serving champion per team, then `make dev`; everything the
     module checks is launched at once so the queue runs it concurrently while the drills proceed."""
     tmp = tmp_path_factory.mktemp("reliability")
-    for bad in BAD_INPUTS:
+    for bad in bad_inputs.values():
         drills.land(tmp / "landing", bad)  # before start-up: the landing sensor takes them as its baseline
     for team in TEAMS:
-        drills.seed_serving_champion(tmp / "storage" / "registry", team, WEEKS[-2])
+        drills.seed_serving_champion(tmp / "storage" / "registry", team, weeks[-2])
     seeded = drills.snapshot(tmp / "storage", lambda relative: relative.startswith("registry/"))
-    site = Site(tmp, start_platform(tmp, demo_args=DEMO_ARGS), seeded)
+    site = Site(tmp, start_platform(tmp, as_of=today, demo_args=DEMO_ARGS), seeded)
     platform = site.platform  # the last drill replaces site.platform; teardown stops whichever runs
     try:
         with dg.DagsterInstance.from_config(str(platform.home)) as instance:
-            site.drift_storage_id = drills.report_drift(instance, DRIFT_PARTITION)
+            site.drift_storage_id = drills.report_drift(instance, drift_partition)
         one_week = {**drills.IN_PROCESS, "ops": ONE_WEEK_OF_DATA}
-        for bad in BAD_INPUTS:
+        for bad in bad_inputs.values():
             site.bad_runs[bad.name] = platform.launch("turbine-training", "training_pipeline", bad.partition, one_week)
-        for name, (key, _) in TRAVERSAL_KEYS.items():
+        for name, (key, _) in traversal_keys.items():
             site.traversal_runs[name] = drills.launch_raw(platform, "turbine-training", "training_pipeline", key,
                                                           drills.IN_PROCESS)
         site.traversal_runs["prediction, relative team"] = drills.launch_raw(
-            platform, "turbine-prediction", "prediction_pipeline", TRAVERSAL_KEYS["relative team"][0],
+            platform, "turbine-prediction", "prediction_pipeline", traversal_keys["relative team"][0],
             drills.IN_PROCESS)
         yield site
     finally:
@@ -124,8 +155,9 @@ def seeded_registry_of(site: Site, team: str) -> dict[str, str]:
 
 
 @slow
-@pytest.mark.parametrize("bad", BAD_INPUTS, ids=[bad.name for bad in BAD_INPUTS])
-def test_bad_landing_data_fails_the_run_with_a_named_error_and_nothing_downstream(site, bad):
+@pytest.mark.parametrize("bad_name", drills.BAD_INPUT_NAMES)
+def test_bad_landing_data_fails_the_run_with_a_named_error_and_nothing_downstream(site, bad_inputs, bad_name):
+    bad = bad_inputs[bad_name]
     run_id = site.bad_runs[bad.name]
     assert site.platform.wait_for_run(run_id, timeout=480) == "FAILURE"
     log = drills.run_log(site.platform, run_id)
@@ -148,7 +180,7 @@ def test_bad_landing_data_fails_the_run_with_a_named_error_and_nothing_downstrea
 
     # Nothing downstream ran, nothing downstream was written.
     assert log.started_steps() <= {"raw_data", *(f"raw_data_{name}" for name in RAW_DATA_CHECKS)}
-    for asset in ("train_split", "validation_split", "test_split", "tf_model", "catboost_model", "tf_evaluation",
+    for asset in ("train_split", "test_split", "tf_model", "catboost_model", "tf_evaluation",
                   "catboost_evaluation", "champion_model", "serving_champion"):
         assert not drills.asset_file(site.storage, asset, bad.partition).exists(), asset
     # The team's serving champion and every registry entry are exactly as seeded.
@@ -160,7 +192,7 @@ def test_bad_landing_data_fails_the_run_with_a_named_error_and_nothing_downstrea
 
 
 @slow
-def test_partition_keys_that_leave_the_roots_are_refused_through_graphql(site):
+def test_partition_keys_that_leave_the_roots_are_refused_through_graphql(site, traversal_keys):
     """Dagster accepts a launch with any `dagster/partition` tag; the platform must refuse to follow it."""
     launched = {}
     for name, result in site.traversal_runs.items():
@@ -173,7 +205,7 @@ def test_partition_keys_that_leave_the_roots_are_refused_through_graphql(site):
     for name, run_id in launched.items():
         assert statuses[run_id] == "FAILURE", name
         log = drills.run_log(site.platform, run_id)
-        _, offending = TRAVERSAL_KEYS["relative team" if name.startswith("prediction") else name]
+        _, offending = traversal_keys["relative team" if name.startswith("prediction") else name]
         failures = log.step_failures()
         assert failures, name
         for step, error in failures.items():
@@ -188,21 +220,21 @@ def test_partition_keys_that_leave_the_roots_are_refused_through_graphql(site):
 
 
 @slow
-def test_an_asset_subset_cannot_read_or_write_outside_the_storage_root(site):
+def test_an_asset_subset_cannot_read_or_write_outside_the_storage_root(site, current_week):
     """Materializing only the splits (the UI's "Materialize selected") for a key that climbs out of the
     storage root: a raw_data table planted where the climbing path leads must be neither read nor
     overwritten."""
     planted_dir = site.tmp / "planted-by-drill"
     planted_dir.mkdir()
-    planted = planted_dir / f"{CURRENT_WEEK}.parquet"
-    data.load_labeled_cases(UPath(site.platform.landing_root), "team_a", CURRENT_WEEK).to_parquet(planted, index=False)
+    planted = planted_dir / f"{current_week}.parquet"
+    data.load_labeled_cases(UPath(site.platform.landing_root), "team_a", current_week).to_parquet(planted, index=False)
     before = planted.read_bytes()
     # <storage>/assets/raw_data/<team>/<week>.parquet with this team is the planted file.
-    key = f"../../../planted-by-drill|{CURRENT_WEEK}"
-    assert (site.storage / "assets" / "raw_data" / key.split("|")[0] / f"{CURRENT_WEEK}.parquet").resolve() == planted
+    key = f"../../../planted-by-drill|{current_week}"
+    assert (site.storage / "assets" / "raw_data" / key.split("|")[0] / f"{current_week}.parquet").resolve() == planted
 
     result = drills.launch_raw(site.platform, "turbine-training", "training_pipeline", key, drills.IN_PROCESS,
-                               asset_selection=["train_split", "validation_split", "test_split"])
+                               asset_selection=["train_split", "test_split"])
     if result["__typename"] == "LaunchRunSuccess":
         run_id = result["run"]["runId"]
         assert site.platform.wait_for_run(run_id, timeout=300) == "FAILURE"
@@ -215,27 +247,27 @@ def test_an_asset_subset_cannot_read_or_write_outside_the_storage_root(site):
     assert sorted(p.name for p in planted_dir.iterdir()) == [planted.name]
 
 
-def test_team_names_and_weeks_that_leave_the_landing_root_are_rejected_at_the_core(tmp_path):
+def test_team_names_and_weeks_that_leave_the_landing_root_are_rejected_at_the_core(tmp_path, current_week):
     root = UPath(tmp_path / "landing")
     zone = LandingZone(root=str(root))
     predictions = PartitionFolders(root=str(tmp_path / "predictions"))
     for team in ("../x", "/etc", "..", "team_a/../../x", "team_a/..", "\\..\\x"):
         for kind in (landing.LABELED, landing.SCORING):
             with pytest.raises(landing.LandingError, match="invalid team name"):
-                landing.partition_dir(root, kind, team, CURRENT_WEEK)
+                landing.partition_dir(root, kind, team, current_week)
         with pytest.raises(landing.LandingError, match="invalid team name"):
             landing.landed_weeks(zone.path(), landing.LABELED, team)
         with pytest.raises(landing.LandingError, match="invalid team name"):
-            data.load_labeled_cases(zone.path(), team, CURRENT_WEEK)
+            data.load_labeled_cases(zone.path(), team, current_week)
         with pytest.raises(landing.LandingError, match="invalid team name"):
-            predictions.folder(team, CURRENT_WEEK)
+            predictions.folder(team, current_week)
     for week in ("../2026-11-22", "/etc", "2026-11-22/../../x", "2026-11-22/..", "../../../etc/passwd"):
         with pytest.raises(landing.LandingError, match="invalid week"):
             landing.partition_dir(root, landing.LABELED, "team_a", week)
         with pytest.raises(landing.LandingError, match="invalid week"):
             predictions.folder("team_a", week)
     with pytest.raises(landing.LandingError, match="unknown landing kind"):
-        landing.partition_dir(root, "../labeled", "team_a", CURRENT_WEEK)
+        landing.partition_dir(root, "../labeled", "team_a", current_week)
     assert not (tmp_path / "x").exists() and not (tmp_path / "predictions").exists()
 
 
@@ -265,7 +297,7 @@ def test_settings_refuse_team_names_that_would_become_paths():
 
 
 @slow
-def test_kill_9_mid_epoch_leaves_registry_and_artifacts_intact_and_the_partition_reruns(site):
+def test_kill_9_mid_epoch_leaves_registry_and_artifacts_intact_and_the_partition_reruns(site, killed_partition):
     """A training run is killed with SIGKILL (the run worker, where the in-process executor trains, and
     any child process) while tf_model is between epochs, as an OOM kill or a lost node would.
 
@@ -276,15 +308,15 @@ def test_kill_9_mid_epoch_leaves_registry_and_artifacts_intact_and_the_partition
     complete, and a rerun of the partition succeeds and registers the next version.
     """
     platform, storage = site.platform, site.storage
-    team = KILLED_PARTITION.split("|")[0]
+    team = killed_partition.split("|")[0]
     drills.wait_for_runs(platform, [*site.bad_runs.values(), *site.launched_traversal_runs()], timeout=480)
     before = drills.snapshot(storage)  # nothing else writes from here on
 
-    run_id = platform.launch("turbine-training", "training_pipeline", KILLED_PARTITION,
+    run_id = platform.launch("turbine-training", "training_pipeline", killed_partition,
                              {**drills.IN_PROCESS, "ops": LONG_TRAINING})
 
     def epoch_lines() -> list[str]:
-        return [m for m in drills.run_log(platform, run_id).messages() if m.startswith("epoch ")]
+        return [m for m in drills.run_log(platform, run_id).messages() if m.startswith("fold ") and " epoch " in m]
 
     drills.wait_for(lambda: len(epoch_lines()) >= 2, timeout=400, what="tf_model epoch lines in the run log")
     killed = drills.kill_process_tree(drills.run_log(platform, run_id).run_worker_pid())
@@ -305,15 +337,15 @@ def test_kill_9_mid_epoch_leaves_registry_and_artifacts_intact_and_the_partition
     after = drills.snapshot(storage)
     assert set(before) <= set(after) and all(after[path] == digest for path, digest in before.items())
     assert set(after) - set(before) == drills.files_of_materializations(storage, log.materialized())
-    assert not drills.asset_file(storage, "tf_model", KILLED_PARTITION).exists()
+    assert not drills.asset_file(storage, "tf_model", killed_partition).exists()
     assert drills.artifact_problems(storage) == []
 
-    rerun_id = platform.launch("turbine-training", "training_pipeline", KILLED_PARTITION,
+    rerun_id = platform.launch("turbine-training", "training_pipeline", killed_partition,
                                {**drills.IN_PROCESS, "ops": SMALL_TRAINING})
     assert platform.wait_for_run(rerun_id, timeout=480) == "SUCCESS", platform.step_failures(rerun_id)
     versions = site.registry().versions(team)
     assert [(v.version, v.run_id) for v in versions] == [(1, None), (2, rerun_id)]
-    assert drills.asset_file(storage, "tf_model", KILLED_PARTITION).exists()
+    assert drills.asset_file(storage, "tf_model", killed_partition).exists()
     assert drills.artifact_problems(storage) == []
 
 
@@ -328,7 +360,7 @@ def alive(pid: int) -> bool:
 
 
 @slow
-def test_daemon_crash_between_sensor_ticks_creates_no_duplicate_retraining_run(site):
+def test_daemon_crash_between_sensor_ticks_creates_no_duplicate_retraining_run(site, today, drift_partition):
     """The real dagster-daemon, crashed and restarted on the same DAGSTER_HOME.
 
     A drift_report saying drift is recorded for a partition (as the prediction side records it). The
@@ -352,14 +384,14 @@ def test_daemon_crash_between_sensor_ticks_creates_no_duplicate_retraining_run(s
         cursor_before = older[0].cursor if older else None
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}))
         assert [r.run_id for r in runs] == [first_run]
-        assert runs[0].tags["dagster/partition"] == DRIFT_PARTITION and runs[0].tags["trigger"] == "drift"
+        assert runs[0].tags["dagster/partition"] == drift_partition and runs[0].tags["trigger"] == "drift"
     drills.wait_for_runs(site.platform, [first_run], timeout=300)
 
     drills.crash(site.platform)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         drills.set_sensor_cursor(instance, cursor_before)
     restarted_at = time.time()
-    site.platform = start_platform(site.tmp, demo_args=f"{DEMO_ARGS} --if-missing")
+    site.platform = start_platform(site.tmp, as_of=today, demo_args=f"{DEMO_ARGS} --if-missing")
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         after = drills.wait_for(lambda: [t for t in drills.sensor_ticks(instance) if t.timestamp > restarted_at],
