@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with Python 3.11:
 #   make dev    set everything up, write demo data when missing, start the UI on 127.0.0.1:3000
-#   make test   set everything up and run the tests (what CI runs)
+#   make test   set everything up, install the system packages the tests need, run the tests (what CI runs)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PORT ?= 3000
 
-.PHONY: dev test setup instance demo-data
+.PHONY: dev test setup system-packages instance demo-data
 
 setup: $(VENV)/.installed
 
@@ -32,5 +32,11 @@ demo-data: setup
 dev: instance demo-data
 	$(BIN)/dagster dev --host 127.0.0.1 --port $(PORT) --workspace workspace.yaml
 
-test: setup
+# Debian's PostgreSQL server and Chromium, for the deploy and browser tests; installs only what is missing
+# (root or password-less sudo needed only then).
+system-packages:
+	.ci/install-system-packages
+
+# A failing pytest fails `make test` (make exits with 2).
+test: setup system-packages
 	$(BIN)/pytest
