@@ -37,8 +37,8 @@ class PromotionConfig(dg.Config):
                                                        "candidate may miss beyond the serving champion's misses.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Refuse when the one-sided exact binomial test says the "
                                                       "candidate is worse than the margin at this level.")
-    min_precision: float = Field(0.80, ge=0, le=1, description="Refuse a candidate whose holdout malignant precision "
-                                                               "is below this floor.")
+    min_precision: float = Field(0.50, ge=0, le=1, description="Refuse a candidate whose holdout malignant precision "
+                                                               "is below this floor (more false alarms than cancers).")
 
 
 @champion_side_asset(
