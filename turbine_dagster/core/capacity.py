@@ -26,7 +26,10 @@ from matplotlib.patches import Patch
 from turbine_dagster.core.plots import figure_png
 
 HOURS_PER_WEEK = 168.0
-TEAM_TAG = "team"  # the run tag the instance's per-team limit counts
+# The run tags a per-team limit may count. Dagster writes `dagster/partition/team` on every launch path (the
+# instance's limit counts it); scheduled and sensor runs also carry the project's `team` tag, so a limit on either
+# holds the runs planned here, and with both the smaller one binds.
+TEAM_TAGS = ("dagster/partition/team", "team")
 
 # Makespans closer than this (hours, ~4 ms) are equal: repeated float additions must not decide a search.
 _MAKESPAN_TOLERANCE = 1e-6
@@ -46,8 +49,8 @@ def queue_limits_from_instance_yaml(path: str | PathLike[str]) -> QueueLimits:
     """Read the GPU queue limits from a Dagster instance configuration (``dagster.yaml``).
 
     The GPU limit is ``concurrency.pools.default_limit`` (capped by ``concurrency.runs.max_concurrent_runs``,
-    which bounds every run); the per-team limit is the ``tag_concurrency_limits`` entry for the ``team``
-    tag with ``applyLimitPerUniqueValue``. A limit set in the instance database instead
+    which bounds every run); the per-team limit is the smallest ``tag_concurrency_limits`` entry with
+    ``applyLimitPerUniqueValue`` on one of ``TEAM_TAGS``. A limit set in the instance database instead
     (``dagster instance concurrency set gpu N``) overrides ``default_limit`` and is not visible here.
     """
     path = Path(path)
@@ -75,7 +78,7 @@ def queue_limits_from_instance_yaml(path: str | PathLike[str]) -> QueueLimits:
     per_team_limits = [
         entry["limit"]
         for entry in runs.get("tag_concurrency_limits") or []
-        if entry.get("key") == TEAM_TAG and entry.get("value") == {"applyLimitPerUniqueValue": True}
+        if entry.get("key") in TEAM_TAGS and entry.get("value") == {"applyLimitPerUniqueValue": True}
     ]
     return QueueLimits(gpu_runs=gpu_runs, per_team_runs=min(per_team_limits, default=None))
 

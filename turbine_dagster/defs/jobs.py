@@ -7,7 +7,9 @@ from turbine_dagster.defs.schedules import TRIGGER, team_tag_for_partition
 
 
 def team_week_job(name: str, selection: dg.AssetSelection, description: str, run_tags: dict | None = None):
-    """A team × week job whose runs carry the team tag however they are launched (UI, backfill, code)."""
+    """A team × week job whose runs carry the `team` tag however the job is launched (Launchpad, job backfill,
+    schedule, sensor). Runs of the same assets launched from the asset graph are runs of ``__ASSET_JOB`` and carry
+    no `team`: the per-team limit counts Dagster's ``dagster/partition/team``, which both carry."""
 
     @dg.partitioned_config(
         partitions_def=team_week_partitions,

@@ -53,5 +53,6 @@ def team_schedules(settings: Settings, job, delay_hours: int = 0) -> list:
 
 
 def team_tag_for_partition(partition_key: dg.MultiPartitionKey) -> dict[str, str]:
-    """The team tag of any run of one partition, however launched: the per-team queue limit reads it."""
+    """The `team` tag of a run of one of our jobs, for people filtering runs by team. The per-team queue limit
+    counts ``dagster/partition/team`` instead, which Dagster writes on asset-graph launches too (dagster.yaml)."""
     return {TEAM: partition_key.keys_by_dimension[TEAM]}

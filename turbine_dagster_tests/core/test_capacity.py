@@ -26,7 +26,7 @@ concurrency:
   runs:
     max_concurrent_runs: 20
     tag_concurrency_limits:
-      - key: team
+      - key: dagster/partition/team
         value: {applyLimitPerUniqueValue: true}
         limit: 2
 """
@@ -198,6 +198,21 @@ def test_queue_limits_are_read_from_the_instance_yaml(tmp_path):
 def test_the_projects_instance_config_gives_the_planned_limits():
     repo_instance_config = Path(__file__).parents[2] / "dagster.yaml"
     assert queue_limits_from_instance_yaml(repo_instance_config) == QueueLimits(gpu_runs=7, per_team_runs=2)
+
+
+def test_a_team_limit_on_the_projects_team_tag_counts_and_the_smaller_limit_binds(tmp_path):
+    config = tmp_path / "dagster.yaml"
+    config.write_text(INSTANCE_YAML.replace("key: dagster/partition/team", "key: team"))
+    assert queue_limits_from_instance_yaml(config).per_team_runs == 2
+    both = INSTANCE_YAML + "      - {key: team, value: {applyLimitPerUniqueValue: true}, limit: 1}\n"
+    config.write_text(both)
+    assert queue_limits_from_instance_yaml(config).per_team_runs == 1
+
+
+def test_a_limit_on_one_tag_value_is_no_per_team_limit(tmp_path):
+    config = tmp_path / "dagster.yaml"
+    config.write_text(INSTANCE_YAML.replace("value: {applyLimitPerUniqueValue: true}", "value: team_a"))
+    assert queue_limits_from_instance_yaml(config).per_team_runs is None
 
 
 def test_max_concurrent_runs_caps_the_gpu_limit(tmp_path):

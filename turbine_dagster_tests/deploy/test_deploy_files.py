@@ -93,7 +93,13 @@ def test_every_variable_the_instance_reads_is_documented(deploy_instance_config)
 
 def test_deploy_queue_and_pool_limits_equal_the_local_instance(deploy_instance_config, local_instance_config):
     assert deploy_instance_config["concurrency"] == local_instance_config["concurrency"]
-    assert deploy_instance_config["run_coordinator"] == local_instance_config["run_coordinator"]
+    # Locally the queue also gives API launches with only `dagster/partition` their partition's tags
+    # (turbine_dagster/run_coordinator.py). The deployed webserver and daemon run Dagster's own images, without
+    # turbine_dagster, so they keep Dagster's class; the limit's key is the same.
+    assert deploy_instance_config["run_coordinator"] == {"module": "dagster.core.run_coordinator",
+                                                         "class": "QueuedRunCoordinator"}
+    assert local_instance_config["run_coordinator"] == {"module": "turbine_dagster.run_coordinator",
+                                                        "class": "PartitionTaggingRunCoordinator"}
     for key in ("enabled", "free_slots_after_run_end_seconds"):
         assert deploy_instance_config["run_monitoring"][key] == local_instance_config["run_monitoring"][key]
 
