@@ -5,6 +5,7 @@ import dagster as dg
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.jobs import team_week_job
 from turbine_dagster.defs.prediction.assets import prediction_assets, prediction_checks
+from turbine_dagster.defs.prediction.sensors import promotion_rescoring_sensor_for
 from turbine_dagster.defs.resources import executor_for, resources_for
 from turbine_dagster.defs.schedules import team_schedules
 
@@ -21,6 +22,7 @@ def build_definitions() -> dg.Definitions:
         asset_checks=prediction_checks,
         jobs=[prediction_job],
         schedules=team_schedules(SETTINGS, prediction_job, delay_hours=SETTINGS.prediction_delay_hours),
+        sensors=[promotion_rescoring_sensor_for(prediction_job)],
         resources=resources_for(SETTINGS),
         executor=executor_for(SETTINGS),
     )
