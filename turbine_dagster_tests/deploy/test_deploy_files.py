@@ -132,13 +132,37 @@ def test_helm_values_serve_the_workspace_code_locations(helm_values):
     assert helm_values["dagster-user-deployments"]["enabled"] is True
 
 
+# Each component's AWS keys, in a Secret of its own (deploy/iam holds the policy of each). `turbine-aws`
+# holds the region (and endpoint) only and goes to everything.
+OWN_AWS_SECRET = {"turbine-training": "turbine-aws-training", "turbine-prediction": "turbine-aws-prediction",
+                  "webserver": "turbine-aws-webserver", "daemon": "turbine-aws-daemon"}
+
+
 @pytest.mark.parametrize("location", ["turbine-training", "turbine-prediction"])
-def test_each_code_location_runs_in_production_with_the_aws_secret(helm_values, location):
+def test_each_code_location_runs_in_production_with_its_own_aws_secret(helm_values, location):
     deployment = deployments(helm_values)[location]
     assert env_of(deployment)["TURBINE_ENV"] == "production"
-    assert {"name": "turbine-aws"} in deployment["envSecrets"]
+    # includeConfigInLaunchedRuns hands exactly these to the location's run and step pods.
+    assert deployment["envSecrets"] == [{"name": "turbine-aws"}, {"name": OWN_AWS_SECRET[location]}]
     assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
     assert deployment["port"] == 3030
+
+
+def test_no_component_keys_are_given_to_every_run(helm_values, deploy_instance_config):
+    assert "envSecrets" not in helm_values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert deploy_instance_config["run_launcher"]["config"]["env_secrets"] == ["turbine-aws"]
+
+
+def test_the_webserver_and_the_daemon_have_their_own_aws_secrets(helm_values):
+    for component, values in (("webserver", helm_values["dagsterWebserver"]), ("daemon", helm_values["dagsterDaemon"])):
+        assert values["envSecrets"] == [{"name": "turbine-aws"}, {"name": OWN_AWS_SECRET[component]}]
+
+
+def test_run_pods_get_every_variable_the_instance_reads(deploy_instance_config):
+    launcher = deploy_instance_config["run_launcher"]["config"]
+    forwarded = set(launcher["env_vars"])  # copied from the daemon's environment into each run and step pod
+    assert forwarded | {"DAGSTER_PG_PASSWORD"} == env_vars_read_by(deploy_instance_config)
+    assert launcher["postgres_password_secret"] == "turbine-postgresql"  # the launcher adds DAGSTER_PG_PASSWORD
 
 
 def snake_case(value: Any) -> Any:
@@ -192,6 +216,93 @@ def test_gpu_settings_of_the_training_location_make_a_valid_gpu_pod(helm_values)
     assert pod.containers[0].resources.limits == {"nvidia.com/gpu": gpus} and int(gpus) >= 1
     assert pod.node_selector == json.loads(settings["TURBINE_GPU_NODE_SELECTOR"])
     assert [(t.key, t.operator, t.effect) for t in pod.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
+
+
+# --- deploy/kubernetes: the code servers without Helm, and who may reach them -------------------------
+
+RELEASE = "turbine"  # the Helm release name deploy/README.md installs
+
+
+def manifests(name: str) -> list[dict[str, Any]]:
+    import yaml
+
+    return list(yaml.safe_load_all((DEPLOY_DIR / "kubernetes" / name).read_text()))
+
+
+def manifest_deployments() -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in manifests("code-servers.yaml") if doc["kind"] == "Deployment"}
+
+
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels is evaluated here"
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+def chart_pod_labels() -> dict[str, dict[str, str]]:
+    """Pod labels the dagster/dagster 1.13.27 chart writes (templates deployment-webserver, deployment-daemon,
+    dagster-user-deployments/deployment-user) for release `turbine`."""
+    common = {"app.kubernetes.io/instance": RELEASE}
+    return {
+        "webserver": {**common, "app.kubernetes.io/name": "dagster", "component": "dagster-webserver"},
+        "daemon": {**common, "app.kubernetes.io/name": "dagster", "component": "dagster-daemon",
+                   "deployment": "daemon"},
+        **{f"helm {name}": {**common, "app.kubernetes.io/name": "dagster-user-deployments",
+                            "component": "user-deployments", "deployment": name}
+           for name in ("turbine-training", "turbine-prediction")},
+    }
+
+
+def launched_pod_labels() -> dict[str, dict[str, str]]:
+    """Labels of run and step pods, from dagster-k8s's own job builder."""
+    job_config = DagsterK8sJobConfig(job_image="turbine-dagster:test", dagster_home="/opt/dagster/dagster_home",
+                                     instance_config_map="turbine-dagster-instance")
+    return {
+        component: construct_dagster_k8s_job(job_config, ["dagster"], f"dagster-{component}", component=component,
+                                              labels={"dagster/job": "training_pipeline"}).spec.template.metadata.labels
+        for component in ("run_worker", "step_worker")
+    }
+
+
+def test_the_manifests_are_valid_kubernetes_objects():
+    from kubernetes.client import ApiClient
+
+    client = ApiClient()
+    for name in ("code-servers.yaml", "network-policy.yaml"):
+        for document in manifests(name):
+            model = client._ApiClient__deserialize(document, f"V1{document['kind']}")
+            assert client.sanitize_for_serialization(model) == document, f"{name}: unknown field in {document['kind']}"
+
+
+def test_only_the_webserver_and_the_daemon_reach_the_code_servers(helm_values):
+    (policy,) = manifests("network-policy.yaml")
+    pods = {**chart_pod_labels(), **launched_pod_labels(),
+            **{f"manifest {name}": doc["spec"]["template"]["metadata"]["labels"]
+               for name, doc in manifest_deployments().items()}}
+    protected = {name for name, labels in pods.items() if matches(policy["spec"]["podSelector"], labels)}
+    assert protected == {"helm turbine-training", "helm turbine-prediction", "manifest turbine-training",
+                         "manifest turbine-prediction"}
+
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    allowed = {name for name, labels in pods.items()
+               if any(matches(peer["podSelector"], labels) for peer in rule["from"])}
+    assert allowed == {"webserver", "daemon"}
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # no namespace or address blocks
+    ports = {deployment["port"] for deployment in helm_values["dagster-user-deployments"]["deployments"]}
+    assert rule["ports"] == [{"protocol": "TCP", "port": port} for port in sorted(ports)]
+
+
+def test_the_code_servers_without_helm_serve_what_the_helm_values_serve(helm_values):
+    for name, document in manifest_deployments().items():
+        (container,) = document["spec"]["template"]["spec"]["containers"]
+        helm = deployments(helm_values)[name]
+        assert container["args"][-2:] == helm["dagsterApiGrpcArgs"]
+        assert container["image"].rsplit(":", 1)[0] == helm["image"]["repository"]
+        env = {entry["name"]: entry for entry in container["env"]}
+        assert env["DAGSTER_CURRENT_IMAGE"]["value"] == container["image"]
+        assert json.loads(env["DAGSTER_CONTAINER_CONTEXT"]["value"]) == {"k8s": {"env_secrets": [OWN_AWS_SECRET[name]]}}
+        secrets = [source["secretRef"]["name"] for source in container["envFrom"] if "secretRef" in source]
+        assert secrets == [entry["name"] for entry in helm["envSecrets"]]
 
 
 # --- Dockerfile ----------------------------------------------------------------------------------------
