@@ -106,6 +106,12 @@ _PARQUET_FORMAT = ds.ParquetFileFormat(
     # memory then grows with the file (~0.9 GiB for 3 M rows) instead of staying at about one row group.
     default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
 )
+SCAN_BATCH_ROWS = 32_768
+"""Rows read and validated at a time (or ``chunk_rows`` when smaller); clean rows are regrouped into chunks of
+``chunk_rows``. Small enough that a batch of bad rows, held as text for the quarantine, stays small."""
+QUARANTINE_BLOCK_ROWS = 32_768
+"""Quarantined rows are handed on and written once this many (or ``chunk_rows`` when smaller) have gathered:
+what a week of bad rows holds in memory at a time, whatever their share."""
 UNUSUAL_EXAMPLES = 10
 """Case ids of rows with unusually large values kept as examples for the metadata."""
 
@@ -288,7 +294,7 @@ def score_partition(
 
     predictions = _StagedParquet(output, OUTPUT_SCHEMA, **_OUTPUT_WRITER_OPTIONS)
     quarantined = _StagedParquet(quarantine, QUARANTINE_SCHEMA)
-    waiting: list[pa.Table] = []  # quarantined rows, written in blocks of about chunk_rows rows
+    waiting: list[pa.Table] = []  # quarantined rows, written in blocks of about QUARANTINE_BLOCK_ROWS rows
     chunks = rows_read = rows_scored = rows_quarantined = rows_malignant = 0
     try:
         for chunk in _read_ahead(_chunks(sources, chunk_rows, row_major)):
@@ -296,7 +302,7 @@ def score_partition(
             rows_quarantined += sum(table.num_rows for table in chunk.quarantined)
             unusual.add(chunk.unusual)
             waiting += chunk.quarantined
-            if sum(table.num_rows for table in waiting) >= chunk_rows:
+            if sum(table.num_rows for table in waiting) >= min(chunk_rows, QUARANTINE_BLOCK_ROWS):
                 quarantined.write(pa.concat_tables(waiting))
                 waiting = []
             if chunk.rows:
@@ -547,9 +553,9 @@ class _Chunk:
 def _chunks(sources: list[_Source], chunk_rows: int, row_major: bool) -> Iterator[_Chunk]:
     """Clean rows regrouped into chunks of exactly ``chunk_rows`` across batches and files; the last may be
     smaller. A chunk may hold no rows at all: when it only reports rows read and quarantined since the
-    previous one, which happens at the end and whenever ``chunk_rows`` rows are waiting in quarantine, so
-    that quarantined rows are handed on (and written) as they come: memory stays flat however few rows are
-    clean.
+    previous one, which happens at the end and whenever a block of quarantined rows (QUARANTINE_BLOCK_ROWS, or
+    ``chunk_rows`` when smaller) has gathered, so that quarantined rows are handed on (and written) as they
+    come: memory stays flat however few rows are clean.
 
     Features come row-major (C order) when ``row_major``, as TensorFlow needs them, else column-major
     (Fortran order), which CatBoost reads about twice as fast and which costs no transposition here.
@@ -558,13 +564,14 @@ def _chunks(sources: list[_Source], chunk_rows: int, row_major: bool) -> Iterato
     pending_rows = rows_read = quarantined_rows = 0
     quarantined: list[pa.Table] = []
     unusual = _Unusual()
+    batch_rows, block_rows = min(chunk_rows, SCAN_BATCH_ROWS), min(chunk_rows, QUARANTINE_BLOCK_ROWS)
 
     def chunk(rows: _Rows) -> _Chunk:
         return _Chunk(rows.case_ids, _laid_out(rows.columns, row_major), rows_read, quarantined, unusual)
 
     for source in sources:
         first_row = 0
-        for batch in source.batches(chunk_rows):
+        for batch in source.batches(batch_rows):
             good, bad, batch_unusual = _validate(batch, source.name, first_row)
             first_row += batch.num_rows
             rows_read += batch.num_rows
@@ -580,7 +587,7 @@ def _chunks(sources: list[_Source], chunk_rows: int, row_major: bool) -> Iterato
                 pending_rows -= chunk_rows
                 yield chunk(rows)
                 rows_read, quarantined_rows, quarantined, unusual = 0, 0, [], _Unusual()
-            if quarantined_rows >= chunk_rows:
+            if quarantined_rows >= block_rows:
                 yield chunk(_split([], 0)[0])
                 rows_read, quarantined_rows, quarantined, unusual = 0, 0, [], _Unusual()
     if pending_rows or rows_read or quarantined:
