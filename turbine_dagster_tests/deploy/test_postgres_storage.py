@@ -14,7 +14,7 @@ from dagster_k8s import K8sRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from turbine_dagster.cli.instance import GPU_POOL, ensure_pool_limits
-from turbine_dagster.defs.training.data_assets import SPLITS, raw_data, raw_data_checks, splits
+from turbine_dagster.defs.training.data_assets import SPLIT_DESCRIPTIONS, raw_data, raw_data_checks, splits
 from turbine_dagster_tests.defs.helpers import failure_messages, materialize, materialized_keys
 
 DATA_ASSETS = [raw_data, splits, *raw_data_checks]
@@ -50,7 +50,7 @@ def test_materialization_history_is_read_back_from_postgres_by_another_instance(
     with dg.DagsterInstance.from_config(instance_home) as writer:
         result = materialize(DATA_ASSETS, settings, partition_key, instance=writer)
     assert result.success, failure_messages(result)
-    assert materialized_keys(result) == {"raw_data", *SPLITS}
+    assert materialized_keys(result) == {"raw_data", *SPLIT_DESCRIPTIONS}
 
     with dg.DagsterInstance.from_config(instance_home) as reader:
         run = reader.get_run_by_id(result.run_id)
@@ -60,7 +60,7 @@ def test_materialization_history_is_read_back_from_postgres_by_another_instance(
         records = reader.fetch_materializations(dg.AssetKey("raw_data"), limit=10).records
         assert [record.partition_key for record in records] == [partition_key]
         assert records[0].asset_materialization.metadata["dagster/row_count"].value == 200
-        assert all(reader.get_materialized_partitions(dg.AssetKey(name)) == {partition_key} for name in SPLITS)
+        assert all(reader.get_materialized_partitions(dg.AssetKey(name)) == {partition_key} for name in SPLIT_DESCRIPTIONS)
 
         check_keys = [key for checks in raw_data_checks for key in checks.check_keys]
         latest = reader.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
