@@ -1,7 +1,9 @@
 """One IO manager for every stored asset value, on a local folder or an ``s3://`` URI.
 
 Values are kept in their native formats — Parquet for frames, JSON for reports, ``.keras`` and
-``.cbm`` for models — never pickled. Writes are atomic: a reader never finds half a file.
+``.cbm`` for models — never pickled. Writes are atomic: a reader never finds half a file. A storage error that a
+retry cannot cure (a missing file, a refused permission) fails the step for good; timeouts and lost connections
+are left to the assets' retry policy.
 """
 
 import io
@@ -16,6 +18,8 @@ from upath import UPath
 
 from turbine_dagster.core import landing, storage
 from turbine_dagster.defs.object_store import s3fs_options
+from turbine_dagster.defs.retries import final_unless_transient
+from turbine_dagster.defs.table_metadata import table_metadata
 
 Format = Literal["parquet", "json", "keras", "cbm"]
 SUFFIXES: dict[str, str] = {"parquet": ".parquet", "json": ".json", "keras": ".keras", "cbm": ".cbm"}
@@ -35,31 +39,40 @@ class _NativeFormatIOManager(dg.UPathIOManager):
         return path / team / week
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
-        if self.file_format == "parquet":
-            buffer = io.BytesIO()
-            obj.to_parquet(buffer, index=False)
-            storage.write_bytes_atomic(path, buffer.getvalue())
-        elif self.file_format == "json":
-            storage.write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
-        else:
-            from turbine_dagster.core.model_store import save_model  # TensorFlow loads only where models are
+        with final_unless_transient(f"{_asset_name(context)}: writing {path}"):
+            if self.file_format == "parquet":
+                buffer = io.BytesIO()
+                obj.to_parquet(buffer, index=False)
+                storage.write_bytes_atomic(path, buffer.getvalue())
+            elif self.file_format == "json":
+                storage.write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+            else:
+                from turbine_dagster.core.model_store import save_model  # TensorFlow loads only where models are
 
-            save_model(obj, path)
+                save_model(obj, path)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
-        if self.file_format == "parquet":
-            with path.open("rb") as handle:
-                return pd.read_parquet(handle)
-        if self.file_format == "json":
-            return json.loads(path.read_bytes())
-        from turbine_dagster.core.model_store import load_model
+        with final_unless_transient(f"{_asset_name(context)}: reading {path}"):
+            if self.file_format == "parquet":
+                with path.open("rb") as handle:
+                    return pd.read_parquet(handle)
+            if self.file_format == "json":
+                return json.loads(path.read_bytes())
+            from turbine_dagster.core.model_store import load_model
 
-        return load_model(path)
+            return load_model(path)
 
     def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
         path = next(iter(self._get_paths_for_partitions(context).values())) if context.has_asset_partitions \
             else self._get_path(context)
-        return {"artifact_bytes": path.stat().st_size}  # the URI is Dagster's own `path` entry
+        metadata = {"artifact_bytes": path.stat().st_size}  # the URI is Dagster's own `path` entry
+        if self.file_format == "parquet" and isinstance(obj, pd.DataFrame):
+            metadata.update(table_metadata(obj))  # the catalog's columns, types and row count
+        return metadata
+
+
+def _asset_name(context: dg.InputContext | dg.OutputContext) -> str:
+    return context.asset_key.to_user_string() if context.has_asset_key else "an asset"
 
 
 def _team_and_week(partition: str, context: dg.InputContext | dg.OutputContext) -> tuple[str, str]:
@@ -71,7 +84,7 @@ def _team_and_week(partition: str, context: dg.InputContext | dg.OutputContext) 
     parts = [key.keys_by_dimension.get("team"), key.keys_by_dimension.get("week")] if key is not None else \
         partition.split("|")
     shown = str(key) if key is not None else partition
-    asset = context.asset_key.to_user_string() if context.has_asset_key else "an asset"
+    asset = _asset_name(context)
     try:
         if len(parts) != 2 or None in parts:
             raise landing.LandingError("expected a team|week key")

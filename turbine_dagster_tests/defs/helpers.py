@@ -6,13 +6,15 @@ from turbine_dagster.defs.resources import local_resources
 from turbine_dagster.settings import Settings
 
 
-def materialize(assets, settings: Settings, partition_key: str, instance=None, run_config=None) -> dg.ExecuteInProcessResult:
+def materialize(assets, settings: Settings, partition_key: str, instance=None, run_config=None, selection=None,
+                resources=None) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         assets,
         partition_key=partition_key,
-        resources=local_resources(settings),
+        resources={**local_resources(settings), **(resources or {})},
         instance=instance,
         run_config=run_config,
+        selection=selection,
         raise_on_error=False,
     )
 
@@ -35,3 +37,14 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> str:
         for event in result.all_events
         if event.event_type_value == "STEP_FAILURE"
     )
+
+
+def column_types(metadata) -> dict[str, str]:
+    """A materialization's ``dagster/column_schema`` as {column: type}."""
+    return {column.name: column.type for column in metadata["dagster/column_schema"].value.columns}
+
+
+def asset_metadata(result: dg.ExecuteInProcessResult, asset: str):
+    """The metadata of the (first) materialization of ``asset`` in the run, whichever op computed it."""
+    return next(event.materialization.metadata for event in result.get_asset_materialization_events()
+                if event.asset_key.to_user_string() == asset)

@@ -3,10 +3,16 @@ import pandas as pd
 import pytest
 
 from turbine_dagster.core import landing
-from turbine_dagster.core.schema import CASE_ID, TARGET
+from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, TARGET
 from turbine_dagster.defs.training.data_assets import SPLIT_DESCRIPTIONS, raw_data, raw_data_checks, splits
 from turbine_dagster_tests.conftest import TEAM
-from turbine_dagster_tests.defs.helpers import check_evaluations, failure_messages, materialize, materialized_keys
+from turbine_dagster_tests.defs.helpers import (
+    check_evaluations,
+    column_types,
+    failure_messages,
+    materialize,
+    materialized_keys,
+)
 
 DATA_ASSETS = [raw_data, splits, *raw_data_checks]
 
@@ -27,6 +33,20 @@ def test_raw_data_and_splits_materialize_for_a_partition(settings, partition_key
     assert sum(sizes.values()) == 200
     stored = tmp_path / "storage" / "assets" / "train_split" / TEAM
     assert len(pd.read_parquet(next(stored.glob("*.parquet")))) == sizes["train_split"]
+
+
+def test_raw_data_and_splits_carry_their_column_schema_and_row_count(settings, partition_key):
+    result = materialize([raw_data, splits], settings, partition_key)
+    assert result.success, failure_messages(result)
+    raw = result.asset_materializations_for_node("raw_data")[0].metadata
+    types = column_types(raw)
+    assert list(types)[:2] == [CASE_ID, FEATURE_COLUMNS[0]] and len(types) == 35
+    assert {types[CASE_ID], types[FEATURE_COLUMNS[0]], types[TARGET]} == {"string", "double", "int64"}
+    assert raw["dagster/row_count"].value == 200
+    train, test = result.asset_materializations_for_node("splits")
+    assert {"fold"} == set(column_types(train.metadata)) - set(types)
+    assert {"holdout_scheme"} == set(column_types(test.metadata)) - set(types)
+    assert train.metadata["dagster/row_count"].value + test.metadata["dagster/row_count"].value == 200
 
 
 def _edit(landing_root, week, change):

@@ -15,7 +15,7 @@ from turbine_dagster.core.selection import GateDecision
 from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model
 from turbine_dagster.defs.prediction.assets import batch_predictions, drift_report, no_data_drift
 from turbine_dagster_tests.conftest import TEAM
-from turbine_dagster_tests.defs.helpers import failure_messages, materialize, materialized_keys
+from turbine_dagster_tests.defs.helpers import column_types, failure_messages, materialize, materialized_keys
 
 PREDICTION = [batch_predictions]
 
@@ -85,6 +85,20 @@ def test_bad_rows_are_quarantined_with_reasons(settings, landing_root, week, par
     reasons = dict(zip(quarantine[CASE_ID], quarantine["reason"]))
     assert "is not numeric" in reasons[extra.loc[0, CASE_ID]] and "is NaN" in reasons[extra.loc[1, CASE_ID]]
     assert "is infinite" in reasons[extra.loc[2, CASE_ID]]
+
+
+def test_batch_predictions_carry_the_columns_of_predictions_and_quarantine(settings, partition_key, team_models):
+    models, train = team_models
+    serve(settings, models["catboost"], train)
+    result = materialize(PREDICTION, settings, partition_key)
+    assert result.success, failure_messages(result)
+    metadata = result.asset_materializations_for_node("batch_predictions")[0].metadata
+    assert column_types(metadata) == {CASE_ID: "string", "p_malignant": "double", "predicted_label": "int8",
+                                      "model_version": "string", "threshold": "double",
+                                      "scored_at": "timestamp[us, tz=UTC]"}
+    assert metadata["dagster/row_count"].value == 500
+    quarantine = {column.name: column.type for column in metadata["quarantine_column_schema"].value.columns}
+    assert list(quarantine)[:4] == [CASE_ID, "source_file", "source_row", "reason"] and len(quarantine) == 34
 
 
 def test_missing_champion_names_the_team_and_how_to_train(settings, partition_key):
@@ -197,6 +211,9 @@ def test_challenger_comparison_reports_agreement_and_disagreements(settings, par
     disagreements = metadata["champion_only_malignant"].value + metadata["challenger_only_malignant"].value
     assert metadata["agreement_rate"].value == pytest.approx(1 - disagreements / 500)
     assert "data:image/png;base64," in metadata["p_malignant"].value
+    assert set(column_types(metadata)) == {CASE_ID, "champion_p_malignant", "challenger_p_malignant", "champion_label",
+                                           "challenger_label"}  # the disagreements the report keeps
+    assert metadata["dagster/row_count"].value == min(disagreements, 20)
 
 
 def test_a_model_output_that_is_no_probability_fails_the_run_and_publishes_nothing(settings, partition_key, week,

@@ -15,7 +15,13 @@ from turbine_dagster.defs.training.data_assets import raw_data, raw_data_checks,
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
 from turbine_dagster.defs.training.model_assets import TFModelConfig, model_assets, tf_model
 from turbine_dagster_tests.conftest import TEAM
-from turbine_dagster_tests.defs.helpers import failure_messages, materialize, materialized_keys
+from turbine_dagster_tests.defs.helpers import (
+    asset_metadata,
+    column_types,
+    failure_messages,
+    materialize,
+    materialized_keys,
+)
 
 FAST_TRAINING = {
     "splits": {"config": {"folds": 3}},
@@ -85,6 +91,15 @@ def test_training_metadata_is_complete(trained):
     assert tf_metadata["folds"].value == catboost_metadata["folds"].value == 3
     chosen = catboost_metadata["chosen_parameters"].value  # one search per fold
     assert len(chosen) == 3 and all(c["depth"] == 3 and c["l2_leaf_reg"] in (1.0, 3.0) for c in chosen)
+
+
+def test_out_of_fold_tables_carry_their_column_schema_and_row_count(trained):
+    result, _, _ = trained
+    for model in ("tf_model", "catboost_model"):
+        metadata = asset_metadata(result, f"{model}_out_of_fold")
+        types = column_types(metadata)
+        assert types["p_malignant"] == "double" and types[TARGET] == "int64" and "fold" in types
+        assert metadata["dagster/row_count"].value == asset_metadata(result, "train_split")["dagster/row_count"].value
 
 
 def test_one_log_line_per_epoch(trained):

@@ -21,14 +21,18 @@ from turbine_dagster.core.registry import (
     model_reference,
     scoring_threshold,
 )
+from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import LandingZone, ModelRegistryResource, PartitionFolders
+from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
+from turbine_dagster.defs.table_metadata import column_schema, table_metadata
 
 SERVING_CHAMPION = dg.AssetKey("serving_champion")
 OWNERS = ["team:ml-platform"]
 # Every asset here works on one team's week from its serving champion, and skips a week with no data.
 prediction_side_asset = functools.partial(dg.asset, partitions_def=team_week_partitions, owners=OWNERS,
-                                          deps=[SERVING_CHAMPION], output_required=False)
+                                          deps=[SERVING_CHAMPION], output_required=False,
+                                          retry_policy=STORAGE_RETRY_POLICY)
 
 
 class BatchPredictionConfig(dg.Config):
@@ -136,6 +140,7 @@ def summary_metadata(summary) -> dict:
     }
 
 
+@versioned
 @prediction_side_asset(
     group_name="prediction",
     kinds={"parquet"},
@@ -160,8 +165,11 @@ def batch_predictions(context: dg.AssetExecutionContext, config: BatchPrediction
     if summary.empty:
         _skipped_empty(context, root, team, week)
         return
+    from turbine_dagster.core.scoring import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
+
     yield dg.MaterializeResult(metadata={
-        "dagster/row_count": summary.rows_scored,
+        **table_metadata(OUTPUT_SCHEMA, summary.rows_scored),
+        "quarantine_column_schema": dg.MetadataValue.table_schema(column_schema(QUARANTINE_SCHEMA)),
         "rows_scored": summary.rows_scored,
         "rows_quarantined": summary.rows_quarantined,
         "rows_per_second": round(summary.rows_per_second, 1),
@@ -179,6 +187,7 @@ def batch_predictions(context: dg.AssetExecutionContext, config: BatchPrediction
     })
 
 
+@versioned
 @prediction_side_asset(
     group_name="monitoring",
     kinds={"scipy"},
@@ -221,6 +230,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, landing
 
 
 @dg.asset_check(asset=drift_report, blocking=False, partitions_def=team_week_partitions,
+                retry_policy=STORAGE_RETRY_POLICY,
                 description="Warns when the week's scoring data drifted from the champion's training data.")
 def no_data_drift(drift_report: dict) -> dg.AssetCheckResult:
     drifted = [row["feature"] for row in drift_report["features"] if row["drifted"]]
@@ -232,6 +242,7 @@ def no_data_drift(drift_report: dict) -> dg.AssetCheckResult:
     )
 
 
+@versioned
 @prediction_side_asset(
     group_name="prediction",
     kinds={"parquet"},
@@ -278,7 +289,12 @@ def challenger_comparison(context: dg.AssetExecutionContext, config: ChallengerC
     labeled_cases = 0 if report.labeled is None else report.labeled["champion"].n_labeled
     context.log.info(f"agreement {report.agreement_rate:.4f} over {report.n_compared} cases; "
                      f"labels for {labeled_cases} of them")
-    yield dg.Output(report.to_dict(), metadata={
+    value = report.to_dict()
+    stored_sample = pd.DataFrame.from_records(value["disagreement_sample"], columns=[
+        column for column in comparison.DISAGREEMENT_COLUMNS if column != "difference"])
+    yield dg.Output(value, metadata={
+        # The table the report stores: its sample of the most different disagreements.
+        **table_metadata(stored_sample),
         "champion": model_reference(champion),
         "challenger": model_reference(challenger, challenger_checkpoint),
         "cases_compared": report.n_compared,

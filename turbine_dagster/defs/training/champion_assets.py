@@ -9,12 +9,15 @@ from pydantic import Field
 
 from turbine_dagster.core import data, evaluation, selection
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
+from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import ModelRegistryResource
+from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 
 OWNERS = ["team:data-science"]
 champion_side_asset = functools.partial(dg.asset, partitions_def=team_week_partitions, group_name="champion",
-                                        kinds={"python"}, owners=OWNERS, io_manager_key="json_io_manager")
+                                        kinds={"python"}, owners=OWNERS, io_manager_key="json_io_manager",
+                                        retry_policy=STORAGE_RETRY_POLICY)
 MODELS = ("tf_model", "catboost_model")
 
 
@@ -41,6 +44,7 @@ class PromotionConfig(dg.Config):
                                                                "is below this floor (more false alarms than cancers).")
 
 
+@versioned
 @champion_side_asset(
     description="Applies both selection policies to the out-of-fold evaluations, grades the chosen model once on "
                 "the holdout, and registers it as a candidate version in the model registry.",
@@ -112,6 +116,7 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, re
 
 
 @dg.asset_check(asset=champion_model, blocking=True, partitions_def=team_week_partitions,
+                retry_policy=STORAGE_RETRY_POLICY,
                 description="The champion must reach the minimum quality bars on the holdout before the gate may "
                             "promote it.")
 def champion_meets_quality_bars(config: QualityBarsConfig, champion_model: dict) -> dg.AssetCheckResult:
@@ -127,6 +132,7 @@ def champion_meets_quality_bars(config: QualityBarsConfig, champion_model: dict)
     )
 
 
+@versioned
 @champion_side_asset(
     description="The promotion gate: candidate and serving champion are scored on the same holdout cases, which "
                 "neither trained, early-stopped nor chose its threshold on, and compared paired as a "

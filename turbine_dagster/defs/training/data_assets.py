@@ -10,8 +10,10 @@ from pydantic import Field
 from turbine_dagster.core import data, landing
 from turbine_dagster.core.landing import LandingError
 from turbine_dagster.core.schema import CASE_ID, TARGET
+from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import LandingZone
+from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 
 OWNERS = ["team:ml-platform"]
 
@@ -39,19 +41,20 @@ def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:
 def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     counts = data.class_counts(frame)
     return {
-        "dagster/row_count": len(frame),
         "malignant_cases": counts["malignant"],
         "benign_cases": counts["benign"],
         "malignant_share": round(counts["malignant"] / max(len(frame), 1), 4),
     }
 
 
+@versioned
 @dg.asset(
     partitions_def=team_week_partitions,
     group_name="data",
     kinds={"pandas", "parquet"},
     owners=OWNERS,
     description="The team's labeled landing data up to this week (window configurable), as one table.",
+    retry_policy=STORAGE_RETRY_POLICY,
 )
 def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig, landing_zone: LandingZone) -> dg.Output[pd.DataFrame]:
     team, week = team_and_week(context)
@@ -97,12 +100,12 @@ def _blocking_check(name: str, description: str, rule: Callable[..., data.CheckO
 
     if config_type is None:
         @dg.asset_check(asset=raw_data, name=name, description=description, blocking=True,
-                        partitions_def=team_week_partitions)
+                        partitions_def=team_week_partitions, retry_policy=STORAGE_RETRY_POLICY)
         def check(raw_data: pd.DataFrame) -> dg.AssetCheckResult:
             return evaluate(raw_data)
     else:
         @dg.asset_check(asset=raw_data, name=name, description=description, blocking=True,
-                        partitions_def=team_week_partitions)
+                        partitions_def=team_week_partitions, retry_policy=STORAGE_RETRY_POLICY)
         def check(config: config_type, raw_data: pd.DataFrame) -> dg.AssetCheckResult:  # type: ignore[valid-type]
             return evaluate(raw_data, minimum=config.minimum)
     return check
@@ -126,6 +129,7 @@ SPLIT_DESCRIPTIONS = {
 }
 
 
+@versioned
 @dg.multi_asset(
     outs={
         name: dg.AssetOut(description=description, kinds={"pandas", "parquet"}, owners=OWNERS)
@@ -133,6 +137,7 @@ SPLIT_DESCRIPTIONS = {
     },
     partitions_def=team_week_partitions,
     group_name="data",
+    retry_policy=STORAGE_RETRY_POLICY,
 )
 def splits(context: dg.AssetExecutionContext, config: SplitConfig, raw_data: pd.DataFrame):
     params = data.SplitParams(config.test_fraction, config.folds, config.seed)

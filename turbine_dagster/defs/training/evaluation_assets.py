@@ -11,7 +11,9 @@ from pydantic import Field
 from turbine_dagster.core import evaluation
 from turbine_dagster.core.crossfit import P_MALIGNANT
 from turbine_dagster.core.schema import TARGET
+from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_week_partitions
+from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 
 OWNERS = ["team:data-science"]
 
@@ -60,13 +62,14 @@ def evaluation_asset(model_name: str, kind: str) -> dg.AssetsDefinition:
         kinds={kind, "scikit-learn"},
         owners=OWNERS,
         io_manager_key="json_io_manager",
+        retry_policy=STORAGE_RETRY_POLICY,
         description=f"Operating threshold of {model_name} (split-conformal on its out-of-fold scores) and its "
                     "classification_report, ROC/PR-AUC, confusion matrix and intervals on those scores.",
     )
     def _evaluation(config: EvaluationConfig, out_of_fold: pd.DataFrame) -> dg.Output[dict]:
         return evaluate_out_of_fold(out_of_fold, config)
 
-    return _evaluation
+    return versioned(_evaluation)
 
 
 tf_evaluation = evaluation_asset("tf_model", "tensorflow")

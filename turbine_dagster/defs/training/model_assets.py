@@ -12,8 +12,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import GPU_POOL, PartitionFolders, gpu_op_tags
+from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY, final_unless_transient
 
 OWNERS = ["team:data-science"]
 
@@ -77,7 +79,8 @@ def _crossfit_outputs(context: dg.AssetExecutionContext, store: PartitionFolders
     from turbine_dagster.core.checkpoints import save_checkpoints
 
     team, week = team_and_week(context)
-    saved = save_checkpoints(result.checkpoints, store.folder(team, week, name))
+    with final_unless_transient(f"{name} for {context.partition_key}: saving checkpoints"):
+        saved = save_checkpoints(result.checkpoints, store.folder(team, week, name))
     table = pd.DataFrame([{"checkpoint": c.checkpoint_id, "step": c.step, "threshold": round(c.threshold, 4),
                            **{k: round(v, 4) for k, v in c.metrics.items()}} for c in saved])
     yield dg.Output(result.model, output_name=name, metadata={
@@ -86,17 +89,14 @@ def _crossfit_outputs(context: dg.AssetExecutionContext, store: PartitionFolders
                     metadata={"checkpoints": dg.MetadataValue.md(table.to_markdown(index=False)), "count": len(saved)})
     out_of_fold = result.out_of_fold
     yield dg.Output(out_of_fold, output_name=f"{name}_out_of_fold",
-                    metadata={"dagster/row_count": len(out_of_fold), "folds": int(out_of_fold["fold"].nunique())})
+                    metadata={"folds": int(out_of_fold["fold"].nunique())})
 
 
 def _class_weight(balanced: bool) -> str | None:
     return "balanced" if balanced else None
 
 
-def _training_failure(context: dg.AssetExecutionContext, model: str, error: ValueError) -> dg.Failure:
-    return dg.Failure(description=f"{model} for {context.partition_key}: {error}", allow_retries=False)
-
-
+@versioned
 @dg.multi_asset(
     name="tf_model",
     outs=model_outs("tf_model", "keras_io_manager", {"tensorflow", "keras"},
@@ -106,6 +106,7 @@ def _training_failure(context: dg.AssetExecutionContext, model: str, error: Valu
     group_name="training",
     pool=GPU_POOL,
     op_tags=gpu_op_tags(),
+    retry_policy=STORAGE_RETRY_POLICY,
 )
 def tf_model(context: dg.AssetExecutionContext, config: TFModelConfig, checkpoint_store: PartitionFolders,
              train_split: pd.DataFrame):
@@ -115,14 +116,12 @@ def tf_model(context: dg.AssetExecutionContext, config: TFModelConfig, checkpoin
         context.log.info(f"fold {fold} epoch {epoch}/{config.epochs}: loss {logs['loss']:.4f}, "
                          f"val_loss {logs['val_loss']:.4f}")
 
-    try:
+    with final_unless_transient(f"tf_model for {context.partition_key}"):  # a retry would train again
         result = cross_fit_tf_model(train_split, TFTrainingParams(
             class_weight=_class_weight(config.balanced_class_weight),
             **config.model_dump(exclude={"balanced_class_weight", "early_stopping_fraction"})),
             early_stopping_fraction=config.early_stopping_fraction, on_epoch_end=log_epoch,
             where=context.partition_key)
-    except ValueError as error:
-        raise _training_failure(context, "tf_model", error) from error
     folds = result.fold_results
     context.log.info(f"cross-fitted {len(folds)} folds on {folds[0].device} in {result.seconds:.1f} s; best epochs "
                      f"{[fold.best_epoch for fold in folds]}")
@@ -136,6 +135,7 @@ def tf_model(context: dg.AssetExecutionContext, config: TFModelConfig, checkpoin
     })
 
 
+@versioned
 @dg.multi_asset(
     name="catboost_model",
     outs=model_outs("catboost_model", "catboost_io_manager", {"catboost"},
@@ -145,6 +145,7 @@ def tf_model(context: dg.AssetExecutionContext, config: TFModelConfig, checkpoin
     group_name="training",
     pool=GPU_POOL,
     op_tags=gpu_op_tags(),
+    retry_policy=STORAGE_RETRY_POLICY,
 )
 def catboost_model(context: dg.AssetExecutionContext, config: CatBoostConfig, checkpoint_store: PartitionFolders,
                    train_split: pd.DataFrame):
@@ -153,12 +154,10 @@ def catboost_model(context: dg.AssetExecutionContext, config: CatBoostConfig, ch
     def log_candidate(fold: int, line: str) -> None:
         context.log.info(f"fold {fold} {line}")
 
-    try:
+    with final_unless_transient(f"catboost_model for {context.partition_key}"):  # a retry would train again
         result = cross_fit_catboost_model(train_split, config.search_params(),
                                           early_stopping_fraction=config.early_stopping_fraction,
                                           on_candidate=log_candidate, where=context.partition_key)
-    except ValueError as error:
-        raise _training_failure(context, "catboost_model", error) from error
     folds = result.fold_results
     importance = (pd.concat([fold.feature_importance for fold in folds]).groupby("feature", as_index=False)
                   ["importance"].mean().sort_values("importance", ascending=False, ignore_index=True))

@@ -1,0 +1,52 @@
+"""Dagster's standard table metadata — ``dagster/column_schema`` and ``dagster/row_count`` — for the tables assets
+store, so the catalog shows each table's columns, their types (as stored in Parquet) and its size."""
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from turbine_dagster.core.data import FOLD, HOLDOUT_SCHEME_COLUMN, LAYOUT, WEEK
+from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, SOURCE_FILE, TARGET
+
+COLUMN_SCHEMA = "dagster/column_schema"
+ROW_COUNT = "dagster/row_count"
+
+COLUMN_DESCRIPTIONS = {
+    CASE_ID: "Case id: the landing file's own, or derived from the case's content where its layout has none.",
+    TARGET: "Diagnosis: 0 malignant, 1 benign.",
+    WEEK: "Landing week the case came in.",
+    SOURCE_FILE: "Landing file, relative to the landing root.",
+    LAYOUT: "Published layout the file was recognised as.",
+    FOLD: "Cross-fitting fold the case is held out in.",
+    HOLDOUT_SCHEME_COLUMN: "How the holdout was chosen (scheme and share): the gate pairs only equal schemes.",
+    "p_malignant": "P(malignant) from the model.",
+    "predicted_label": "0 malignant when p_malignant >= threshold, else 1 benign.",
+    "model_version": "Registry version (and checkpoint) that scored the case.",
+    "threshold": "Operating threshold the label was predicted at.",
+    "scored_at": "When the case was scored (UTC).",
+    "source_row": "0-based data row in the source file.",
+    "reason": "Why the row was not scored.",
+}
+FEATURE_DESCRIPTION = "Cell-nucleus measurement (WDBC feature)."
+
+
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(columns=[
+        dg.TableColumn(
+            name=field.name,
+            type="string" if pa.types.is_large_string(field.type) else str(field.type),
+            description=FEATURE_DESCRIPTION if field.name in FEATURE_COLUMNS else COLUMN_DESCRIPTIONS.get(field.name),
+        )
+        for field in schema
+    ])
+
+
+def table_metadata(table: pd.DataFrame | pa.Schema, row_count: int | None = None) -> dict[str, Any]:
+    """Column schema and row count of a frame (as Parquet stores it), or of a schema and a count."""
+    if isinstance(table, pd.DataFrame):
+        schema, row_count = pa.Schema.from_pandas(table, preserve_index=False), len(table)
+    else:
+        schema = table
+    return {COLUMN_SCHEMA: column_schema(schema), **({ROW_COUNT: int(row_count)} if row_count is not None else {})}
