@@ -401,4 +401,11 @@ def test_daemon_crash_between_sensor_ticks_creates_no_duplicate_retraining_run(s
         assert replayed.run_ids == [] and replayed.status == TickStatus.SKIPPED, replayed
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": drills.DRIFT_SENSOR}))
         assert [r.run_id for r in runs] == [first_run]
-        assert json.loads(drills.sensor_state(instance).instigator_data.cursor)["after"] >= site.drift_storage_id
+
+        # The daemon writes the finished tick first and the sensor's state (its cursor) just after: await both.
+        def saved_after() -> int:
+            cursor = drills.sensor_state(instance).instigator_data.cursor
+            return json.loads(cursor)["after"] if cursor else 0
+
+        drills.wait_for(lambda: saved_after() >= site.drift_storage_id, timeout=30,
+                        what=f"the drift sensor's saved cursor past drift event {site.drift_storage_id}")
