@@ -92,7 +92,7 @@ def test_empty_split_is_refused_naming_where(split):
 def test_learning_curve_is_an_embedded_png(trained):
     result, _ = trained
 
-    assert learning_curve_markdown(result.history).startswith("![Learning curve](data:image/png;base64,")
+    assert learning_curve_markdown([result.history, result.history]).startswith("![Learning curve](data:image/png;base64,")
 
 
 def test_params_refuse_an_unknown_class_weight():
