@@ -33,7 +33,10 @@ query Latest($key: AssetKeyInput!, $partition: String!) { assetOrError(assetKey:
   assetMaterializations(limit: 1, partitions: [$partition]) { partition runId metadataEntries { label __typename
     ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } ... on IntMetadataEntry { intValue }
     ... on FloatMetadataEntry { floatValue } ... on BoolMetadataEntry { boolValue }
-    ... on JsonMetadataEntry { jsonString } } } } } }
+    ... on JsonMetadataEntry { jsonString } ... on TableSchemaMetadataEntry { schema { columns { name type } } } } } } } }
+"""
+ASSET_NODES_QUERY = """
+query Nodes($partition: String!) { assetNodes { assetKey { path } opVersion staleStatus(partition: $partition) } }
 """
 STEP_FAILURES_QUERY = """
 query Events($id: ID!) { logsForRun(runId: $id, limit: 5000) { ... on EventConnection { events { __typename
@@ -102,8 +105,13 @@ class Platform:
         values = {}
         for entry in materializations[0]["metadataEntries"]:
             values[entry["label"]] = next((entry[k] for k in ("text", "mdStr", "intValue", "floatValue", "boolValue",
-                                                              "jsonString") if k in entry), None)
+                                                              "jsonString", "schema") if k in entry), None)
         return values
+
+    def asset_nodes(self, partition: str) -> dict[str, dict]:
+        """Each asset's code version (``opVersion`` in the GraphQL schema) and stale status for ``partition``."""
+        nodes = self.graphql(ASSET_NODES_QUERY, partition=partition)["assetNodes"]
+        return {node["assetKey"]["path"][-1]: node for node in nodes}
 
     def stop(self) -> None:
         # dagster dev ignores SIGTERM; SIGINT to its process group, then the group is killed if it lingers.

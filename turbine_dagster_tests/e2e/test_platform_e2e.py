@@ -28,6 +28,8 @@ TRAINING_ASSETS = {"raw_data", "train_split", "test_split", "tf_model", "catboos
                    "serving_champion"}
 PREDICTION_ASSETS = {"batch_predictions", "drift_report"}
 ARTIFACTS = REPO / "test-artifacts"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,17 @@ def test_training_graph_runs_and_champion_metadata_reads_back(platform, partitio
     assert serving["promoted"] is True and serving["serving_version"] == 1
 
 
+def test_code_versions_schemas_and_sync_reach_the_ui(platform, partition, trained):
+    nodes = platform.asset_nodes(partition)
+    assert all(len(node["opVersion"] or "") == 12 for node in nodes.values()), nodes
+    assert nodes["tf_model"]["opVersion"] == nodes["tf_model_out_of_fold"]["opVersion"] != nodes["raw_data"]["opVersion"]
+    assert {name for name in TRAINING_ASSETS if nodes[name]["staleStatus"] != "FRESH"} == set()
+    raw = platform.latest_metadata("raw_data", partition)
+    columns = {column["name"]: column["type"] for column in raw["dagster/column_schema"]["columns"]}
+    assert columns["case_id"] == "string" and columns["worst fractal dimension"] == "double" and len(columns) == 35
+    assert raw["dagster/row_count"] == raw["malignant_cases"] + raw["benign_cases"]
+
+
 def test_batch_predictions_run_from_the_prediction_location(platform, partition, trained):
     run_id = platform.launch("turbine-prediction", "prediction_pipeline", partition)
     assert platform.wait_for_run(run_id) == "SUCCESS", platform.step_failures(run_id)
@@ -107,10 +120,8 @@ def test_browser_shows_the_asset_graph_and_champion_plot(platform, partition, tr
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         # The champion group's lineage: its assets, their upstream models and the prediction side downstream.
         page.goto(f"{platform.url}/locations/turbine-training/asset-groups/champion", wait_until="networkidle")
@@ -129,4 +140,31 @@ def test_browser_shows_the_asset_graph_and_champion_plot(platform, partition, tr
         plot.wait_for(state="visible", timeout=60_000)
         assert plot.bounding_box()["width"] > 100
         page.screenshot(path=ARTIFACTS / "champion_model.png", full_page=True)
+        browser.close()
+
+
+def test_browser_shows_the_columns_and_the_code_version(platform, partition, trained):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    version = platform.asset_nodes(partition)["tf_model"]["opVersion"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # The catalog's Columns card, from raw_data's dagster/column_schema: names, types, descriptions.
+        page.goto(f"{platform.url}/assets/raw_data", wait_until="networkidle")
+        dismiss_welcome_dialog(page)
+        row = page.locator("tr", has_text="worst fractal dimension").first
+        row.wait_for(timeout=60_000)
+        assert "double" in row.inner_text()
+        assert "Diagnosis: 0 malignant, 1 benign." in page.locator("tr", has_text="target").first.inner_text()
+        page.screenshot(path=ARTIFACTS / "raw_data_columns.png", full_page=True)
+        # The code version, under the asset's Compute details (folded on a fresh browser profile).
+        page.goto(f"{platform.url}/assets/tf_model", wait_until="networkidle")
+        page.get_by_text("Compute details").first.wait_for(timeout=60_000)
+        if not page.get_by_text("Code version", exact=True).first.is_visible():
+            page.get_by_text("Compute details").first.click()
+        page.get_by_text("Code version", exact=True).first.wait_for(timeout=30_000)
+        assert page.get_by_text(version, exact=True).first.is_visible()
+        page.screenshot(path=ARTIFACTS / "tf_model_code_version.png", full_page=True)
         browser.close()
