@@ -29,11 +29,10 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from turbine_dagster.core.plots import figure_markdown
-from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
+from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, P_MALIGNANT, TARGET
 
 # The predictions file's column names (scoring.OUTPUT_SCHEMA), repeated so that this module does not load the
 # model libraries that scoring imports; a test keeps them equal.
-P_MALIGNANT = "p_malignant"
 PREDICTED_LABEL = "predicted_label"
 MODEL_VERSION = "model_version"
 THRESHOLD = "threshold"

@@ -20,9 +20,7 @@ from sklearn.model_selection import train_test_split
 from turbine_dagster.core.checkpoints import BEST, Checkpoint, take_checkpoint
 from turbine_dagster.core.data import FOLD
 from turbine_dagster.core.models import predict_malignant_proba
-from turbine_dagster.core.schema import CASE_ID, MALIGNANT, TARGET
-
-P_MALIGNANT = "p_malignant"
+from turbine_dagster.core.schema import CASE_ID, MALIGNANT, P_MALIGNANT, TARGET
 
 FoldTrainer = Callable[[pd.DataFrame, pd.DataFrame, int], Any]
 """Trains one fold's model: (fit cases, early-stopping cases, fold number) -> a training result with

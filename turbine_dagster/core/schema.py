@@ -9,6 +9,8 @@ from sklearn.datasets import load_breast_cancer
 CASE_ID = "case_id"
 TARGET = "target"
 SOURCE_FILE = "source_file"
+P_MALIGNANT = "p_malignant"
+"""A model's probability that the case is malignant, in every table of scores."""
 
 MALIGNANT = 0
 BENIGN = 1

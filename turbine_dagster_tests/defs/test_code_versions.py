@@ -11,8 +11,8 @@ from upath import UPath
 
 from turbine_dagster.defs import code_versions
 from turbine_dagster.defs.prediction.assets import prediction_assets
-from turbine_dagster.defs.training.champion_assets import champion_assets, champion_checks
-from turbine_dagster.defs.training.data_assets import data_assets, raw_data_checks
+from turbine_dagster.defs.training.champion_assets import champion_assets
+from turbine_dagster.defs.training.data_assets import data_assets
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
 from turbine_dagster.defs.training.model_assets import model_assets, tf_model
 from turbine_dagster_tests.conftest import TEAM
@@ -20,7 +20,6 @@ from turbine_dagster_tests.defs.helpers import failure_messages, materialize
 from turbine_dagster_tests.defs.test_training_assets import FAST_TRAINING
 
 ASSETS = [*data_assets, *model_assets, *evaluation_assets, *champion_assets, *prediction_assets]
-CHECKS = [*raw_data_checks, *champion_checks]
 TF_OUTPUTS = {"tf_model", "tf_model_checkpoints", "tf_model_out_of_fold"}
 
 
@@ -120,7 +119,7 @@ def materialized_everything(tmp_path_factory, week):
     settings = dataclasses.replace(Settings.from_env({}), landing_root=str(root / "landing"),
                                    storage_root=str(root / "storage"))
     with dg.instance_for_test() as instance:
-        result = materialize([*ASSETS, *CHECKS], settings, f"{TEAM}|{week}", instance=instance,
+        result = materialize(ASSETS, settings, f"{TEAM}|{week}", instance=instance,
                              run_config={"ops": FAST_TRAINING})
         assert result.success, failure_messages(result)
         yield instance, settings, f"{TEAM}|{week}"
@@ -146,8 +145,8 @@ def test_after_a_change_to_the_fcn_block_the_model_and_then_everything_downstrea
     assert stale(instance, changed, partition) == TF_OUTPUTS
 
     def rematerialize(*names: str) -> None:
-        config = {op: value for op, value in FAST_TRAINING.items() if op.startswith(names)}  # checks' config too
-        result = materialize([*changed, *CHECKS], settings, partition, instance=instance, run_config={"ops": config},
+        config = {op: value for op, value in FAST_TRAINING.items() if op in names}
+        result = materialize(changed, settings, partition, instance=instance, run_config={"ops": config},
                              selection=[key for name in names for key in by_name[name].keys])
         assert result.success, failure_messages(result)
 

@@ -4,7 +4,7 @@ import pytest
 
 from turbine_dagster.core import landing
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, TARGET
-from turbine_dagster.defs.training.data_assets import SPLIT_DESCRIPTIONS, raw_data, raw_data_checks, splits
+from turbine_dagster.defs.training.data_assets import SPLIT_DESCRIPTIONS, raw_data, splits
 from turbine_dagster_tests.conftest import TEAM
 from turbine_dagster_tests.defs.helpers import (
     check_evaluations,
@@ -14,7 +14,7 @@ from turbine_dagster_tests.defs.helpers import (
     materialized_keys,
 )
 
-DATA_ASSETS = [raw_data, splits, *raw_data_checks]
+DATA_ASSETS = [raw_data, splits]  # raw_data's checks run in its own step
 
 
 def labeled_file(landing_root, week):
@@ -128,7 +128,7 @@ def test_empty_partition_fails_raw_data_with_guidance(settings, landing_root, we
 def test_too_few_cases_of_a_class_fail_the_minimum_check(settings, partition_key):
     from dagster import RunConfig
 
-    run_config = RunConfig(ops={"raw_data_enough_rows_per_class": {"config": {"minimum": 1000}}})
+    run_config = RunConfig(ops={"raw_data": {"config": {"min_cases_per_class": 1000}}})
     result = materialize(DATA_ASSETS, settings, partition_key, run_config=run_config)
     assert not check_evaluations(result)["enough_rows_per_class"].passed
     assert materialized_keys(result) == {"raw_data"}

@@ -61,8 +61,9 @@ def test_every_asset_and_check_of_both_locations_retries_with_backoff():
     assert STORAGE_RETRY_POLICY.backoff == dg.Backoff.EXPONENTIAL and STORAGE_RETRY_POLICY.max_retries >= 2
     for defs in (training, prediction):
         graph = defs.resolve_asset_graph()
-        nodes = [a.node_def for a in graph.assets_defs if a.is_executable]  # asset checks included
-        assert any(node.name.startswith(("raw_data_", "drift_report_")) for node in nodes)
+        nodes = [a.node_def for a in graph.assets_defs if a.is_executable]  # checks: in their asset's op or their own
+        assert graph.asset_check_keys and all(any(key in a.check_keys for a in graph.assets_defs if a.is_executable)
+                                              for key in graph.asset_check_keys)
         assert all(node.retry_policy == STORAGE_RETRY_POLICY for node in nodes), \
             [node.name for node in nodes if node.retry_policy != STORAGE_RETRY_POLICY]
 
@@ -96,3 +97,10 @@ def test_a_data_error_is_not_retried(settings):
     result = materialize([raw_data], settings, "team_b|2026-01-04")  # no landing data there
     assert not result.success and not events(result, "STEP_UP_FOR_RETRY", "raw_data")
     assert "raw_data for team_b|2026-01-04" in failure_messages(result)
+
+
+def test_a_failed_blocking_check_is_not_retried(settings, partition_key):
+    run_config = {"ops": {"raw_data": {"config": {"min_cases_per_class": 1000}}}}
+    result = materialize([raw_data, splits], settings, partition_key, run_config=run_config)
+    assert not result.success and not events(result, "STEP_UP_FOR_RETRY", "raw_data")
+    assert materialized_keys(result) == {"raw_data"}  # stored as landed; nothing downstream

@@ -4,14 +4,10 @@ import pytest
 
 from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, TARGET
 from turbine_dagster.core.registry import ModelRegistry
-from turbine_dagster.defs.training.champion_assets import (
-    QualityBarsConfig,
-    champion_assets,
-    champion_checks,
-    champion_meets_quality_bars,
-)
+from turbine_dagster.core.selection import QualityBars
+from turbine_dagster.defs.training.champion_assets import champion_assets, quality_bars_result
 from turbine_dagster.defs.resources import PartitionFolders, local_resources
-from turbine_dagster.defs.training.data_assets import raw_data, raw_data_checks, splits
+from turbine_dagster.defs.training.data_assets import raw_data, splits
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
 from turbine_dagster.defs.training.model_assets import TFModelConfig, model_assets, tf_model
 from turbine_dagster_tests.conftest import TEAM
@@ -31,12 +27,10 @@ FAST_TRAINING = {
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
     # Three epochs make no diagnostic model: the bars here test the wiring, not the quality.
-    "champion_model": {"config": {"n_bootstrap": 100}},
-    "champion_model_champion_meets_quality_bars": {"config": {"min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
+    "champion_model": {"config": {"n_bootstrap": 100, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
     "serving_champion": {"config": {"min_precision": 0.0}},
 }
-TRAINING_GRAPH = [raw_data, splits, *raw_data_checks, *model_assets, *evaluation_assets, *champion_assets,
-                  *champion_checks]
+TRAINING_GRAPH = [raw_data, splits, *model_assets, *evaluation_assets, *champion_assets]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +145,7 @@ def test_first_champion_is_registered_and_serves(trained):
 
 def test_quality_bars_check_fails_below_the_bars():
     champion = {"champion": "tf_model", "metrics": {"malignant_recall": 0.90, "roc_auc": 0.99}}
-    outcome = champion_meets_quality_bars(config=QualityBarsConfig(), champion_model=champion)
+    outcome = quality_bars_result(champion, QualityBars(min_malignant_recall=0.95, min_roc_auc=0.98))
     assert not outcome.passed and "malignant recall 0.9000 is below the bar 0.9500" in outcome.description
 
 
@@ -185,7 +179,7 @@ def _rerun_champion_and_gate(trained, storage_root) -> dg.ExecuteInProcessResult
     return dg.materialize(TRAINING_GRAPH, partition_key=f"{TEAM}|{week}", resources=local_resources(settings),
                           selection=["champion_model", "serving_champion"], raise_on_error=False,
                           run_config={"ops": {key: FAST_TRAINING[key] for key in (
-                              "champion_model", "champion_model_champion_meets_quality_bars", "serving_champion")}})
+                              "champion_model", "serving_champion")}})
 
 
 def test_gate_pairs_candidate_and_serving_champion_on_the_holdout_only_under_the_same_split_scheme(trained, tmp_path):

@@ -14,10 +14,10 @@ from dagster_k8s import K8sRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from turbine_dagster.cli.instance import GPU_POOL, ensure_pool_limits
-from turbine_dagster.defs.training.data_assets import SPLIT_DESCRIPTIONS, raw_data, raw_data_checks, splits
+from turbine_dagster.defs.training.data_assets import SPLIT_DESCRIPTIONS, raw_data, splits
 from turbine_dagster_tests.defs.helpers import failure_messages, materialize, materialized_keys
 
-DATA_ASSETS = [raw_data, splits, *raw_data_checks]
+DATA_ASSETS = [raw_data, splits]
 # Tested against the real server. The Kubernetes run launcher and the S3 compute logs are loaded in
 # test_the_whole_production_instance_loads, outside a cluster.
 SERVER_SECTIONS = ("storage", "run_coordinator", "concurrency", "run_monitoring", "telemetry")
@@ -62,7 +62,7 @@ def test_materialization_history_is_read_back_from_postgres_by_another_instance(
         assert records[0].asset_materialization.metadata["dagster/row_count"].value == 200
         assert all(reader.get_materialized_partitions(dg.AssetKey(name)) == {partition_key} for name in SPLIT_DESCRIPTIONS)
 
-        check_keys = [key for checks in raw_data_checks for key in checks.check_keys]
+        check_keys = list(raw_data.check_keys)
         latest = reader.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
         assert {record.status.value for record in latest.values()} == {"SUCCEEDED"}
         assert len(latest) == len(check_keys) == 5

@@ -19,8 +19,7 @@ TRAINING_CONFIG = {"ops": {
                                   "cv_folds": 2}},
     "tf_evaluation": {"config": {"n_bootstrap": 200}},
     "catboost_evaluation": {"config": {"n_bootstrap": 200}},
-    "champion_model": {"config": {"n_bootstrap": 200}},
-    "champion_model_champion_meets_quality_bars": {"config": {"min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
+    "champion_model": {"config": {"n_bootstrap": 200, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
     "serving_champion": {"config": {"min_precision": 0.0}},
 }}
 TRAINING_ASSETS = {"raw_data", "train_split", "test_split", "tf_model", "catboost_model", "tf_model_out_of_fold",

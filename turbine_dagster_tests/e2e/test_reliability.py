@@ -44,15 +44,12 @@ SMALL_TRAINING = {
                                   "cv_folds": 2}},
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
-    "champion_model": {"config": {"n_bootstrap": 100}},
-    "champion_model_champion_meets_quality_bars": {"config": {"min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
+    "champion_model": {"config": {"n_bootstrap": 100, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
     "serving_champion": {"config": {"min_precision": 0.0}},
 }
 # Hundreds of epochs at batch size 8: tf_model trains for minutes, long enough to be killed mid-epoch.
 LONG_TRAINING = {**SMALL_TRAINING, "tf_model": {"config": {"epochs": 400, "patience": 400, "batch_size": 8}}}
 ONE_WEEK_OF_DATA = {"raw_data": {"config": {"window_weeks": 1}}}
-RAW_DATA_CHECKS = ("feature_columns_numeric", "no_missing_or_infinite_values", "labels_valid", "case_ids_unique",
-                   "enough_rows_per_class")
 
 # A marker name in partition keys that try to leave the roots makes anything a traversal created findable.
 ESCAPE = "escaped-by-drill"
@@ -169,17 +166,17 @@ def test_bad_landing_data_fails_the_run_with_a_named_error_and_nothing_downstrea
             assert needle in failures["raw_data"], failures["raw_data"]
         assert f"raw_data for {bad.partition}" in failures["raw_data"]
         assert log.materialized() == []
-    else:  # raw_data is stored as landed; exactly one blocking check fails and names column and file
+    else:  # raw_data is stored as landed; exactly one blocking check (in raw_data's step) fails, naming column and file
         evaluations = log.check_evaluations()
         failed = {name: e["description"] for name, e in evaluations.items() if not e["success"]}
         assert set(failed) == {bad.failing_check}, evaluations
         for needle in bad.needles:
             assert needle in failed[bad.failing_check]
-        assert set(log.step_failures()) == {f"raw_data_{bad.failing_check}"}
+        assert set(log.step_failures()) == {"raw_data"}
         assert log.materialized() == [("raw_data", bad.partition)]
 
     # Nothing downstream ran, nothing downstream was written.
-    assert log.started_steps() <= {"raw_data", *(f"raw_data_{name}" for name in RAW_DATA_CHECKS)}
+    assert log.started_steps() == {"raw_data"}
     for asset in ("train_split", "test_split", "tf_model", "catboost_model", "tf_evaluation",
                   "catboost_evaluation", "champion_model", "serving_champion"):
         assert not drills.asset_file(site.storage, asset, bad.partition).exists(), asset

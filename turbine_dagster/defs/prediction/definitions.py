@@ -9,6 +9,11 @@ from turbine_dagster.defs.prediction.sensors import promotion_rescoring_sensor_f
 from turbine_dagster.defs.resources import executor_for, resources_for
 from turbine_dagster.defs.schedules import team_schedules
 
+# Imported once per run by the executor's fork server: every step process starts with them loaded.
+PRELOAD_MODULES = ("turbine_dagster.locations.prediction", "tensorflow", "keras", "catboost",
+                   "turbine_dagster.core.scoring", "turbine_dagster.core.model_store", "turbine_dagster.core.drift",
+                   "turbine_dagster.core.comparison")
+
 prediction_job = team_week_job(
     "prediction_pipeline",
     dg.AssetSelection.groups("prediction", "monitoring"),
@@ -24,5 +29,5 @@ def build_definitions() -> dg.Definitions:
         schedules=team_schedules(SETTINGS, prediction_job, delay_hours=SETTINGS.prediction_delay_hours),
         sensors=[promotion_rescoring_sensor_for(prediction_job)],
         resources=resources_for(SETTINGS),
-        executor=executor_for(SETTINGS),
+        executor=executor_for(SETTINGS, PRELOAD_MODULES),
     )

@@ -28,11 +28,10 @@ class ChampionConfig(dg.Config):
                                     "reports, never on the holdout.")
     tie_tolerance: float = Field(0.0, ge=0, description="recall_first: differences up to this are ties.")
     n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the holdout report's 95% intervals.")
-
-
-class QualityBarsConfig(dg.Config):
-    min_malignant_recall: float = Field(0.95, ge=0, le=1, description="On the holdout, at the champion's threshold.")
-    min_roc_auc: float = Field(0.98, ge=0, le=1, description="On the holdout.")
+    min_malignant_recall: float = Field(0.95, ge=0, le=1, description="Quality bar (check champion_meets_quality_bars):"
+                                                                     " on the holdout, at the champion's threshold.")
+    min_roc_auc: float = Field(0.98, ge=0, le=1, description="Quality bar (check champion_meets_quality_bars): on the "
+                                                            "holdout.")
 
 
 class PromotionConfig(dg.Config):
@@ -44,15 +43,32 @@ class PromotionConfig(dg.Config):
                                                                "is below this floor (more false alarms than cancers).")
 
 
+def quality_bars_result(champion: dict, bars: selection.QualityBars) -> dg.AssetCheckResult:
+    """The blocking check champion_meets_quality_bars: a champion below a bar is never offered to the gate."""
+    failures = selection.check_quality_bars(champion["metrics"], bars)
+    return dg.AssetCheckResult(
+        check_name="champion_meets_quality_bars",
+        passed=not failures,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(failures) or f"{champion['champion']} passes every quality bar",
+        metadata={"malignant_recall": champion["metrics"]["malignant_recall"], "roc_auc": champion["metrics"]["roc_auc"],
+                  "min_malignant_recall": bars.min_malignant_recall, "min_roc_auc": bars.min_roc_auc},
+    )
+
+
 @versioned
 @champion_side_asset(
     description="Applies both selection policies to the out-of-fold evaluations, grades the chosen model once on "
                 "the holdout, and registers it as a candidate version in the model registry.",
+    check_specs=[dg.AssetCheckSpec("champion_meets_quality_bars", asset="champion_model", blocking=True,
+                                   partitions_def=team_week_partitions,
+                                   description="The champion must reach the minimum quality bars on the holdout "
+                                               "before the gate may promote it.")],
 )
 def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, registry: ModelRegistryResource,
                    tf_model: Any, catboost_model: Any, tf_evaluation: dict, catboost_evaluation: dict,
                    tf_model_checkpoints: list, catboost_model_checkpoints: list,
-                   train_split: pd.DataFrame, test_split: pd.DataFrame) -> dg.Output[dict]:
+                   train_split: pd.DataFrame, test_split: pd.DataFrame):  # a MaterializeResult, with its check
     from turbine_dagster.core.checkpoints import Checkpoint
     from turbine_dagster.core.models import predict_malignant_proba
 
@@ -85,10 +101,14 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, re
     context.log.info(f"{chosen.reason} Registered as {version.label} for {team}.")
     verdicts = {name: verdict.to_dict() for name, verdict in chosen.verdicts.items()}
     choice = decision_report["threshold_choice"]
-    return dg.Output(
-        {"team": team, "week": week, **chosen.to_dict(), "version": version.version, "model_type": version.model_type,
-         "threshold": threshold, "metrics": metrics, "decision_data": "out-of-fold", "threshold_choice": choice,
-         "split_scheme": scheme, "holdout_report": holdout},
+    champion = {"team": team, "week": week, **chosen.to_dict(), "version": version.version,
+                "model_type": version.model_type, "threshold": threshold, "metrics": metrics,
+                "decision_data": "out-of-fold", "threshold_choice": choice, "split_scheme": scheme,
+                "holdout_report": holdout}
+    return dg.MaterializeResult(
+        value=champion,
+        check_results=[quality_bars_result(champion, selection.QualityBars(config.min_malignant_recall,
+                                                                           config.min_roc_auc))],
         metadata={
             "champion": chosen.champion,
             "policy": config.policy,
@@ -112,23 +132,6 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, re
             "verdicts": dg.MetadataValue.json(verdicts),
             "champion_plots": dg.MetadataValue.md("\n\n".join(plots.values())),
         },
-    )
-
-
-@dg.asset_check(asset=champion_model, blocking=True, partitions_def=team_week_partitions,
-                retry_policy=STORAGE_RETRY_POLICY,
-                description="The champion must reach the minimum quality bars on the holdout before the gate may "
-                            "promote it.")
-def champion_meets_quality_bars(config: QualityBarsConfig, champion_model: dict) -> dg.AssetCheckResult:
-    bars = selection.QualityBars(config.min_malignant_recall, config.min_roc_auc)
-    failures = selection.check_quality_bars(champion_model["metrics"], bars)
-    return dg.AssetCheckResult(
-        passed=not failures,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(failures) or f"{champion_model['champion']} passes every quality bar",
-        metadata={"malignant_recall": champion_model["metrics"]["malignant_recall"],
-                  "roc_auc": champion_model["metrics"]["roc_auc"],
-                  "min_malignant_recall": bars.min_malignant_recall, "min_roc_auc": bars.min_roc_auc},
     )
 
 
@@ -183,4 +186,3 @@ def serving_champion(context: dg.AssetExecutionContext, config: PromotionConfig,
 
 
 champion_assets = [champion_model, serving_champion]
-champion_checks = [champion_meets_quality_bars]

@@ -20,10 +20,8 @@ OWNERS = ["team:ml-platform"]
 
 class RawDataConfig(dg.Config):
     window_weeks: int = Field(0, ge=0, description="Weeks of labeled history up to this week to use; 0 = all.")
-
-
-class RowsPerClassConfig(dg.Config):
-    minimum: int = Field(10, ge=1, description="Fewest cases of each class a training set may hold.")
+    min_cases_per_class: int = Field(10, ge=1, description="Check enough_rows_per_class: fewest cases of each class "
+                                                           "a training set may hold.")
 
 
 class SplitConfig(dg.Config):
@@ -47,6 +45,33 @@ def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+RAW_DATA_CHECKS: dict[str, tuple[str, Callable[..., data.CheckOutcome]]] = {
+    "feature_columns_numeric": ("The 30 feature columns hold numbers only.", data.check_numeric_features),
+    "no_missing_or_infinite_values": ("No NaN, infinite, beyond-float32 (infinite to the model) or negative (no "
+                                      "measurement is) feature values.", data.check_finite_features),
+    "labels_valid": ("Every target is 0 (malignant) or 1 (benign).", data.check_labels),
+    "case_ids_unique": ("No case id appears twice.", data.check_unique_case_ids),
+    "enough_rows_per_class": ("Each class has the minimum number of cases (config min_cases_per_class).",
+                              data.check_rows_per_class),
+}
+"""raw_data's blocking checks, evaluated in raw_data's own step: an ERROR stops every downstream asset of the run."""
+
+
+def raw_data_check_results(frame: pd.DataFrame, config: RawDataConfig) -> list[dg.AssetCheckResult]:
+    results = []
+    for name, (_, rule) in RAW_DATA_CHECKS.items():
+        outcome = rule(frame, minimum=config.min_cases_per_class) if name == "enough_rows_per_class" else rule(frame)
+        problems = pd.DataFrame([vars(p) for p in outcome.problems], columns=["column", "file", "rows", "detail"])
+        results.append(dg.AssetCheckResult(
+            check_name=name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=outcome.description(),
+            metadata={"failing_rows": int(problems["rows"].sum()), "problems": markdown_table(problems)},
+        ))
+    return results
+
+
 @versioned
 @dg.asset(
     partitions_def=team_week_partitions,
@@ -54,9 +79,13 @@ def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     kinds={"pandas", "parquet"},
     owners=OWNERS,
     description="The team's labeled landing data up to this week (window configurable), as one table.",
+    check_specs=[dg.AssetCheckSpec(name, asset="raw_data", description=description, blocking=True,
+                                   partitions_def=team_week_partitions)
+                 for name, (description, _) in RAW_DATA_CHECKS.items()],
     retry_policy=STORAGE_RETRY_POLICY,
 )
-def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig, landing_zone: LandingZone) -> dg.Output[pd.DataFrame]:
+def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig,
+             landing_zone: LandingZone):  # a MaterializeResult: the table, and its checks' results
     team, week = team_and_week(context)
     strays = landing.stray_entries(landing_zone.path(), landing.LABELED, team)
     if strays:
@@ -69,8 +98,8 @@ def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig, landing_z
         .reset_index(name="rows")
     preview = frame.loc[:, [CASE_ID, *data.FEATURE_COLUMNS[:4], TARGET, data.WEEK]].head(10)
     unusual = data.unusually_large(frame)
-    return dg.Output(
-        frame,
+    return dg.MaterializeResult(
+        value=frame,
         data_version=dg.DataVersion(data.fingerprint(frame)),
         metadata={
             **class_balance_metadata(frame),
@@ -82,44 +111,9 @@ def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig, landing_z
             **({"ignored_landing_entries": dg.MetadataValue.json(strays)} if strays else {}),
             "preview": markdown_table(preview),
         },
+        check_results=raw_data_check_results(frame, config),
     )
 
-
-def _blocking_check(name: str, description: str, rule: Callable[..., data.CheckOutcome], config_type=None):
-    """A blocking raw_data check: an ERROR stops every downstream asset of the run."""
-
-    def evaluate(raw_data: pd.DataFrame, **rule_args) -> dg.AssetCheckResult:
-        outcome = rule(raw_data, **rule_args)
-        problems = pd.DataFrame([vars(p) for p in outcome.problems], columns=["column", "file", "rows", "detail"])
-        return dg.AssetCheckResult(
-            passed=outcome.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=outcome.description(),
-            metadata={"failing_rows": int(problems["rows"].sum()), "problems": markdown_table(problems)},
-        )
-
-    if config_type is None:
-        @dg.asset_check(asset=raw_data, name=name, description=description, blocking=True,
-                        partitions_def=team_week_partitions, retry_policy=STORAGE_RETRY_POLICY)
-        def check(raw_data: pd.DataFrame) -> dg.AssetCheckResult:
-            return evaluate(raw_data)
-    else:
-        @dg.asset_check(asset=raw_data, name=name, description=description, blocking=True,
-                        partitions_def=team_week_partitions, retry_policy=STORAGE_RETRY_POLICY)
-        def check(config: config_type, raw_data: pd.DataFrame) -> dg.AssetCheckResult:  # type: ignore[valid-type]
-            return evaluate(raw_data, minimum=config.minimum)
-    return check
-
-
-raw_data_checks = [
-    _blocking_check("feature_columns_numeric", "The 30 feature columns hold numbers only.", data.check_numeric_features),
-    _blocking_check("no_missing_or_infinite_values", "No NaN, infinite, beyond-float32 (infinite to the model) or "
-                    "negative (no measurement is) feature values.", data.check_finite_features),
-    _blocking_check("labels_valid", "Every target is 0 (malignant) or 1 (benign).", data.check_labels),
-    _blocking_check("case_ids_unique", "No case id appears twice.", data.check_unique_case_ids),
-    _blocking_check("enough_rows_per_class", "Each class has the minimum number of cases.", data.check_rows_per_class,
-                    RowsPerClassConfig),
-]
 
 SPLIT_DESCRIPTIONS = {
     "train_split": "Development cases of raw_data with their cross-fitting fold: models are fitted, early-stopped, "

@@ -9,8 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from turbine_dagster.core import evaluation
-from turbine_dagster.core.crossfit import P_MALIGNANT
-from turbine_dagster.core.schema import TARGET
+from turbine_dagster.core.schema import P_MALIGNANT, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_week_partitions
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
