@@ -30,7 +30,6 @@ fixed overhead against a third of the compute.
 
 import argparse
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,6 +39,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from turbine_dagster_tests.processes import stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -141,16 +142,7 @@ class Platform:
             time.sleep(1)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process)
 
 
 def critical_path(run: dict) -> tuple[float, list[str]]:

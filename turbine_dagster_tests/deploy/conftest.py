@@ -13,7 +13,6 @@ import pwd
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -26,6 +25,8 @@ from typing import Any
 import psycopg2
 import pytest
 import yaml
+
+from turbine_dagster_tests.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy"
@@ -91,12 +92,6 @@ def postgres_bindir() -> Path | None:
     return next((c for c in candidates if (c / "initdb").is_file() and (c / "pg_ctl").is_file()), None)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", SERVER_USER, "--", *command] if os.geteuid() == 0 else command
 
@@ -150,7 +145,7 @@ def postgres_server() -> Iterator[PostgresServer]:
               "--locale", "C", "--no-sync"], cwd=base, what="initdb")
         stop = [str(bindir / "pg_ctl"), "-D", str(base / "data"), "-m", "fast", "-w", "stop"]
         for _ in range(START_ATTEMPTS):
-            port = _free_port()
+            port = free_port()
             if _start(bindir, base, port):
                 break
         else:

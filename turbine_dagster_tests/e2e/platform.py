@@ -3,14 +3,14 @@ and a small client for the webserver's GraphQL API."""
 
 import datetime as dt
 import os
-import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from turbine_dagster_tests.processes import free_port, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -45,10 +45,6 @@ query Events($id: ID!) { logsForRun(runId: $id, limit: 5000) { ... on EventConne
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -114,17 +110,7 @@ class Platform:
         return {node["assetKey"]["path"][-1]: node for node in nodes}
 
     def stop(self) -> None:
-        # dagster dev ignores SIGTERM; SIGINT to its process group, then the group is killed if it lingers.
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process)
 
 
 def start_platform(tmp: Path, as_of: dt.date, demo_args: str = "--weeks 2 --scoring-rows 3000",

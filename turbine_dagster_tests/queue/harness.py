@@ -1,9 +1,6 @@
 """What the queue tests share: a fresh instance with lowered limits, the real webserver and daemon on a probe
 code location, a small GraphQL client, and the peak overlap of run intervals."""
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +9,8 @@ from pathlib import Path
 
 import requests
 import yaml
+
+from turbine_dagster_tests.processes import free_port, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -56,27 +55,13 @@ def start(command: list, env: dict, log: Path) -> subprocess.Popen:
 
 
 def stop(process: subprocess.Popen) -> None:
-    """SIGINT to the process group (Dagster's processes ignore SIGTERM), then kill what lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    stop_process_group(process, grace_seconds=20)
 
 
 def start_daemon(workspace: Path, env: dict, log: Path) -> subprocess.Popen:
     return start([BIN / "dagster-daemon", "run", "-w", workspace], env, log)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
