@@ -22,6 +22,7 @@ from catboost.utils import get_gpu_device_count
 
 from turbine_dagster.core.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
 from turbine_dagster.core.crossfit import CrossFitResult, cross_fit
+from turbine_dagster.core.data import EARLY_STOPPING_FRACTION
 from turbine_dagster.core.models import feature_matrix, predict_malignant_proba, require_both_classes
 from turbine_dagster.core.plots import figure_markdown
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
@@ -279,7 +280,7 @@ def cross_fit_catboost_model(
     development: pd.DataFrame,
     params: CatBoostSearchParams,
     *,
-    early_stopping_fraction: float = 0.2,
+    early_stopping_fraction: float = EARLY_STOPPING_FRACTION,
     on_candidate: Callable[[int, str], None] | None = None,
     where: str | None = None,
 ) -> CrossFitResult:

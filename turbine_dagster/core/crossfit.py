@@ -18,7 +18,7 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 
 from turbine_dagster.core.checkpoints import BEST, Checkpoint, take_checkpoint
-from turbine_dagster.core.data import FOLD
+from turbine_dagster.core.data import EARLY_STOPPING_FRACTION, FOLD
 from turbine_dagster.core.models import predict_malignant_proba
 from turbine_dagster.core.schema import CASE_ID, MALIGNANT, P_MALIGNANT, TARGET
 
@@ -55,7 +55,7 @@ def fold_cases(development: pd.DataFrame, fold: int, early_stopping_fraction: fl
 
 
 def cross_fit(development: pd.DataFrame, train_fold: FoldTrainer, combine: Combiner, *,
-              early_stopping_fraction: float = 0.2, seed: int = 42) -> CrossFitResult:
+              early_stopping_fraction: float = EARLY_STOPPING_FRACTION, seed: int = 42) -> CrossFitResult:
     """Train one model per fold of ``development[FOLD]``, score each held-out fold, and combine the models."""
     if FOLD not in development.columns:
         raise ValueError(f"development cases have no '{FOLD}' column; split them with data.development_and_holdout")

@@ -285,6 +285,8 @@ class SplitParams:
         return f"{HOLDOUT_SCHEME}:{self.test_fraction:g}"
 
 
+EARLY_STOPPING_FRACTION = 0.2
+"""Default share of each cross-fitting fold's training cases held back for early stopping."""
 HOLDOUT_SCHEME = "case-id-sha256-holdout"
 HOLDOUT_SCHEME_COLUMN = "holdout_scheme"
 """Carried by the holdout table, so whatever reads it knows (and registers) the scheme it came from."""

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from turbine_dagster.core.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
 from turbine_dagster.core.crossfit import CrossFitResult, cross_fit
+from turbine_dagster.core.data import EARLY_STOPPING_FRACTION
 from turbine_dagster.core.fcn import FCNBlock
 from turbine_dagster.core.models import feature_matrix, predict_malignant_proba, require_both_classes
 from turbine_dagster.core.plots import figure_markdown
@@ -251,7 +252,7 @@ def cross_fit_tf_model(
     development: pd.DataFrame,
     params: TFTrainingParams,
     *,
-    early_stopping_fraction: float = 0.2,
+    early_stopping_fraction: float = EARLY_STOPPING_FRACTION,
     on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None,
     where: str | None = None,
 ) -> CrossFitResult:

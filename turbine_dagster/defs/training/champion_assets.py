@@ -35,11 +35,11 @@ class ChampionConfig(dg.Config):
 
 
 class PromotionConfig(dg.Config):
-    margin: float = Field(0.02, ge=0, lt=1, description="Non-inferiority margin: share of holdout malignant cases the "
+    margin: float = Field(selection.GateRule.margin, ge=0, lt=1, description="Non-inferiority margin: share of holdout malignant cases the "
                                                        "candidate may miss beyond the serving champion's misses.")
-    alpha: float = Field(0.05, gt=0, lt=1, description="Refuse when the one-sided exact binomial test says the "
+    alpha: float = Field(selection.GateRule.alpha, gt=0, lt=1, description="Refuse when the one-sided exact binomial test says the "
                                                       "candidate is worse than the margin at this level.")
-    min_precision: float = Field(0.50, ge=0, le=1, description="Refuse a candidate whose holdout malignant precision "
+    min_precision: float = Field(selection.GateRule.min_precision, ge=0, le=1, description="Refuse a candidate whose holdout malignant precision "
                                                                "is below this floor (more false alarms than cancers).")
 
 

@@ -25,11 +25,11 @@ class RawDataConfig(dg.Config):
 
 
 class SplitConfig(dg.Config):
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of case ids in the fixed holdout (chosen by a "
+    test_fraction: float = Field(data.SplitParams.test_fraction, gt=0, lt=1, description="Share of case ids in the fixed holdout (chosen by a "
                                  "hash of the case id: a case never changes split). Changing it starts a new split "
                                  "scheme: the gate then cannot pair the next candidate with the serving champion.")
-    folds: int = Field(5, ge=2, description="Cross-fitting folds over the development cases.")
-    seed: int = Field(42, description="Seed of the stratified fold assignment.")
+    folds: int = Field(data.SplitParams.folds, ge=2, description="Cross-fitting folds over the development cases.")
+    seed: int = Field(data.SplitParams.seed, description="Seed of the stratified fold assignment.")
 
 
 def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:

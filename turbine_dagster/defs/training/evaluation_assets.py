@@ -18,7 +18,7 @@ OWNERS = ["team:data-science"]
 
 
 class EvaluationConfig(dg.Config):
-    target_recall: float = Field(0.98, gt=0, lt=1, description="Malignant recall the operating threshold promises on "
+    target_recall: float = Field(evaluation.DEFAULT_TARGET_RECALL, gt=0, lt=1, description="Malignant recall the operating threshold promises on "
                                                                "new cases (split-conformal on out-of-fold scores).")
     n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the 95% intervals.")
     seed: int = Field(0)

@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from turbine_dagster.core import data
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import GPU_POOL, PartitionFolders, gpu_op_tags
@@ -30,7 +31,7 @@ class TFModelConfig(dg.Config):
     patience: int = Field(20, ge=0, description="Epochs without a better early-stopping loss before stopping.")
     seed: int = Field(42, description="Seeds Python, NumPy and TensorFlow; CPU training is deterministic.")
     checkpoint_epochs: list[int] = Field([], description="Epochs kept as checkpoints besides the best one.")
-    early_stopping_fraction: float = Field(0.2, gt=0, lt=1, description="Share of each fold's training cases "
+    early_stopping_fraction: float = Field(data.EARLY_STOPPING_FRACTION, gt=0, lt=1, description="Share of each fold's training cases "
                                            "held back for early stopping.")
 
 
@@ -47,7 +48,7 @@ class CatBoostConfig(dg.Config):
     seed: int = Field(42)
     use_gpu: bool = Field(False, description="task_type=GPU when a GPU is present; CPU otherwise.")
     checkpoint_iterations: list[int] = Field([], description="Tree counts kept as snapshots besides the best one.")
-    early_stopping_fraction: float = Field(0.2, gt=0, lt=1, description="Share of each fold's training cases "
+    early_stopping_fraction: float = Field(data.EARLY_STOPPING_FRACTION, gt=0, lt=1, description="Share of each fold's training cases "
                                            "held back for early stopping.")
 
     def search_params(self) -> Any:
