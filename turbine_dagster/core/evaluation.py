@@ -65,16 +65,6 @@ def predict_labels(p_malignant: Any, threshold: float) -> np.ndarray:
     return np.where(np.asarray(p_malignant, dtype=np.float64) >= threshold, MALIGNANT, BENIGN)
 
 
-def malignant_recall_at(y_true: Any, p_malignant: Any, threshold: float) -> float:
-    """Share of malignant cases predicted malignant at ``threshold`` (the promotion gate's primary metric)."""
-    labels = _as_labels(y_true, "y_true")
-    scores = _as_scores(p_malignant, len(labels), "p_malignant")
-    malignant = labels == MALIGNANT
-    if not malignant.any():
-        raise ValueError("malignant recall is undefined: y_true holds no malignant case")
-    return float(np.mean(scores[malignant] >= threshold))
-
-
 @dataclass(frozen=True)
 class ThresholdChoice:
     """The operating threshold and what it promises on new cases (split-conformal on held-out scores).

@@ -10,7 +10,6 @@ from turbine_dagster.core.evaluation import (
     evaluate_scores,
     evaluation_plots_markdown,
     headline_metrics,
-    malignant_recall_at,
     metrics_table_markdown,
     recall_lower_bound,
 )

@@ -18,7 +18,6 @@ OWNERS = ["team:data-science"]
 champion_side_asset = functools.partial(dg.asset, partitions_def=team_week_partitions, group_name="champion",
                                         kinds={"python"}, owners=OWNERS, io_manager_key="json_io_manager",
                                         retry_policy=STORAGE_RETRY_POLICY)
-MODELS = ("tf_model", "catboost_model")
 
 
 class ChampionConfig(dg.Config):
