@@ -136,10 +136,19 @@ def ensure_predictions(folder: Path, rows: int) -> None:
                 if role == "challenger":
                     ids = ids[np.random.default_rng(int(index)).permutation(count)]
                 p = np.random.default_rng([seed, int(index)]).beta(0.5, 0.5, count)
-                writer.write_table(pa.Table.from_arrays([
-                    pa.array(ids, pa.string()), pa.array(p), pa.array(np.where(p >= 0.5, 0, 1).astype(np.int8)),
-                    pa.repeat(pa.scalar(f"v-{role}"), count), pa.repeat(pa.scalar(0.5), count),
-                    pa.repeat(scored_at, count)], schema=OUTPUT_SCHEMA))
+                writer.write_table(
+                    pa.Table.from_arrays(
+                        [
+                            pa.array(ids, pa.string()),
+                            pa.array(p),
+                            pa.array(np.where(p >= 0.5, 0, 1).astype(np.int8)),
+                            pa.repeat(pa.scalar(f"v-{role}"), count),
+                            pa.repeat(pa.scalar(0.5), count),
+                            pa.repeat(scored_at, count),
+                        ],
+                        schema=OUTPUT_SCHEMA,
+                    )
+                )
     print(f"predictions: wrote 2 x {rows:,} rows in {time.perf_counter() - began:,.0f} s", flush=True)
 
 
@@ -149,8 +158,18 @@ def ensure_predictions(folder: Path, rows: int) -> None:
 
 def run_child(args, out: Path, kind: str, source: str) -> dict:
     result = out / f"rss-{kind}-{source}.json"
-    command = [sys.executable, __file__, "--out", str(out), "--chunk-rows", str(args.chunk_rows),
-               "--child", kind, source, str(result)]
+    command = [
+        sys.executable,
+        __file__,
+        "--out",
+        str(out),
+        "--chunk-rows",
+        str(args.chunk_rows),
+        "--child",
+        kind,
+        source,
+        str(result),
+    ]
     subprocess.run(command, check=True)
     return json.loads(result.read_text())
 
@@ -165,11 +184,22 @@ def child(args, out: Path, kind: str, source: str, result: str) -> None:
         scratch = UPath(tempfile.mkdtemp(dir=out))
 
         def work() -> dict:
-            summary = score_partition(files, landing_root, model, threshold=0.5, model_version="bench",
-                                      output=scratch / "predictions.parquet", quarantine=scratch / "quarantine.parquet",
-                                      chunk_rows=args.chunk_rows)
-            return {"rows": summary.rows_read, "rows_scored": summary.rows_scored,
-                    "rows_quarantined": summary.rows_quarantined, "rows_per_second": summary.rows_per_second}
+            summary = score_partition(
+                files,
+                landing_root,
+                model,
+                threshold=0.5,
+                model_version="bench",
+                output=scratch / "predictions.parquet",
+                quarantine=scratch / "quarantine.parquet",
+                chunk_rows=args.chunk_rows,
+            )
+            return {
+                "rows": summary.rows_read,
+                "rows_scored": summary.rows_scored,
+                "rows_quarantined": summary.rows_quarantined,
+                "rows_per_second": summary.rows_per_second,
+            }
     else:
         from turbine_dagster.core.comparison import compare_prediction_files
 
@@ -189,8 +219,17 @@ def child(args, out: Path, kind: str, source: str, result: str) -> None:
         for name in ("predictions.parquet", "quarantine.parquet"):
             Path(scratch.path, name).unlink(missing_ok=True)
         Path(scratch.path).rmdir()
-    Path(result).write_text(json.dumps({**figures, "seconds": seconds, "rss_before_bytes": rss_before,
-                                        "peak_rss_bytes": peak, "peak_is_of_work_only": scoped}))
+    Path(result).write_text(
+        json.dumps(
+            {
+                **figures,
+                "seconds": seconds,
+                "rss_before_bytes": rss_before,
+                "peak_rss_bytes": peak,
+                "peak_is_of_work_only": scoped,
+            }
+        )
+    )
 
 
 def tiny_catboost():
@@ -211,16 +250,22 @@ def tiny_catboost():
 
 
 def report(args, results: dict[str, dict]) -> None:
-    print(f"\nPeak RSS in a fresh process (chunk_rows={args.chunk_rows:,}). before: RSS once imports are done; "
-          "peak: highest RSS during the work")
+    print(
+        f"\nPeak RSS in a fresh process (chunk_rows={args.chunk_rows:,}). before: RSS once imports are done; "
+        "peak: highest RSS during the work"
+    )
     print(f"{'work':<34} {'rows':>12} {'before':>10} {'peak':>10} {'growth':>10} {'seconds':>9}")
     for name, figures in results.items():
-        print(f"{name:<34} {figures['rows']:>12,} {mib(figures['rss_before_bytes']):>10} "
-              f"{mib(figures['peak_rss_bytes']):>10} {mib(figures['peak_rss_bytes'] - figures['rss_before_bytes']):>10} "
-              f"{figures['seconds']:>9,.1f}")
-    pairs = [("scoring, all rows bad", "scoring_bad_large", "scoring_bad"),
-             ("scoring, 10 M all bad vs 1 M clean", "scoring_bad_large", "scoring_clean"),
-             ("comparison", f"comparison_{args.rows_large}", f"comparison_{args.rows}")]
+        print(
+            f"{name:<34} {figures['rows']:>12,} {mib(figures['rss_before_bytes']):>10} "
+            f"{mib(figures['peak_rss_bytes']):>10} {mib(figures['peak_rss_bytes'] - figures['rss_before_bytes']):>10} "
+            f"{figures['seconds']:>9,.1f}"
+        )
+    pairs = [
+        ("scoring, all rows bad", "scoring_bad_large", "scoring_bad"),
+        ("scoring, 10 M all bad vs 1 M clean", "scoring_bad_large", "scoring_clean"),
+        ("comparison", f"comparison_{args.rows_large}", f"comparison_{args.rows}"),
+    ]
     print()
     for label, large, small in pairs:
         if large in results and small in results:

@@ -120,10 +120,17 @@ def main() -> None:
         "chunk_rows": args.chunk_rows,
         "batch_size": args.batch_size,
         "throughput": [
-            {"model": t.kind, "partition_rows_per_s": t.partition_rate, "library_rows_per_s": t.library_rate,
-             "library_chunked_rows_per_s": t.chunked_rate, "ratio": t.ratio,
-             "partition_seconds": t.partition_seconds, "library_seconds": t.library_seconds,
-             "library_chunked_seconds": t.chunked_seconds, "max_abs_difference": t.max_abs_difference}
+            {
+                "model": t.kind,
+                "partition_rows_per_s": t.partition_rate,
+                "library_rows_per_s": t.library_rate,
+                "library_chunked_rows_per_s": t.chunked_rate,
+                "ratio": t.ratio,
+                "partition_seconds": t.partition_seconds,
+                "library_seconds": t.library_seconds,
+                "library_chunked_seconds": t.chunked_seconds,
+                "max_abs_difference": t.max_abs_difference,
+            }
             for t in throughput
         ],
         "memory": memory,
@@ -225,8 +232,14 @@ def measure_throughput(kind: str, model, landing_root: UPath, out: Path, args) -
     for repeat in range(args.repeats):
         began = time.perf_counter()
         summary = score_partition(
-            files, landing_root, model, threshold=THRESHOLD, model_version=f"bench-{kind}", output=output,
-            quarantine=UPath(out / "predictions" / f"{kind}-quarantine.parquet"), chunk_rows=args.chunk_rows,
+            files,
+            landing_root,
+            model,
+            threshold=THRESHOLD,
+            model_version=f"bench-{kind}",
+            output=output,
+            quarantine=UPath(out / "predictions" / f"{kind}-quarantine.parquet"),
+            chunk_rows=args.chunk_rows,
             batch_size=args.batch_size,
         )
         partition_seconds.append(time.perf_counter() - began)
@@ -235,7 +248,7 @@ def measure_throughput(kind: str, model, landing_root: UPath, out: Path, args) -
         library_seconds.append(time.perf_counter() - began)
         began = time.perf_counter()
         for start in range(0, len(matrix), args.chunk_rows):
-            library_p_malignant(model, matrix[start:start + args.chunk_rows], args.batch_size)
+            library_p_malignant(model, matrix[start : start + args.chunk_rows], args.batch_size)
         chunked_seconds.append(time.perf_counter() - began)
         print(
             f"  {kind} repeat {repeat + 1}: (a) {partition_seconds[-1]:.2f} s, (b) {library_seconds[-1]:.2f} s, "
@@ -256,8 +269,18 @@ def measure_throughput(kind: str, model, landing_root: UPath, out: Path, args) -
 def run_child(args, model_file: Path, week: str, out: Path) -> dict:
     result = out / f"rss-{model_file.stem}-{week}.json"
     command = [
-        sys.executable, __file__, "--out", str(out), "--chunk-rows", str(args.chunk_rows),
-        "--batch-size", str(args.batch_size), "--child", str(model_file), week, str(result),
+        sys.executable,
+        __file__,
+        "--out",
+        str(out),
+        "--chunk-rows",
+        str(args.chunk_rows),
+        "--batch-size",
+        str(args.batch_size),
+        "--child",
+        str(model_file),
+        week,
+        str(result),
     ]
     subprocess.run(command, check=True)
     return json.loads(result.read_text())
@@ -308,21 +331,32 @@ def child(args, model_file: str, week: str, result: str) -> None:
     scoring_only = reset_peak_rss()
     output = UPath(tempfile.mkdtemp(dir=out)) / "predictions.parquet"
     summary = score_partition(
-        files, landing_root, model, threshold=THRESHOLD, model_version="bench", output=output,
-        quarantine=output.with_name("quarantine.parquet"), chunk_rows=args.chunk_rows, batch_size=args.batch_size,
+        files,
+        landing_root,
+        model,
+        threshold=THRESHOLD,
+        model_version="bench",
+        output=output,
+        quarantine=output.with_name("quarantine.parquet"),
+        chunk_rows=args.chunk_rows,
+        batch_size=args.batch_size,
     )
     peak = peak_rss_bytes()
     Path(output.path).unlink()
     Path(output.path).parent.rmdir()
-    Path(result).write_text(json.dumps({
-        "rows": summary.rows_scored,
-        "seconds": summary.seconds,
-        "rows_per_second": summary.rows_per_second,
-        "rss_before_scoring_bytes": rss_before,
-        "peak_rss_before_scoring_bytes": peak_before,
-        "peak_rss_bytes": peak,
-        "peak_is_of_scoring_only": scoring_only,
-    }))
+    Path(result).write_text(
+        json.dumps(
+            {
+                "rows": summary.rows_scored,
+                "seconds": summary.seconds,
+                "rows_per_second": summary.rows_per_second,
+                "rss_before_scoring_bytes": rss_before,
+                "peak_rss_before_scoring_bytes": peak_before,
+                "peak_rss_bytes": peak,
+                "peak_is_of_scoring_only": scoring_only,
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,25 +371,35 @@ def mib(value: float) -> str:
 
 
 def report(args, sizes: dict[str, int], models: dict, throughput: list[Throughput], memory: dict) -> None:
-    print(f"\nThroughput: {sizes['default']:,} rows, chunk_rows={args.chunk_rows:,}, batch_size={args.batch_size:,}, "
-          f"median of {args.repeats}")
-    print(f"{'model':<11} {'(a) score_partition':>20} {'(b) library':>16} {'(c) per chunk':>16} {'a/b':>6}  "
-          f"target a/b >= {THROUGHPUT_GOAL}   {'a/c':>5}   same predictions")
+    print(
+        f"\nThroughput: {sizes['default']:,} rows, chunk_rows={args.chunk_rows:,}, batch_size={args.batch_size:,}, "
+        f"median of {args.repeats}"
+    )
+    print(
+        f"{'model':<11} {'(a) score_partition':>20} {'(b) library':>16} {'(c) per chunk':>16} {'a/b':>6}  "
+        f"target a/b >= {THROUGHPUT_GOAL}   {'a/c':>5}   same predictions"
+    )
     for t in throughput:
-        print(f"{t.kind:<11} {t.partition_rate:>14,.0f} row/s {t.library_rate:>10,.0f} row/s "
-              f"{t.chunked_rate:>10,.0f} row/s {t.ratio:>6.2f}  {verdict(t.ratio >= THROUGHPUT_GOAL):<19} "
-              f"{t.partition_rate / t.chunked_rate:>5.2f}   max |Δp| = {t.max_abs_difference:.1e}")
+        print(
+            f"{t.kind:<11} {t.partition_rate:>14,.0f} row/s {t.library_rate:>10,.0f} row/s "
+            f"{t.chunked_rate:>10,.0f} row/s {t.ratio:>6.2f}  {verdict(t.ratio >= THROUGHPUT_GOAL):<19} "
+            f"{t.partition_rate / t.chunked_rate:>5.2f}   max |Δp| = {t.max_abs_difference:.1e}"
+        )
 
-    print("\nPeak RSS of score_partition in a fresh process. before: RSS with the model loaded and warm; "
-          "peak: highest RSS while scoring")
+    print(
+        "\nPeak RSS of score_partition in a fresh process. before: RSS with the model loaded and warm; "
+        "peak: highest RSS while scoring"
+    )
     header = f"{'model':<11} {'rows':>12} {'before':>10} {'peak':>10} {'growth':>10} {'rows/s':>10}"
     print(header + (f"   peak large/default   target <= {RSS_GOAL}" if "large" in sizes else ""))
     for kind, by_size in memory.items():
         for size, figures in by_size.items():
-            line = (f"{kind:<11} {figures['rows']:>12,} {mib(figures['rss_before_scoring_bytes']):>10} "
-                    f"{mib(figures['peak_rss_bytes']):>10} "
-                    f"{mib(figures['peak_rss_bytes'] - figures['rss_before_scoring_bytes']):>10} "
-                    f"{figures['rows_per_second']:>10,.0f}")
+            line = (
+                f"{kind:<11} {figures['rows']:>12,} {mib(figures['rss_before_scoring_bytes']):>10} "
+                f"{mib(figures['peak_rss_bytes']):>10} "
+                f"{mib(figures['peak_rss_bytes'] - figures['rss_before_scoring_bytes']):>10} "
+                f"{figures['rows_per_second']:>10,.0f}"
+            )
             if size == "large":
                 ratio = figures["peak_rss_bytes"] / by_size["default"]["peak_rss_bytes"]
                 line += f"   {ratio:>18.2f}   {verdict(ratio <= RSS_GOAL)}"

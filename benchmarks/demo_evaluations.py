@@ -31,8 +31,11 @@ def main() -> None:
 
     base = Path(tempfile.mkdtemp(prefix="turbine-demo-evaluations-"))
     # The definitions read their settings once, at import: point them at this run's folders first.
-    os.environ.update(TURBINE_LANDING_ROOT=str(base / "landing"), TURBINE_STORAGE_ROOT=str(base / "storage"),
-                      TURBINE_TEAMS=",".join(teams))
+    os.environ.update(
+        TURBINE_LANDING_ROOT=str(base / "landing"),
+        TURBINE_STORAGE_ROOT=str(base / "storage"),
+        TURBINE_TEAMS=",".join(teams),
+    )
     import dagster as dg
     from upath import UPath
 
@@ -42,26 +45,38 @@ def main() -> None:
     weeks = recent_weeks(args.weeks, today=dt.date(2026, 11, 22))
     write_demo_data(UPath(base / "landing"), teams, weeks, labeled_rows=args.labeled_rows, scoring_rows=0)
     job = defs.resolve_job_def("training_pipeline")
-    print("| team | champion | out-of-fold ROC-AUC | holdout ROC-AUC | holdout recall | holdout precision "
-          "| holdout cases (malignant) | seconds |")
+    print(
+        "| team | champion | out-of-fold ROC-AUC | holdout ROC-AUC | holdout recall | holdout precision "
+        "| holdout cases (malignant) | seconds |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     holdout_auc = []
     for team in teams:
         began = time.perf_counter()
         with dg.instance_for_test() as instance:
-            result = job.execute_in_process(partition_key=f"{team}|{weeks[-1]}", instance=instance,
-                                            raise_on_error=False)
-        champion = json.loads((base / "storage" / "assets" / "champion_model" / team / f"{weeks[-1]}.json")
-                              .read_text())
+            result = job.execute_in_process(
+                partition_key=f"{team}|{weeks[-1]}", instance=instance, raise_on_error=False
+            )
+        champion = json.loads((base / "storage" / "assets" / "champion_model" / team / f"{weeks[-1]}.json").read_text())
         holdout = champion["holdout_report"]
-        out_of_fold = json.loads((base / "storage" / "assets" / champion["champion"].replace("_model", "_evaluation")
-                                  / team / f"{weeks[-1]}.json").read_text())
+        out_of_fold = json.loads(
+            (
+                base
+                / "storage"
+                / "assets"
+                / champion["champion"].replace("_model", "_evaluation")
+                / team
+                / f"{weeks[-1]}.json"
+            ).read_text()
+        )
         metrics = champion["metrics"]
         holdout_auc.append(holdout["roc_auc"])
-        print(f"| {team} | {champion['champion']} | {out_of_fold['roc_auc']:.4f} | {holdout['roc_auc']:.4f} | "
-              f"{metrics['malignant_recall']:.3f} | {metrics['malignant_precision']:.3f} | {holdout['n']} "
-              f"({holdout['n_malignant']}) | {time.perf_counter() - began:.0f} |"
-              + ("" if result.success else " (run failed: a blocking check or the gate)"))
+        print(
+            f"| {team} | {champion['champion']} | {out_of_fold['roc_auc']:.4f} | {holdout['roc_auc']:.4f} | "
+            f"{metrics['malignant_recall']:.3f} | {metrics['malignant_precision']:.3f} | {holdout['n']} "
+            f"({holdout['n_malignant']}) | {time.perf_counter() - began:.0f} |"
+            + ("" if result.success else " (run failed: a blocking check or the gate)")
+        )
     print(f"mean holdout ROC-AUC {sum(holdout_auc) / len(holdout_auc):.4f} over {len(teams)} teams")
 
 

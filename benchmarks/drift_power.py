@@ -67,14 +67,10 @@ SCENARIOS = (
 )
 
 DEFAULT_RULE = DriftRule()
-RULES = tuple(
-    DriftRule(min_drifted_features=k, psi_threshold=psi) for k in (1, 2, 3) for psi in (0.1, 0.2)
-)
+RULES = tuple(DriftRule(min_drifted_features=k, psi_threshold=psi) for k in (1, 2, 3) for psi in (0.1, 0.2))
 
 
-def smoothed_bootstrap(
-    cases: np.ndarray, feature_sd: np.ndarray, rows: int, rng: np.random.Generator
-) -> np.ndarray:
+def smoothed_bootstrap(cases: np.ndarray, feature_sd: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
     drawn = cases[rng.integers(0, len(cases), rows)]
     return drawn + rng.normal(0.0, NOISE_SD, drawn.shape) * feature_sd
 
@@ -153,10 +149,7 @@ def main() -> None:
     detections = alarms[DEFAULT_RULE, GOAL_SHIFT]
     false_low, false_high = wilson_interval(false_alarms, args.weeks)
     detect_low, detect_high = wilson_interval(detections, args.weeks)
-    goal_met = (
-        false_alarms / args.weeks <= FALSE_ALARM_GOAL
-        and detections / args.weeks >= DETECTION_GOAL
-    )
+    goal_met = false_alarms / args.weeks <= FALSE_ALARM_GOAL and detections / args.weeks >= DETECTION_GOAL
     print(
         f"\nDefault rule: false alarms {false_alarms}/{args.weeks} "
         f"(95 % CI {false_low:.1%}-{false_high:.1%}); detection at {GOAL_SHIFT.name} "

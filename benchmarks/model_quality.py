@@ -53,8 +53,9 @@ QUALITY_BAR = 0.95
 QUICK_CONFIG = {
     "splits": {"config": {"folds": 3}},
     "tf_model": {"config": {"epochs": 5, "patience": 2}},
-    "catboost_model": {"config": {"iterations": 30, "depth": [4], "learning_rate": [0.1], "l2_leaf_reg": [3.0],
-                                  "cv_folds": 2}},
+    "catboost_model": {
+        "config": {"iterations": 30, "depth": [4], "learning_rate": [0.1], "l2_leaf_reg": [3.0], "cv_folds": 2}
+    },
 }
 
 
@@ -77,8 +78,9 @@ def logistic_regression() -> object:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
 
 
-def logistic_baselines(train: pd.DataFrame, development: pd.DataFrame, test: pd.DataFrame, target_recall: float,
-                       features: list[str]) -> dict[str, dict]:
+def logistic_baselines(
+    train: pd.DataFrame, development: pd.DataFrame, test: pd.DataFrame, target_recall: float, features: list[str]
+) -> dict[str, dict]:
     """The plain LR at 0.5 on all outer-training cases; LR cross-fitted on the platform's development folds."""
     from turbine_dagster.core.evaluation import conformal_threshold
 
@@ -98,8 +100,7 @@ def logistic_baselines(train: pd.DataFrame, development: pd.DataFrame, test: pd.
     }
 
 
-def run_fold(fold: int, train: pd.DataFrame, test: pd.DataFrame, base: Path, target_recall: float,
-             quick: bool) -> dict:
+def run_fold(fold: int, train: pd.DataFrame, test: pd.DataFrame, base: Path, target_recall: float, quick: bool) -> dict:
     import dagster as dg
 
     from turbine_dagster.core.model_store import load_model
@@ -117,7 +118,8 @@ def run_fold(fold: int, train: pd.DataFrame, test: pd.DataFrame, base: Path, tar
     with dg.instance_for_test() as instance:
         began = time.perf_counter()
         trained = training_defs.resolve_job_def("training_pipeline").execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False, run_config=run_config)
+            partition_key=key, instance=instance, raise_on_error=False, run_config=run_config
+        )
         training_seconds = time.perf_counter() - began
         gate = [e for e in trained.get_asset_materialization_events() if e.asset_key.path == ["serving_champion"]]
         champion = json.loads((storage / "assets" / "champion_model" / team / f"{WEEK}.json").read_text())
@@ -127,9 +129,12 @@ def run_fold(fold: int, train: pd.DataFrame, test: pd.DataFrame, base: Path, tar
             scored = prediction_job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
         else:  # refused or blocked: score the candidate by naming its version, and say so
             scored = prediction_job.execute_in_process(
-                partition_key=key, instance=instance, raise_on_error=False,
+                partition_key=key,
+                instance=instance,
+                raise_on_error=False,
                 asset_selection=[dg.AssetKey("batch_predictions")],
-                run_config={"ops": {"batch_predictions": {"config": {"model_version": str(champion["version"])}}}})
+                run_config={"ops": {"batch_predictions": {"config": {"model_version": str(champion["version"])}}}},
+            )
         if not scored.success:
             failures = [e.event_specific_data.error.message for e in scored.all_events if e.is_step_failure]
             raise RuntimeError(f"{team}: prediction_pipeline failed: {failures}")
@@ -137,10 +142,17 @@ def run_fold(fold: int, train: pd.DataFrame, test: pd.DataFrame, base: Path, tar
     name = "predictions.parquet" if promoted else f"predictions-v{champion['version']:04d}.parquet"
     predictions = pd.read_parquet(storage / "predictions" / f"team={team}" / f"week={WEEK}" / name)
     predictions = predictions.set_index("case_id").loc[test["case_id"]]
-    rows = {"champion": {"p": predictions["p_malignant"].to_numpy(), "threshold": float(predictions["threshold"].iloc[0]),
-                         "predicted_malignant": (predictions["predicted_label"] == 0).to_numpy()}}
-    for model, suffix, report in (("tf_model", "keras", "tf_evaluation"), ("catboost_model", "cbm",
-                                                                          "catboost_evaluation")):
+    rows = {
+        "champion": {
+            "p": predictions["p_malignant"].to_numpy(),
+            "threshold": float(predictions["threshold"].iloc[0]),
+            "predicted_malignant": (predictions["predicted_label"] == 0).to_numpy(),
+        }
+    }
+    for model, suffix, report in (
+        ("tf_model", "keras", "tf_evaluation"),
+        ("catboost_model", "cbm", "catboost_evaluation"),
+    ):
         threshold = json.loads((storage / "assets" / report / team / f"{WEEK}.json").read_text())["threshold"]
         ensemble = load_model(storage / "assets" / model / team / f"{WEEK}.{suffix}")
         rows[model] = {"p": predict_malignant_proba(ensemble, test), "threshold": threshold}
@@ -167,8 +179,10 @@ def clopper_pearson(hits: int, n: int) -> tuple[float, float]:
 def bootstrap_auc(malignant: np.ndarray, p: np.ndarray, seed: int = 0, n: int = 1000) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     positive, negative = np.flatnonzero(malignant), np.flatnonzero(~malignant)
-    values = [roc_auc_score(malignant[idx], p[idx]) for idx in (
-        np.r_[rng.choice(positive, len(positive)), rng.choice(negative, len(negative))] for _ in range(n))]
+    values = [
+        roc_auc_score(malignant[idx], p[idx])
+        for idx in (np.r_[rng.choice(positive, len(positive)), rng.choice(negative, len(negative))] for _ in range(n))
+    ]
     return tuple(float(v) for v in np.percentile(values, [2.5, 97.5]))
 
 
@@ -206,19 +220,25 @@ def summarise(folds: list[dict], target_recall: float) -> dict[str, dict]:
 
 
 def print_table(summary: dict[str, dict], folds: list[dict]) -> None:
-    print("| model | missed / malignant | recall [95 % CI] (one-sided lower) | precision [95 % CI] | ROC-AUC [95 % CI] "
-          "| folds < target | folds < 0.95 | thresholds (min – max) |")
+    print(
+        "| model | missed / malignant | recall [95 % CI] (one-sided lower) | precision [95 % CI] | ROC-AUC [95 % CI] "
+        "| folds < target | folds < 0.95 | thresholds (min – max) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, s in summary.items():
-        print(f"| {name} | {s['missed']} / {s['malignant']} | {s['recall']:.3f} [{s['recall_ci'][0]:.3f}, "
-              f"{s['recall_ci'][1]:.3f}] ({s['recall_lower_bound_one_sided']:.3f}) | {s['precision']:.3f} "
-              f"[{s['precision_ci'][0]:.3f}, {s['precision_ci'][1]:.3f}] | {s['roc_auc']:.4f} "
-              f"[{s['roc_auc_ci'][0]:.4f}, {s['roc_auc_ci'][1]:.4f}] | {s['folds_below_target']}/{len(folds)} | "
-              f"{s['folds_below_bar']}/{len(folds)} | {min(s['thresholds']):.3f} – {max(s['thresholds']):.3f} |")
+        print(
+            f"| {name} | {s['missed']} / {s['malignant']} | {s['recall']:.3f} [{s['recall_ci'][0]:.3f}, "
+            f"{s['recall_ci'][1]:.3f}] ({s['recall_lower_bound_one_sided']:.3f}) | {s['precision']:.3f} "
+            f"[{s['precision_ci'][0]:.3f}, {s['precision_ci'][1]:.3f}] | {s['roc_auc']:.4f} "
+            f"[{s['roc_auc_ci'][0]:.4f}, {s['roc_auc_ci'][1]:.4f}] | {s['folds_below_target']}/{len(folds)} | "
+            f"{s['folds_below_bar']}/{len(folds)} | {min(s['thresholds']):.3f} – {max(s['thresholds']):.3f} |"
+        )
     for fold in folds:
-        print(f"fold {fold['fold']}: champion {fold['champion']}, promoted {fold['promoted']}, blocked by the quality "
-              f"bars {fold['blocked_by_quality_bars']}, its holdout recall {fold['holdout_recall']:.3f}, training "
-              f"{fold['training_seconds']:.0f} s")
+        print(
+            f"fold {fold['fold']}: champion {fold['champion']}, promoted {fold['promoted']}, blocked by the quality "
+            f"bars {fold['blocked_by_quality_bars']}, its holdout recall {fold['holdout_recall']:.3f}, training "
+            f"{fold['training_seconds']:.0f} s"
+        )
 
 
 def main() -> None:
@@ -233,24 +253,39 @@ def main() -> None:
 
     base = Path(tempfile.mkdtemp(prefix="turbine-model-quality-"))
     # The definitions read their settings once, at import: point them at this run's folders and teams first.
-    os.environ.update(TURBINE_LANDING_ROOT=str(base / "landing"), TURBINE_STORAGE_ROOT=str(base / "storage"),
-                      TURBINE_TEAMS=",".join(f"fold_{fold}" for fold in range(folds_count)))
+    os.environ.update(
+        TURBINE_LANDING_ROOT=str(base / "landing"),
+        TURBINE_STORAGE_ROOT=str(base / "storage"),
+        TURBINE_TEAMS=",".join(f"fold_{fold}" for fold in range(folds_count)),
+    )
     cases = wdbc_cases()
     began = time.perf_counter()
     folds = []
     outer = StratifiedKFold(n_splits=folds_count, shuffle=True, random_state=args.seed)
     for fold, (train_rows, test_rows) in enumerate(outer.split(cases, cases["target"])):
-        folds.append(run_fold(fold, cases.iloc[train_rows], cases.iloc[test_rows], base, args.target_recall,
-                              args.quick))
+        folds.append(
+            run_fold(fold, cases.iloc[train_rows], cases.iloc[test_rows], base, args.target_recall, args.quick)
+        )
         print(f"fold {fold} done after {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
     summary = summarise(folds, args.target_recall)
-    print(f"{folds_count}-fold outer CV over WDBC through training_pipeline + prediction_pipeline"
-          f"{' (quick)' if args.quick else ' at their defaults'}; {time.perf_counter() - began:.0f} s in all")
+    print(
+        f"{folds_count}-fold outer CV over WDBC through training_pipeline + prediction_pipeline"
+        f"{' (quick)' if args.quick else ' at their defaults'}; {time.perf_counter() - began:.0f} s in all"
+    )
     print_table(summary, folds)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"summary": summary, "folds": [
-        {key: value for key, value in fold.items() if key not in ("rows", "labels")} for fold in folds]}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "folds": [
+                    {key: value for key, value in fold.items() if key not in ("rows", "labels")} for fold in folds
+                ],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

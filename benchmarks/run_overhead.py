@@ -44,12 +44,15 @@ from turbine_dagster_tests.processes import stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SMALL_TRAINING = {"ops": {
-    "splits": {"config": {"folds": 3}},
-    "tf_model": {"config": {"epochs": 60, "patience": 10}},
-    "catboost_model": {"config": {"iterations": 300, "depth": [4, 6], "learning_rate": [0.1], "l2_leaf_reg": [3.0],
-                                  "cv_folds": 2}},
-}}
+SMALL_TRAINING = {
+    "ops": {
+        "splits": {"config": {"folds": 3}},
+        "tf_model": {"config": {"epochs": 60, "patience": 10}},
+        "catboost_model": {
+            "config": {"iterations": 300, "depth": [4, 6], "learning_rate": [0.1], "l2_leaf_reg": [3.0], "cv_folds": 2}
+        },
+    }
+}
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
@@ -67,8 +70,10 @@ query Instigators($repo: RepositorySelector!) {
 """
 STOP_SENSOR = "mutation Stop($id: String!) { stopSensor(id: $id) { __typename } }"
 STOP_SCHEDULE = "mutation Stop($id: String!) { stopRunningSchedule(id: $id) { __typename } }"
-LOCATIONS = {"training": ("turbine-training", "training_pipeline"), "prediction": ("turbine-prediction",
-                                                                                  "prediction_pipeline")}
+LOCATIONS = {
+    "training": ("turbine-training", "training_pipeline"),
+    "prediction": ("turbine-prediction", "prediction_pipeline"),
+}
 
 
 class Platform:
@@ -82,7 +87,11 @@ class Platform:
         self.log = base / "dev.log"
         self.process = subprocess.Popen(
             ["make", "--no-print-directory", "dev", f"DAGSTER_HOME={base / 'dagster_home'}", f"PORT={port}"],
-            cwd=REPO, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=REPO,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def graphql(self, query: str, **variables) -> dict:
         response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60)
@@ -110,8 +119,9 @@ class Platform:
     def stop_instigators(self) -> list[str]:
         stopped = []
         for location, _ in LOCATIONS.values():
-            data = self.graphql(INSTIGATORS, repo={"repositoryLocationName": location,
-                                                   "repositoryName": "__repository__"})
+            data = self.graphql(
+                INSTIGATORS, repo={"repositoryLocationName": location, "repositoryName": "__repository__"}
+            )
             for sensor in data["sensorsOrError"]["results"]:
                 if sensor["sensorState"]["status"] == "RUNNING":
                     self.graphql(STOP_SENSOR, id=sensor["sensorState"]["id"])
@@ -148,8 +158,10 @@ class Platform:
 def critical_path(run: dict) -> tuple[float, list[str]]:
     """The longest chain of dependent steps, by the steps' own durations."""
     duration = {s["stepKey"]: s["endTime"] - s["startTime"] for s in run["stepStats"]}
-    upstream = {step["key"]: {d["key"] for i in step["inputs"] for d in i["dependsOn"]}
-                for step in run["executionPlan"]["steps"]}
+    upstream = {
+        step["key"]: {d["key"] for i in step["inputs"] for d in i["dependsOn"]}
+        for step in run["executionPlan"]["steps"]
+    }
     best: dict[str, tuple[float, list[str]]] = {}
 
     def longest(key: str) -> tuple[float, list[str]]:
@@ -166,8 +178,10 @@ def start_gaps(run: dict) -> dict[str, float]:
     stats = {s["stepKey"]: s for s in run["stepStats"]}
     gaps = {}
     for step in run["executionPlan"]["steps"]:
-        ready = max((stats[d["key"]]["endTime"] for i in step["inputs"] for d in i["dependsOn"] if d["key"] in stats),
-                    default=run["startTime"])
+        ready = max(
+            (stats[d["key"]]["endTime"] for i in step["inputs"] for d in i["dependsOn"] if d["key"] in stats),
+            default=run["startTime"],
+        )
         if step["key"] in stats:
             gaps[step["key"]] = stats[step["key"]]["startTime"] - ready
     return gaps
@@ -217,16 +231,19 @@ def main() -> None:
     try:
         platform.wait_until_loaded()
         stopped = platform.stop_instigators()
-        print(f"make dev on {platform.url}; stopped {len(stopped)} sensors and schedules; partition {partition}; "
-              f"training config: {args.training_config}; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"make dev on {platform.url}; stopped {len(stopped)} sensors and schedules; partition {partition}; "
+            f"training config: {args.training_config}; load average {os.getloadavg()[0]:.1f}"
+        )
         configs = {"training": SMALL_TRAINING if args.training_config == "small" else {}, "prediction": {}}
         results = {}
         for pipeline in pipelines:
             results[pipeline] = []
             for _ in range(args.repeats):
                 results[pipeline].append(platform.run(pipeline, partition, configs[pipeline]))
-                print(f"  {pipeline} run {len(results[pipeline])} done; load average {os.getloadavg()[0]:.1f}",
-                      flush=True)
+                print(
+                    f"  {pipeline} run {len(results[pipeline])} done; load average {os.getloadavg()[0]:.1f}", flush=True
+                )
         for pipeline, runs in results.items():
             report(pipeline, runs)
     finally:

@@ -116,8 +116,13 @@ def prepare_partition(root: Path, team: str, weeks: int, labeled_rows: int) -> P
         Settings.from_env({}), landing_root=str(root / "landing"), storage_root=str(root / "storage")
     )
     partition = Partition(team, landed_weeks[-1], settings, dg.DagsterInstance.ephemeral())
-    dg.materialize([raw_data, splits], partition_key=partition.key, resources=local_resources(settings),
-                   instance=partition.instance, run_config=QUIET_CONSOLE)
+    dg.materialize(
+        [raw_data, splits],
+        partition_key=partition.key,
+        resources=local_resources(settings),
+        instance=partition.instance,
+        run_config=QUIET_CONSOLE,
+    )
     return partition
 
 
@@ -160,10 +165,14 @@ def largest_prediction_difference(partition: Partition, models_dir: Path) -> dic
     """Max |P(malignant) of (a) - of (b)| on the test split, per model."""
     test = pd.read_parquet(partition.split_file("test_split"))
     return {
-        asset: float(np.max(np.abs(
-            predict_malignant_proba(load_model(partition.dagster_artifact(asset)), test)
-            - predict_malignant_proba(load_model(models_dir / file), test)
-        )))
+        asset: float(
+            np.max(
+                np.abs(
+                    predict_malignant_proba(load_model(partition.dagster_artifact(asset)), test)
+                    - predict_malignant_proba(load_model(models_dir / file), test)
+                )
+            )
+        )
         for asset, file in MODEL_FILES.items()
     }
 
@@ -184,9 +193,11 @@ def main() -> None:
         root = Path(folder)
         partition = prepare_partition(root, args.team, args.weeks, args.labeled_rows)
         split_rows = {s: len(pd.read_parquet(partition.split_file(s))) for s in ("train_split", "test_split")}
-        print(f"partition {partition.key}: {args.weeks} weeks x {args.labeled_rows} labeled cases; "
-              + ", ".join(f"{name} {rows}" for name, rows in split_rows.items())
-              + f"; {os.cpu_count()} CPUs, load average {load_average()}")
+        print(
+            f"partition {partition.key}: {args.weeks} weeks x {args.labeled_rows} labeled cases; "
+            + ", ".join(f"{name} {rows}" for name, rows in split_rows.items())
+            + f"; {os.cpu_count()} CPUs, load average {load_average()}"
+        )
         warm_up_started = time.perf_counter()
         warm_up(partition)
         print(f"untimed: imports {IMPORT_SECONDS:.1f} s, warm-up {time.perf_counter() - warm_up_started:.1f} s")
@@ -199,10 +210,12 @@ def main() -> None:
             for run in paths if repeat % 2 else reversed(paths):
                 timing = run()
                 timings.append(timing)
-                print(f"repeat {repeat}/{args.repeats} {timing.path:<7}: {timing.wall_seconds:6.1f} s wall, "
-                      f"{timing.cpu_seconds:6.1f} s CPU, {timing.training_seconds:6.1f} s in the trainers "
-                      f"(load average {load_average()})",
-                      flush=True)
+                print(
+                    f"repeat {repeat}/{args.repeats} {timing.path:<7}: {timing.wall_seconds:6.1f} s wall, "
+                    f"{timing.cpu_seconds:6.1f} s CPU, {timing.training_seconds:6.1f} s in the trainers "
+                    f"(load average {load_average()})",
+                    flush=True,
+                )
         differences = largest_prediction_difference(partition, models_dir)
 
     def median(path: str, measure: Callable[[Timing], float]) -> float:
@@ -211,19 +224,27 @@ def main() -> None:
     print(f"\nmedians over {args.repeats} repeats")
     print(f"{'path':<25}{'wall s':>9}{'CPU s':>9}{'trainers s':>12}{'wall outside trainers s':>25}")
     for path, label in (("dagster", "(a) dagster.materialize"), ("plain", "(b) plain script")):
-        print(f"{label:<25}{median(path, lambda t: t.wall_seconds):>9.1f}{median(path, lambda t: t.cpu_seconds):>9.1f}"
-              f"{median(path, lambda t: t.training_seconds):>12.1f}"
-              f"{median(path, lambda t: t.wall_seconds - t.training_seconds):>25.1f}")
+        print(
+            f"{label:<25}{median(path, lambda t: t.wall_seconds):>9.1f}{median(path, lambda t: t.cpu_seconds):>9.1f}"
+            f"{median(path, lambda t: t.training_seconds):>12.1f}"
+            f"{median(path, lambda t: t.wall_seconds - t.training_seconds):>25.1f}"
+        )
     dagster_wall = median("dagster", lambda t: t.wall_seconds)
     wall_ratio = dagster_wall / median("plain", lambda t: t.wall_seconds)
     cpu_ratio = median("dagster", lambda t: t.cpu_seconds) / median("plain", lambda t: t.cpu_seconds)
-    print(f"\nratio (a)/(b), wall time: {wall_ratio:.3f}  target <= {RATIO_TARGET}: "
-          f"{'met' if wall_ratio <= RATIO_TARGET else 'missed'}")
+    print(
+        f"\nratio (a)/(b), wall time: {wall_ratio:.3f}  target <= {RATIO_TARGET}: "
+        f"{'met' if wall_ratio <= RATIO_TARGET else 'missed'}"
+    )
     print(f"ratio (a)/(b), CPU time:  {cpu_ratio:.3f}  (less sensitive to other load on the machine)")
-    print(f"per-partition training (a): {dagster_wall:.1f} s median wall  target <= {SECONDS_TARGET:.0f} s on a "
-          f"2-core CPU: {'met' if dagster_wall <= SECONDS_TARGET else 'missed'} ({os.cpu_count()} CPUs here)")
-    print("max |P(malignant) (a) - (b)| on the test split: "
-          + ", ".join(f"{asset} {difference:.2e}" for asset, difference in differences.items()))
+    print(
+        f"per-partition training (a): {dagster_wall:.1f} s median wall  target <= {SECONDS_TARGET:.0f} s on a "
+        f"2-core CPU: {'met' if dagster_wall <= SECONDS_TARGET else 'missed'} ({os.cpu_count()} CPUs here)"
+    )
+    print(
+        "max |P(malignant) (a) - (b)| on the test split: "
+        + ", ".join(f"{asset} {difference:.2e}" for asset, difference in differences.items())
+    )
 
 
 if __name__ == "__main__":

@@ -41,18 +41,25 @@ class PartitionTaggingRunCoordinator(dg.QueuedRunCoordinator):
         origin = run.remote_job_origin
         if partition is None or origin is None or any(key.startswith(DIMENSION_TAG_PREFIX) for key in run.tags):
             return {}
-        repository = RepositorySelector(location_name=origin.location_name,
-                                        repository_name=origin.repository_origin.repository_name)
+        repository = RepositorySelector(
+            location_name=origin.location_name, repository_name=origin.repository_origin.repository_name
+        )
         try:
-            snap = context.workspace.get_partition_tags(repository, run.job_name, partition, self._instance,
-                                                        run.asset_selection)
+            snap = context.workspace.get_partition_tags(
+                repository, run.job_name, partition, self._instance, run.asset_selection
+            )
         except Exception:  # a launch must not fail here; the queue still holds it to the overall and pool limits
-            logger.warning(f"run {run.run_id}: could not read the tags of partition {partition!r} of {run.job_name}; "
-                           "it is queued without them, outside its team's limit", exc_info=True)
+            logger.warning(
+                f"run {run.run_id}: could not read the tags of partition {partition!r} of {run.job_name}; "
+                "it is queued without them, outside its team's limit",
+                exc_info=True,
+            )
             return {}
         if not isinstance(snap, PartitionTagsSnap):
-            logger.warning(f"run {run.run_id}: partition {partition!r} of {run.job_name} has no tags "
-                           f"({snap.error.message.strip() if snap.error else 'no detail'}); queued without them, "
-                           "outside its team's limit")
+            logger.warning(
+                f"run {run.run_id}: partition {partition!r} of {run.job_name} has no tags "
+                f"({snap.error.message.strip() if snap.error else 'no detail'}); queued without them, "
+                "outside its team's limit"
+            )
             return {}
         return {key: value for key, value in snap.tags.items() if key not in run.tags}

@@ -54,21 +54,40 @@ class Settings:
             storage_root=_absolute(environ.get("TURBINE_STORAGE_ROOT", ".turbine/storage")),
             teams=teams,
             first_week=_read(environ, "TURBINE_FIRST_WEEK", "2026-01-04", _date, "a date written YYYY-MM-DD"),
-            training_days=_read(environ, "TURBINE_TRAINING_DAYS", "mon,thu", _cron_days,
-                                "cron days separated by commas, e.g. mon,thu (sun..sat or 0..7, ranges as mon-fri)"),
-            training_hour=_read(environ, "TURBINE_TRAINING_HOUR", "2", _whole(0, 23), "a whole hour from 0 to 23 (UTC)"),
-            team_stagger_minutes=_read(environ, "TURBINE_TEAM_STAGGER_MINUTES", "30", _whole(0),
-                                       "a whole number of minutes, 0 or more"),
-            prediction_delay_hours=_read(environ, "TURBINE_PREDICTION_DELAY_HOURS", "6", _whole(0),
-                                         "a whole number of hours, 0 or more"),
-            drift_cooldown_hours=_read(environ, "TURBINE_DRIFT_COOLDOWN_HOURS", "24", _hours,
-                                       "a number of hours, 0 or more, e.g. 24 or 1.5"),
+            training_days=_read(
+                environ,
+                "TURBINE_TRAINING_DAYS",
+                "mon,thu",
+                _cron_days,
+                "cron days separated by commas, e.g. mon,thu (sun..sat or 0..7, ranges as mon-fri)",
+            ),
+            training_hour=_read(
+                environ, "TURBINE_TRAINING_HOUR", "2", _whole(0, 23), "a whole hour from 0 to 23 (UTC)"
+            ),
+            team_stagger_minutes=_read(
+                environ, "TURBINE_TEAM_STAGGER_MINUTES", "30", _whole(0), "a whole number of minutes, 0 or more"
+            ),
+            prediction_delay_hours=_read(
+                environ, "TURBINE_PREDICTION_DELAY_HOURS", "6", _whole(0), "a whole number of hours, 0 or more"
+            ),
+            drift_cooldown_hours=_read(
+                environ, "TURBINE_DRIFT_COOLDOWN_HOURS", "24", _hours, "a number of hours, 0 or more, e.g. 24 or 1.5"
+            ),
             gpus_per_training_step=_read(environ, "TURBINE_GPU_COUNT", "8", _whole(1), "a whole number, 1 or more"),
-            gpu_node_selector=_read(environ, "TURBINE_GPU_NODE_SELECTOR", "{}", _node_selector,
-                                    'a JSON object of label names to values, e.g. {"pool": "gpu"}'),
-            gpu_tolerations=_read(environ, "TURBINE_GPU_TOLERATIONS", "[]", _tolerations,
-                                  'a JSON list of Kubernetes tolerations, e.g. [{"key": "nvidia.com/gpu", '
-                                  '"operator": "Exists"}]'),
+            gpu_node_selector=_read(
+                environ,
+                "TURBINE_GPU_NODE_SELECTOR",
+                "{}",
+                _node_selector,
+                'a JSON object of label names to values, e.g. {"pool": "gpu"}',
+            ),
+            gpu_tolerations=_read(
+                environ,
+                "TURBINE_GPU_TOLERATIONS",
+                "[]",
+                _tolerations,
+                'a JSON list of Kubernetes tolerations, e.g. [{"key": "nvidia.com/gpu", "operator": "Exists"}]',
+            ),
         )
 
 

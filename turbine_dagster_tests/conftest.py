@@ -54,7 +54,8 @@ def today() -> dt.date:
         raise pytest.UsageError(
             f"{TODAY_VARIABLE}={value}: the tests use the weeks {weeks[0]} .. {weeks[-1]}, which must all be weekly "
             f"partitions (from {weeks_partitions.start:%Y-%m-%d} to the current week); choose a date from {earliest} "
-            "on, not in the future")
+            "on, not in the future"
+        )
     return today
 
 

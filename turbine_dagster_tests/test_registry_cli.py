@@ -22,13 +22,21 @@ def storage_root(tmp_path, monkeypatch):
     snapshot = model.copy()
     snapshot.shrink(ntree_end=3)
     metrics = {"val_loss": 0.2, "val_roc_auc": 0.98, "val_malignant_recall": 0.9}
-    checkpoints = [Checkpoint("iteration-0003", "iteration", 3, metrics, threshold=0.25, model=snapshot),
-                   Checkpoint("best", "best", 5, {**metrics, "val_loss": 0.1}, threshold=0.31, model=model)]
+    checkpoints = [
+        Checkpoint("iteration-0003", "iteration", 3, metrics, threshold=0.25, model=snapshot),
+        Checkpoint("best", "best", 5, {**metrics, "val_loss": 0.1}, threshold=0.31, model=model),
+    ]
     registry = ModelRegistry(str(tmp_path / "storage" / "registry"))
     for number, recall in ((1, 0.9535), (2, 0.9767)):
         registry.register(
-            TEAM, model, threshold=0.31, metrics={"malignant_recall": recall, "roc_auc": 0.9951},
-            partition=f"{TEAM}|2026-11-23", run_id=f"run-{number}", data_version="d1", reference=cases,
+            TEAM,
+            model,
+            threshold=0.31,
+            metrics={"malignant_recall": recall, "roc_auc": 0.9951},
+            partition=f"{TEAM}|2026-11-23",
+            run_id=f"run-{number}",
+            data_version="d1",
+            reference=cases,
             checkpoints=checkpoints if number == 2 else (),
         )
         registry.promote_if(TEAM, number, lambda serving: GateDecision(True, "better"))
@@ -39,8 +47,18 @@ def test_list_prints_every_version_and_marks_the_serving_one(storage_root, capsy
     assert main(["list", "--team", TEAM]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"team {TEAM} in {storage_root / 'registry'}"
-    assert lines[1].split() == ["version", "model", "type", "created", "(UTC)", "malignant", "recall", "ROC-AUC",
-                                "threshold", "status"]
+    assert lines[1].split() == [
+        "version",
+        "model",
+        "type",
+        "created",
+        "(UTC)",
+        "malignant",
+        "recall",
+        "ROC-AUC",
+        "threshold",
+        "status",
+    ]
     assert lines[2].split()[0] == "v0001" and lines[2].split()[-4:] == ["0.9535", "0.9951", "0.3100", "retired"]
     assert lines[3].split()[:2] == ["*", "v0002"] and lines[3].endswith("serving")
 
@@ -50,8 +68,19 @@ def test_list_shows_each_versions_checkpoints_with_their_validation_metrics(stor
     out = capsys.readouterr().out
     table = out.split("checkpoints (validation metrics)\n", 1)[1].splitlines()
 
-    assert table[0].split() == ["version", "checkpoint", "kind", "step", "val", "loss", "val", "ROC-AUC",
-                                "val", "recall@0.5", "threshold"]
+    assert table[0].split() == [
+        "version",
+        "checkpoint",
+        "kind",
+        "step",
+        "val",
+        "loss",
+        "val",
+        "ROC-AUC",
+        "val",
+        "recall@0.5",
+        "threshold",
+    ]
     assert table[1].split() == ["v0002", "iteration-0003", "iteration", "3", "0.2000", "0.9800", "0.9000", "0.2500"]
     assert table[2].split() == ["v0002", "best", "best", "5", "0.1000", "0.9800", "0.9000", "0.3100"]
     assert table[3].startswith("(step: ")

@@ -33,11 +33,16 @@ def test_an_unparsable_variable_is_named_with_its_value(variable, value):
 
 
 def test_valid_values_are_read():
-    settings = Settings.from_env({
-        "TURBINE_TRAINING_HOUR": " 3 ", "TURBINE_DRIFT_COOLDOWN_HOURS": "1.5", "TURBINE_FIRST_WEEK": "2026-02-01",
-        "TURBINE_GPU_NODE_SELECTOR": '{"pool": "gpu"}', "TURBINE_GPU_TOLERATIONS": '[{"key": "gpu"}]',
-        "TURBINE_TRAINING_DAYS": "Mon, thu",
-    })
+    settings = Settings.from_env(
+        {
+            "TURBINE_TRAINING_HOUR": " 3 ",
+            "TURBINE_DRIFT_COOLDOWN_HOURS": "1.5",
+            "TURBINE_FIRST_WEEK": "2026-02-01",
+            "TURBINE_GPU_NODE_SELECTOR": '{"pool": "gpu"}',
+            "TURBINE_GPU_TOLERATIONS": '[{"key": "gpu"}]',
+            "TURBINE_TRAINING_DAYS": "Mon, thu",
+        }
+    )
     assert (settings.training_hour, settings.drift_cooldown_hours, settings.first_week) == (3, 1.5, "2026-02-01")
     assert settings.gpu_node_selector == {"pool": "gpu"} and settings.gpu_tolerations == ({"key": "gpu"},)
     assert settings.training_days == ("mon", "thu")

@@ -28,15 +28,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-hours", type=float, default=defaults.cpu_hours_per_run, help="one run on one CPU")
     parser.add_argument("--gpu-speedup", type=float, default=defaults.gpu_speedup, help="one GPU against one CPU")
     parser.add_argument("--gpus-per-vm", type=int, default=defaults.gpus_per_vm, help="all serving one run")
-    parser.add_argument("--instance-config", type=Path,
-                        help=f"dagster.yaml with the queue limits (default: ./{DEFAULT_INSTANCE_CONFIG} if present)")
-    parser.add_argument("--max-vms", type=int,
-                        help="VMs running at once, instead of the instance's gpu pool limit (a what-if)")
+    parser.add_argument(
+        "--instance-config",
+        type=Path,
+        help=f"dagster.yaml with the queue limits (default: ./{DEFAULT_INSTANCE_CONFIG} if present)",
+    )
+    parser.add_argument(
+        "--max-vms", type=int, help="VMs running at once, instead of the instance's gpu pool limit (a what-if)"
+    )
     parser.add_argument("--per-team-limit", type=int, help="runs of one team at once; only with --max-vms")
     parser.add_argument("--multi-vm", action="store_true", help="let a run span several VMs")
     parser.add_argument("--vms-per-run", type=int, default=defaults.vms_per_run, help="needs --multi-vm above 1")
-    parser.add_argument("--scaling-efficiency", type=float, default=defaults.scaling_efficiency,
-                        help="share of one VM's throughput each VM beyond a run's first adds, in (0, 1]")
+    parser.add_argument(
+        "--scaling-efficiency",
+        type=float,
+        default=defaults.scaling_efficiency,
+        help="share of one VM's throughput each VM beyond a run's first adds, in (0, 1]",
+    )
     parser.add_argument("--search", action="store_true", help="choose the VMs per run with the smallest makespan")
     parser.add_argument("--gantt", type=Path, metavar="PNG", help="write the plan's Gantt chart here")
     args = parser.parse_args(argv)

@@ -15,14 +15,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=settings.landing_root, help="landing root (folder or s3:// URI)")
     parser.add_argument("--teams", default=",".join(settings.teams), help="comma-separated team names")
     parser.add_argument("--weeks", type=int, default=8, help="number of recent weeks, the current one included")
-    parser.add_argument("--as-of", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
-                        help="write the weeks up to the one holding this date (default: today, UTC)")
+    parser.add_argument(
+        "--as-of",
+        type=dt.date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="write the weeks up to the one holding this date (default: today, UTC)",
+    )
     parser.add_argument("--labeled-rows", type=int, default=150, help="labeled cases per team and week")
     parser.add_argument("--scoring-rows", type=int, default=2_000, help="cases to score per team and week")
     parser.add_argument("--chunk-rows", type=int, default=250_000, help="rows per Parquet row group when writing")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--drift", action="append", default=[], type=DriftInjection.parse,
-                        help="inject drift: team:YYYY-MM-DD:feature[,feature]:sigmas (repeatable)")
+    parser.add_argument(
+        "--drift",
+        action="append",
+        default=[],
+        type=DriftInjection.parse,
+        help="inject drift: team:YYYY-MM-DD:feature[,feature]:sigmas (repeatable)",
+    )
     parser.add_argument("--if-missing", action="store_true", help="do nothing when labeled data already exists")
     args = parser.parse_args(argv)
 
@@ -32,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"landing data already present under {root}; leaving it as it is")
         return 0
     weeks = recent_weeks(args.weeks, today=args.as_of)
-    written = write_demo_data(root, teams, weeks, args.labeled_rows, args.scoring_rows, args.drift, args.seed,
-                              args.chunk_rows)
+    written = write_demo_data(
+        root, teams, weeks, args.labeled_rows, args.scoring_rows, args.drift, args.seed, args.chunk_rows
+    )
     print(f"wrote {len(written)} files for {len(teams)} teams, weeks {weeks[0]} .. {weeks[-1]}, under {root}")
     return 0
 

@@ -242,8 +242,12 @@ def train_catboost_model(
     model.shrink(ntree_end=best_iteration + 1)  # what use_best_model=True would have kept
     checkpoints.append(
         take_checkpoint(
-            BEST, best_iteration + 1, model, is_malignant,
-            predict_malignant_proba(model, validation_features), validation_loss[best_iteration],
+            BEST,
+            best_iteration + 1,
+            model,
+            is_malignant,
+            predict_malignant_proba(model, validation_features),
+            validation_loss[best_iteration],
         )
     )
     seconds = time.perf_counter() - started
@@ -291,8 +295,9 @@ def cross_fit_catboost_model(
         callback = None if on_candidate is None else functools.partial(on_candidate, fold)
         return train_catboost_model(fit, early_stop, params, callback, where=where)
 
-    return cross_fit(development, train_fold, average_models,
-                     early_stopping_fraction=early_stopping_fraction, seed=params.seed)
+    return cross_fit(
+        development, train_fold, average_models, early_stopping_fraction=early_stopping_fraction, seed=params.seed
+    )
 
 
 def feature_importance_markdown(feature_importance: pd.DataFrame, top: int = 15) -> str:

@@ -49,7 +49,12 @@ BUCKET_ROWS = 500_000
 _READ_BATCH_ROWS = 65_536
 
 DISAGREEMENT_COLUMNS = (
-    CASE_ID, "champion_p_malignant", "challenger_p_malignant", "champion_label", "challenger_label", "difference",
+    CASE_ID,
+    "champion_p_malignant",
+    "challenger_p_malignant",
+    "champion_label",
+    "challenger_label",
+    "difference",
 )
 
 
@@ -199,8 +204,10 @@ def _checked(frame: pd.DataFrame, role: str) -> pd.DataFrame:
         raise ValueError(f"{role} predictions: {int(np.isnan(p).sum())} rows have no '{P_MALIGNANT}'")
     outside = (p < 0) | (p > 1)
     if outside.any():
-        raise ValueError(f"{role} predictions: {int(outside.sum())} row(s) have a '{P_MALIGNANT}' outside [0, 1] "
-                         f"(e.g. {p[outside][0]!r}); a probability is needed")
+        raise ValueError(
+            f"{role} predictions: {int(outside.sum())} row(s) have a '{P_MALIGNANT}' outside [0, 1] "
+            f"(e.g. {p[outside][0]!r}); a probability is needed"
+        )
     return pd.DataFrame(
         {
             CASE_ID: frame[CASE_ID].astype(str).to_numpy(),
@@ -297,8 +304,9 @@ class _Comparison:
         self.sum_champion = self.sum_challenger = self.sum_difference = self.sum_absolute = self.max_absolute = 0.0
         self.histograms = {role: np.zeros(HISTOGRAM_BINS, np.int64) for role in self.sides}
         self.kept = pd.DataFrame({column: [] for column in DISAGREEMENT_COLUMNS})
-        self.plotted = pd.DataFrame({"key": np.array([], np.uint64), "p_champion": [], "p_challenger": [],
-                                     "disagree": np.array([], bool)})
+        self.plotted = pd.DataFrame(
+            {"key": np.array([], np.uint64), "p_champion": [], "p_challenger": [], "disagree": np.array([], bool)}
+        )
         self.labeled = {role: np.zeros(4, np.int64) for role in self.sides} if with_labels else None
         self.labeled_split = np.zeros(3, np.int64)  # disagreements with a label: n, champion right, challenger right
 
@@ -307,7 +315,8 @@ class _Comparison:
         for role, frame in (("champion", champion), ("challenger", challenger)):
             self.sides[role].add(frame)
         paired = _checked(champion, "champion").merge(
-            _checked(challenger, "challenger"), on=CASE_ID, how="inner", suffixes=("_champion", "_challenger"))
+            _checked(challenger, "challenger"), on=CASE_ID, how="inner", suffixes=("_champion", "_challenger")
+        )
         if paired.empty:
             return
         p_champion = paired[f"{P_MALIGNANT}_champion"].to_numpy()
@@ -330,34 +339,44 @@ class _Comparison:
 
         differing = ~agree
         keep = max(DISAGREEMENTS_KEPT, self.sample_size)
-        new = pd.DataFrame({
-            CASE_ID: paired[CASE_ID].to_numpy()[differing],
-            "champion_p_malignant": p_champion[differing],
-            "challenger_p_malignant": p_challenger[differing],
-            "champion_label": label_champion[differing],
-            "challenger_label": label_challenger[differing],
-            "difference": difference[differing],
-        })
+        new = pd.DataFrame(
+            {
+                CASE_ID: paired[CASE_ID].to_numpy()[differing],
+                "champion_p_malignant": p_champion[differing],
+                "challenger_p_malignant": p_challenger[differing],
+                "champion_label": label_champion[differing],
+                "challenger_label": label_challenger[differing],
+                "difference": difference[differing],
+            }
+        )
         self.kept = _ordered(pd.concat([self.kept, new], ignore_index=True) if len(self.kept) else new, keep)
 
         keys = _hashes(paired[CASE_ID])
-        candidates = pd.DataFrame({"key": keys, "p_champion": p_champion, "p_challenger": p_challenger,
-                                   "disagree": differing})
+        candidates = pd.DataFrame(
+            {"key": keys, "p_champion": p_champion, "p_challenger": p_challenger, "disagree": differing}
+        )
         both = pd.concat([self.plotted, candidates], ignore_index=True) if len(self.plotted) else candidates
         self.plotted = both.nsmallest(PLOT_MAX_POINTS, "key") if len(both) > PLOT_MAX_POINTS else both
 
         if self.labeled is not None and labels is not None and len(labels):
             subset = paired[[CASE_ID, f"{PREDICTED_LABEL}_champion", f"{PREDICTED_LABEL}_challenger"]].merge(
-                labels, on=CASE_ID, how="inner")
+                labels, on=CASE_ID, how="inner"
+            )
             target = subset[TARGET].to_numpy(dtype=int)
             said = {role: subset[f"{PREDICTED_LABEL}_{role}"].to_numpy(dtype=int) for role in self.sides}
             for role, predicted in said.items():
-                self.labeled[role] += [len(target), int((target == MALIGNANT).sum()),
-                                       int((predicted == MALIGNANT).sum()),
-                                       int(((target == MALIGNANT) & (predicted == MALIGNANT)).sum())]
+                self.labeled[role] += [
+                    len(target),
+                    int((target == MALIGNANT).sum()),
+                    int((predicted == MALIGNANT).sum()),
+                    int(((target == MALIGNANT) & (predicted == MALIGNANT)).sum()),
+                ]
             disagree = said["champion"] != said["challenger"]
-            self.labeled_split += [int(disagree.sum()), int((disagree & (said["champion"] == target)).sum()),
-                                   int((disagree & (said["challenger"] == target)).sum())]
+            self.labeled_split += [
+                int(disagree.sum()),
+                int((disagree & (said["champion"] == target)).sum()),
+                int((disagree & (said["challenger"] == target)).sum()),
+            ]
 
     def report(self, champion_name: str | None, challenger_name: str | None) -> ComparisonReport:
         if self.n_compared == 0:
@@ -384,12 +403,19 @@ class _Comparison:
             disagreements=self.kept.astype({"champion_label": np.int8, "challenger_label": np.int8}),
             sample_size=self.sample_size,
             shift=self._shift(),
-            labeled=None if self.labeled is None else {
-                role: LabeledMetrics(*(int(v) for v in counts)) for role, counts in self.labeled.items()},
-            labeled_disagreements=None if self.labeled is None else dict(
-                zip(("n", "champion_right", "challenger_right"), (int(v) for v in self.labeled_split), strict=True)),
-            distributions=Distributions(self.histograms["champion"], self.histograms["challenger"],
-                                        self.plotted.drop(columns="key").reset_index(drop=True)),
+            labeled=None
+            if self.labeled is None
+            else {role: LabeledMetrics(*(int(v) for v in counts)) for role, counts in self.labeled.items()},
+            labeled_disagreements=None
+            if self.labeled is None
+            else dict(
+                zip(("n", "champion_right", "challenger_right"), (int(v) for v in self.labeled_split), strict=True)
+            ),
+            distributions=Distributions(
+                self.histograms["champion"],
+                self.histograms["challenger"],
+                self.plotted.drop(columns="key").reset_index(drop=True),
+            ),
         )
 
     def _shift(self) -> dict[str, Any]:
@@ -479,9 +505,14 @@ def _columns(schema: pa.Schema) -> list[str]:
 
 def _read(path: UPath | Path | None) -> pd.DataFrame:
     if path is None:  # a bucket no row of this side fell into
-        return pd.DataFrame({CASE_ID: pd.Series(dtype=object), P_MALIGNANT: pd.Series(dtype=float),
-                             PREDICTED_LABEL: pd.Series(dtype=np.int8)})
-    with (path.open("rb") if isinstance(path, UPath) else open(path, "rb")) as handle:
+        return pd.DataFrame(
+            {
+                CASE_ID: pd.Series(dtype=object),
+                P_MALIGNANT: pd.Series(dtype=float),
+                PREDICTED_LABEL: pd.Series(dtype=np.int8),
+            }
+        )
+    with path.open("rb") if isinstance(path, UPath) else open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         return parquet.read(columns=_columns(parquet.schema_arrow)).to_pandas()
 
@@ -627,10 +658,12 @@ def p_malignant_plot_markdown(report: ComparisonReport) -> str:
 
     shown = distributions.sample
     disagree = shown["disagree"].to_numpy(dtype=bool)
-    scatter_axis.scatter(shown["p_champion"][~disagree], shown["p_challenger"][~disagree], s=6, alpha=0.4,
-                         label="same label")
-    scatter_axis.scatter(shown["p_champion"][disagree], shown["p_challenger"][disagree], s=10, color="tab:red",
-                         label="different label")
+    scatter_axis.scatter(
+        shown["p_champion"][~disagree], shown["p_challenger"][~disagree], s=6, alpha=0.4, label="same label"
+    )
+    scatter_axis.scatter(
+        shown["p_champion"][disagree], shown["p_challenger"][disagree], s=10, color="tab:red", label="different label"
+    )
     scatter_axis.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
     scatter_axis.set_xlabel(f"{champion_name} P(malignant)")
     scatter_axis.set_ylabel(f"{challenger_name} P(malignant)")

@@ -43,8 +43,9 @@ class CrossFitResult:
     seconds: float = 0.0
 
 
-def fold_cases(development: pd.DataFrame, fold: int, early_stopping_fraction: float, seed: int
-               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def fold_cases(
+    development: pd.DataFrame, fold: int, early_stopping_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(fit, early-stopping, held-out) cases of one fold."""
     held_out = development.loc[development[FOLD] == fold]
     rest = development.loc[development[FOLD] != fold]
@@ -54,8 +55,14 @@ def fold_cases(development: pd.DataFrame, fold: int, early_stopping_fraction: fl
     return fit, early_stop, held_out
 
 
-def cross_fit(development: pd.DataFrame, train_fold: FoldTrainer, combine: Combiner, *,
-              early_stopping_fraction: float = EARLY_STOPPING_FRACTION, seed: int = 42) -> CrossFitResult:
+def cross_fit(
+    development: pd.DataFrame,
+    train_fold: FoldTrainer,
+    combine: Combiner,
+    *,
+    early_stopping_fraction: float = EARLY_STOPPING_FRACTION,
+    seed: int = 42,
+) -> CrossFitResult:
     """Train one model per fold of ``development[FOLD]``, score each held-out fold, and combine the models."""
     if FOLD not in development.columns:
         raise ValueError(f"development cases have no '{FOLD}' column; split them with data.development_and_holdout")
@@ -69,19 +76,24 @@ def cross_fit(development: pd.DataFrame, train_fold: FoldTrainer, combine: Combi
         fit, early_stop, held_out = fold_cases(development, fold, early_stopping_fraction, seed)
         result = train_fold(fit, early_stop, fold)
         results.append(result)
-        scored.append(held_out.loc[:, [CASE_ID, FOLD, TARGET]].assign(
-            **{P_MALIGNANT: predict_malignant_proba(result.model, held_out)}))
+        scored.append(
+            held_out.loc[:, [CASE_ID, FOLD, TARGET]].assign(
+                **{P_MALIGNANT: predict_malignant_proba(result.model, held_out)}
+            )
+        )
         for checkpoint in result.checkpoints:
             checkpoint_scores.setdefault(checkpoint.checkpoint_id, []).append(
-                predict_malignant_proba(checkpoint.model, held_out))
+                predict_malignant_proba(checkpoint.model, held_out)
+            )
     out_of_fold = pd.concat(scored, ignore_index=True)
     model = combine([result.model for result in results])
     checkpoints = _ensemble_checkpoints(results, checkpoint_scores, out_of_fold, model, combine)
     return CrossFitResult(model, out_of_fold, results, checkpoints, time.perf_counter() - started)
 
 
-def _ensemble_checkpoints(results: list[Any], scores: dict[str, list[np.ndarray]], out_of_fold: pd.DataFrame,
-                          model: Any, combine: Combiner) -> list[Checkpoint]:
+def _ensemble_checkpoints(
+    results: list[Any], scores: dict[str, list[np.ndarray]], out_of_fold: pd.DataFrame, model: Any, combine: Combiner
+) -> list[Checkpoint]:
     malignant = out_of_fold[TARGET].to_numpy() == MALIGNANT
     checkpoints = []
     for first in results[0].checkpoints:

@@ -74,13 +74,16 @@ def load_labeled_cases(root: UPath, team: str, week: str, window_weeks: int = 0)
     or ambiguous files, missing columns); value problems are kept in the frame for the checks to report
     with file names.
     """
-    weeks = weeks_in_window(landing.landed_weeks(root, landing.LABELED, team), landing.validate_week(week), window_weeks)
+    weeks = weeks_in_window(
+        landing.landed_weeks(root, landing.LABELED, team), landing.validate_week(week), window_weeks
+    )
     frames = []
     for landed_week in weeks:
         for path in landing.data_files(landing.partition_dir(root, landing.LABELED, team, landed_week), root):
             frame, layout = layouts.read_cases(path, root, landing.LABELED)
-            frames.append(frame.assign(**{WEEK: landed_week, SOURCE_FILE: landing.relative_name(path, root),
-                                          LAYOUT: layout.name}))
+            frames.append(
+                frame.assign(**{WEEK: landed_week, SOURCE_FILE: landing.relative_name(path, root), LAYOUT: layout.name})
+            )
     if not frames or sum(len(f) for f in frames) == 0:
         folder = landing.relative_name(landing.partition_dir(root, landing.LABELED, team, week), root)
         raise EmptyPartitionError(
@@ -187,8 +190,14 @@ def unusual_values_table(frame: pd.DataFrame) -> pd.DataFrame:
         values = layouts.to_float64(_cells(frame, column))
         mask = unusually_large_cells(values, column)
         if mask.any():
-            rows.append({"feature": column, "rows": int(mask.sum()), "largest": float(values[mask].max()),
-                         "unusual above": round(UNUSUALLY_LARGE[column], 6)})
+            rows.append(
+                {
+                    "feature": column,
+                    "rows": int(mask.sum()),
+                    "largest": float(values[mask].max()),
+                    "unusual above": round(UNUSUALLY_LARGE[column], 6),
+                }
+            )
     return pd.DataFrame(rows, columns=["feature", "rows", "largest", "unusual above"])
 
 
@@ -300,7 +309,9 @@ def in_holdout(case_ids: pd.Series, test_fraction: float) -> np.ndarray:
     return np.asarray(buckets) < test_fraction
 
 
-def development_and_holdout(frame: pd.DataFrame, params: SplitParams = SplitParams()) -> tuple[pd.DataFrame, pd.DataFrame]:
+def development_and_holdout(
+    frame: pd.DataFrame, params: SplitParams = SplitParams()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The development cases (with a stratified ``fold`` for cross-fitting) and the fixed holdout."""
     holdout_mask = in_holdout(frame[CASE_ID], params.test_fraction)
     development, holdout = frame.loc[~holdout_mask], frame.loc[holdout_mask]

@@ -93,8 +93,12 @@ class _ClassCopula:
     def sample(self, normals: np.ndarray) -> np.ndarray:
         """Map independent standard normals (rows, features) to cases of this class."""
         uniforms = ndtr(normals @ self.factor.T)
-        return np.column_stack([np.interp(uniforms[:, j], self.probabilities, self.quantiles[:, j])
-                                for j in range(self.quantiles.shape[1])])
+        return np.column_stack(
+            [
+                np.interp(uniforms[:, j], self.probabilities, self.quantiles[:, j])
+                for j in range(self.quantiles.shape[1])
+            ]
+        )
 
 
 class DemoDataWriter:
@@ -111,8 +115,16 @@ class DemoDataWriter:
     def _rng(self, *parts: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, *(zlib.crc32(p.encode()) for p in parts)])
 
-    def cases(self, team: str, week: str, rows: int, id_prefix: str, drift: Sequence[DriftInjection] = (),
-              first_row: int = 0, rng: np.random.Generator | None = None) -> pd.DataFrame:
+    def cases(
+        self,
+        team: str,
+        week: str,
+        rows: int,
+        id_prefix: str,
+        drift: Sequence[DriftInjection] = (),
+        first_row: int = 0,
+        rng: np.random.Generator | None = None,
+    ) -> pd.DataFrame:
         rng = rng or self._rng(team, week, id_prefix)
         bias = 1 + self._rng(team, "bias").normal(0, TEAM_BIAS_SCALE, self.features.shape[1])
         labels = self.classes[rng.choice(len(self.classes), size=rows, p=self.class_shares)]
@@ -133,7 +145,9 @@ class DemoDataWriter:
         frame[TARGET] = labels
         return frame
 
-    def write_labeled(self, root: UPath, team: str, week: str, rows: int, drift: Sequence[DriftInjection] = ()) -> UPath:
+    def write_labeled(
+        self, root: UPath, team: str, week: str, rows: int, drift: Sequence[DriftInjection] = ()
+    ) -> UPath:
         folder = landing.partition_dir(root, landing.LABELED, team, week)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "cases.csv"
@@ -141,15 +155,23 @@ class DemoDataWriter:
             self.cases(team, week, rows, "L", drift).to_csv(handle, index=False)
         return target
 
-    def scoring_chunks(self, team: str, week: str, rows: int, chunk_rows: int,
-                       drift: Sequence[DriftInjection] = ()) -> Iterator[pd.DataFrame]:
+    def scoring_chunks(
+        self, team: str, week: str, rows: int, chunk_rows: int, drift: Sequence[DriftInjection] = ()
+    ) -> Iterator[pd.DataFrame]:
         rng = self._rng(team, week, "S")
         for start in range(0, rows, chunk_rows):
             chunk = self.cases(team, week, min(chunk_rows, rows - start), "S", drift, first_row=start, rng=rng)
             yield chunk.drop(columns=[TARGET])
 
-    def write_scoring(self, root: UPath, team: str, week: str, rows: int, chunk_rows: int = 250_000,
-                      drift: Sequence[DriftInjection] = ()) -> UPath:
+    def write_scoring(
+        self,
+        root: UPath,
+        team: str,
+        week: str,
+        rows: int,
+        chunk_rows: int = 250_000,
+        drift: Sequence[DriftInjection] = (),
+    ) -> UPath:
         folder = landing.partition_dir(root, landing.SCORING, team, week)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "cases.parquet"
@@ -166,9 +188,16 @@ class DemoDataWriter:
         return target
 
 
-def write_demo_data(root: UPath, teams: Sequence[str], weeks: Sequence[str], labeled_rows: int = 150,
-                    scoring_rows: int = 2_000, drift: Sequence[DriftInjection] = (), seed: int = 0,
-                    chunk_rows: int = 250_000) -> list[UPath]:
+def write_demo_data(
+    root: UPath,
+    teams: Sequence[str],
+    weeks: Sequence[str],
+    labeled_rows: int = 150,
+    scoring_rows: int = 2_000,
+    drift: Sequence[DriftInjection] = (),
+    seed: int = 0,
+    chunk_rows: int = 250_000,
+) -> list[UPath]:
     writer = DemoDataWriter(seed)
     written = []
     for team in teams:

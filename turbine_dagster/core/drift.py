@@ -196,9 +196,7 @@ def _feature_matrix(frame: pd.DataFrame, role: str) -> np.ndarray:
 
 
 def _reason(rule: DriftRule, flagged: pd.DataFrame, n_features: int, drift_detected: bool) -> str:
-    criterion = (
-        f"{rule.correction}-corrected KS p < {rule.alpha:g} and PSI >= {rule.psi_threshold:g}"
-    )
+    criterion = f"{rule.correction}-corrected KS p < {rule.alpha:g} and PSI >= {rule.psi_threshold:g}"
     counted = f"{len(flagged)} of {n_features} features drifted ({criterion})"
     needed = f"the rule needs at least {rule.min_drifted_features}"
     if not drift_detected:

@@ -176,9 +176,7 @@ def bootstrap_intervals(
     false_positives = np.sum(resampled_benign >= threshold, axis=1)
     recall = true_positives / n_malignant
     predicted_malignant = true_positives + false_positives
-    precision = np.divide(
-        true_positives, predicted_malignant, out=np.zeros(n_bootstrap), where=predicted_malignant > 0
-    )
+    precision = np.divide(true_positives, predicted_malignant, out=np.zeros(n_bootstrap), where=predicted_malignant > 0)
     # Mann-Whitney form of ROC-AUC, vectorised over resamples; ties get half credit via mean ranks.
     ranks = rankdata(np.hstack([resampled_malignant, resampled_benign]), axis=1)
     roc_auc = (ranks[:, :n_malignant].sum(axis=1) - n_malignant * (n_malignant + 1) / 2) / (n_malignant * n_benign)
@@ -357,8 +355,12 @@ def evaluation_plots_markdown(y_true: Any, p_malignant: Any, threshold: float, d
             colour = "white" if count > matrix.max() / 2 else "black"
             ax.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=12)
         ax.set(
-            xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
-            xlabel="predicted", title=f"threshold {at:.3f}",
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=CLASS_NAMES,
+            yticklabels=CLASS_NAMES,
+            xlabel="predicted",
+            title=f"threshold {at:.3f}",
         )
     axes[0].set_ylabel("true")
     fig.suptitle(f"Confusion matrix ({data})")

@@ -52,7 +52,7 @@ WDBC_CSV = "wdbc_csv"
 UCI_WDBC_DATA = "uci_wdbc_data"
 LAYOUTS = {
     INTERNAL: f"'{CASE_ID}', the 30 feature columns of turbine_dagster.core.schema.FEATURE_COLUMNS and, labeled, "
-              f"'{TARGET}' (0 = malignant)",
+    f"'{TARGET}' (0 = malignant)",
     SKLEARN_FRAME: f"scikit-learn's frame as is: the 30 features ('mean radius' ...) and, labeled, '{TARGET}'; no id",
     WDBC_CSV: "the WDBC CSV: 'id', 'diagnosis' (M/B), 'radius_mean' ... 'fractal_dimension_worst'",
     UCI_WDBC_DATA: "UCI's wdbc.data: no header; id, diagnosis (M/B), the 30 features",
@@ -110,7 +110,9 @@ def to_float64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     try:
         return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)  # fast path: every cell a number
     except pa.ArrowInvalid:
-        numbers = pc.if_else(pc.match_substring_regex(text, _NUMBER, ignore_case=True), text, pa.scalar(None, pa.string()))
+        numbers = pc.if_else(
+            pc.match_substring_regex(text, _NUMBER, ignore_case=True), text, pa.scalar(None, pa.string())
+        )
         return pc.cast(numbers, pa.float64()).to_numpy(zero_copy_only=False)
 
 
@@ -195,8 +197,12 @@ class Layout:
 
     @property
     def read_columns(self) -> list[str]:
-        return [*([self.case_id] if self.case_id else []), *self.features, *([self.label] if self.label else []),
-                *self.unnamed]
+        return [
+            *([self.case_id] if self.case_id else []),
+            *self.features,
+            *([self.label] if self.label else []),
+            *self.unnamed,
+        ]
 
     @property
     def description(self) -> str:
@@ -211,8 +217,11 @@ class Layout:
             filled = ~is_blank(values)
             if filled.any():
                 raise landing.LandingError(_unnamed_message(file, column, _first(values, filled)))
-        arrays = [_case_ids(batch.column(self.case_id)) if self.case_id else
-                  content_id(*(batch.column(feature) for feature in self.features))]
+        arrays = [
+            _case_ids(batch.column(self.case_id))
+            if self.case_id
+            else content_id(*(batch.column(feature) for feature in self.features))
+        ]
         arrays += [_plain(batch.column(feature)) for feature in self.features]
         names = [CASE_ID, *FEATURE_COLUMNS]
         if self.label:
@@ -259,7 +268,8 @@ def recognise_columns(header: list[str], first: list[str] | None, kind: str, fil
         if _key(name) in by_key:
             raise landing.LandingError(
                 f"{file} has two columns named {by_key[_key(name)]!r} and {name!r}; which one holds the data is "
-                "ambiguous: drop or rename one")
+                "ambiguous: drop or rename one"
+            )
         by_key[_key(name)] = name
     unnamed = tuple(n for n in names if _is_unnamed(n))
     sklearn = [f for f in FEATURE_COLUMNS if _key(f) in by_key]
@@ -267,18 +277,21 @@ def recognise_columns(header: list[str], first: list[str] | None, kind: str, fil
     if sklearn and snake:
         raise landing.LandingError(
             f"{file} mixes two layouts' feature names (scikit-learn's {sklearn[0]!r} and the WDBC CSV's {snake[0]!r}); "
-            "which column holds which measurement is ambiguous: use one layout's names")
+            "which column holds which measurement is ambiguous: use one layout's names"
+        )
     labels = [by_key[k] for k in (_key(TARGET), DIAGNOSIS) if k in by_key]
     if labeled and len(labels) > 1:
         raise landing.LandingError(
-            f"{file} has both '{TARGET}' and '{DIAGNOSIS}'; which is the label is ambiguous: keep one")
+            f"{file} has both '{TARGET}' and '{DIAGNOSIS}'; which is the label is ambiguous: keep one"
+        )
 
     if snake:
         layout_name, id_column, label_name = WDBC_CSV, ID, DIAGNOSIS
         expected = SNAKE_FEATURES
         if _key(CASE_ID) in by_key:
             raise landing.LandingError(
-                f"{file} has both '{CASE_ID}' and the WDBC CSV's '{ID}'; which is the case id is ambiguous: keep one")
+                f"{file} has both '{CASE_ID}' and the WDBC CSV's '{ID}'; which is the case id is ambiguous: keep one"
+            )
     elif _key(CASE_ID) in by_key or len(sklearn) < len(FEATURE_COLUMNS):
         layout_name, id_column, label_name, expected = INTERNAL, CASE_ID, TARGET, FEATURE_COLUMNS
     else:
@@ -287,7 +300,8 @@ def recognise_columns(header: list[str], first: list[str] | None, kind: str, fil
             raise landing.LandingError(
                 f"{file} has scikit-learn's feature names and a column '{by_key[ID]}'; scikit-learn's layout has no "
                 f"id, so whether '{by_key[ID]}' is the case id is ambiguous: rename it '{CASE_ID}' to use it as the "
-                "case id, or drop it")
+                "case id, or drop it"
+            )
     required = [*([id_column] if id_column else []), *expected, *([label_name] if labeled else [])]
     missing = [column for column in required if _key(column) not in by_key]
     if missing:
@@ -321,10 +335,11 @@ def _fit_to_rows(names: list[str], first: list[str], file: str) -> list[str]:
     if len(first) > len(names):
         raise landing.LandingError(
             f"{file}: the first case has {len(first)} fields but the header names {len(names)}; name every column "
-            "or remove the extra fields")
-    extra = names[len(first):]
+            "or remove the extra fields"
+        )
+    extra = names[len(first) :]
     if extra and all(_is_unnamed(name) for name in extra):
-        return names[:len(first)]
+        return names[: len(first)]
     return names
 
 
@@ -346,12 +361,20 @@ def _uci_layout(row: list[str], labeled: bool, file: str) -> Layout | None:
     if labeled and not has_diagnosis:
         raise landing.LandingError(
             f"{file} reads as UCI's wdbc.data without its diagnosis (id and 30 numbers, no header); a labeled file "
-            "needs the diagnosis (M/B) after the id")
+            "needs the diagnosis (M/B) after the id"
+        )
     names = [ID, *([DIAGNOSIS] if has_diagnosis else []), *SNAKE_FEATURES]
     names += [f"unnamed: {position}" for position in range(len(names), width)]
     return Layout(
-        name=UCI_WDBC_DATA, columns=tuple(names), features=SNAKE_FEATURES, case_id=ID,
-        label=DIAGNOSIS if labeled else None, diagnosis=labeled, unnamed=tuple(names[len(fields):]), header=False)
+        name=UCI_WDBC_DATA,
+        columns=tuple(names),
+        features=SNAKE_FEATURES,
+        case_id=ID,
+        label=DIAGNOSIS if labeled else None,
+        diagnosis=labeled,
+        unnamed=tuple(names[len(fields) :]),
+        header=False,
+    )
 
 
 def _missing_message(file: str, missing: list[str], layout_name: str, labeled: bool, header: list[str]) -> str:
@@ -359,18 +382,23 @@ def _missing_message(file: str, missing: list[str], layout_name: str, labeled: b
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     plural = "s" if len(missing) > 1 else ""
     if layout_name == WDBC_CSV:
-        needs = "a file in the WDBC CSV layout needs 'id', the 30 snake_case feature columns" + \
-                (" and 'diagnosis' (M/B)" if labeled else "")
+        needs = "a file in the WDBC CSV layout needs 'id', the 30 snake_case feature columns" + (
+            " and 'diagnosis' (M/B)" if labeled else ""
+        )
     else:
-        needs = (f"every {'labeled' if labeled else 'scoring'} file needs '{CASE_ID}', the "
-                 f"{len(FEATURE_COLUMNS)} feature columns of turbine_dagster.core.schema.FEATURE_COLUMNS"
-                 + (f" and '{TARGET}'" if labeled else "")
-                 + ", or comes in a published WDBC layout (scikit-learn's frame, the WDBC CSV, UCI's wdbc.data)")
+        needs = (
+            f"every {'labeled' if labeled else 'scoring'} file needs '{CASE_ID}', the "
+            f"{len(FEATURE_COLUMNS)} feature columns of turbine_dagster.core.schema.FEATURE_COLUMNS"
+            + (f" and '{TARGET}'" if labeled else "")
+            + ", or comes in a published WDBC layout (scikit-learn's frame, the WDBC CSV, UCI's wdbc.data)"
+        )
     hint = ""
     if len(header) == 1 and any(separator in header[0] for separator in (";", "\t", "|")):
         hint = " (the header reads as one column: the file seems separated by something other than commas)"
-    return f"column{plural} {listed}{more} missing in {file}{hint}; {needs} (fix the file or move it out of the " \
-           "landing zone)"
+    return (
+        f"column{plural} {listed}{more} missing in {file}{hint}; {needs} (fix the file or move it out of the "
+        "landing zone)"
+    )
 
 
 def _unnamed_message(file: str, column: str, value: object) -> str:
@@ -379,7 +407,8 @@ def _unnamed_message(file: str, column: str, value: object) -> str:
     return (
         f"{file}: {where} has no name but holds values (e.g. {value!r}); whether it is a case "
         f"id is ambiguous: name it '{CASE_ID}' if it holds the case ids, else drop it (pandas writes its row index "
-        "this way: write with to_csv(index=False))")
+        "this way: write with to_csv(index=False))"
+    )
 
 
 def _first(values: pa.Array | pa.ChunkedArray, mask: np.ndarray) -> object:
@@ -419,9 +448,11 @@ def _diagnosis_codes(values: pa.Array, file: str) -> pa.Array:
     if numeric or pc.any(pc.is_in(text, pa.array(["0", "1", "0.0", "1.0"]))).as_py():
         raise landing.LandingError(
             f"{file}: '{DIAGNOSIS}' holds numbers; whether 1 means malignant or benign differs between copies of this "
-            f"data: write it as M/B, or land a '{TARGET}' column with {MALIGNANT} = malignant and {BENIGN} = benign")
-    mapped = pc.if_else(pc.equal(text, "M"), str(MALIGNANT),
-                        pc.if_else(pc.equal(text, "B"), str(BENIGN), values.cast(pa.string())))
+            f"data: write it as M/B, or land a '{TARGET}' column with {MALIGNANT} = malignant and {BENIGN} = benign"
+        )
+    mapped = pc.if_else(
+        pc.equal(text, "M"), str(MALIGNANT), pc.if_else(pc.equal(text, "B"), str(BENIGN), values.cast(pa.string()))
+    )
     known = pc.is_in(text, pa.array(["M", "B"]))
     if pc.all(pc.or_kleene(known, pc.is_null(text))).as_py():
         return pc.cast(mapped, pa.int64())
@@ -457,8 +488,7 @@ def read_cases(path: UPath, root: UPath, kind: str) -> tuple[pd.DataFrame, Layou
             else:
                 convert = csv_convert_options(layout)
                 convert.include_columns = layout.read_columns
-                table = pacsv.read_csv(handle, read_options=csv_read_options(layout),
-                                       convert_options=convert)
+                table = pacsv.read_csv(handle, read_options=csv_read_options(layout), convert_options=convert)
     except Exception as error:  # the reader's own words, with the file named
         raise landing.LandingError(f"cannot read {name}: {_first_line(error)}") from error
     batch = layout.to_internal(table, name)

@@ -59,7 +59,9 @@ def predict_malignant_proba(model: Any, features: pd.DataFrame | np.ndarray, bat
     if model_kind(model) == "tensorflow":
         # The sigmoid output already is P(malignant). Fixed-size predict_on_batch calls skip the per-call
         # setup of predict() (about 0.2 s each), which dominated chunked scoring.
-        batches = [model.predict_on_batch(matrix[start : start + batch_size]) for start in range(0, len(matrix), batch_size)]
+        batches = [
+            model.predict_on_batch(matrix[start : start + batch_size]) for start in range(0, len(matrix), batch_size)
+        ]
         return np.concatenate([np.asarray(batch).reshape(-1) for batch in batches]).astype(np.float64)
 
     malignant_column = list(model.classes_).index(MALIGNANT)

@@ -158,9 +158,7 @@ class _Move:
 
 
 T = TypeVar("T")
-PointerChange = Callable[
-    [ModelVersion | None, ModelVersion], tuple[_Move | None, Callable[[dict[str, Any] | None], T]]
-]
+PointerChange = Callable[[ModelVersion | None, ModelVersion], tuple[_Move | None, Callable[[dict[str, Any] | None], T]]]
 
 
 def version_label(version: int) -> str:
@@ -235,13 +233,15 @@ def _moves_of(pointer: dict[str, Any] | None, events: Sequence[dict[str, Any]]) 
         if event["kind"] in _MOVES and not event.get("moves_pointer")
     ]
     if not moves or moves[-1]["version"] != pointer["version"]:
-        moves.append({
-            "version": pointer["version"],
-            "previous_version": moves[-1]["version"] if moves else None,
-            "kind": pointer.get("by", "promoted"),
-            "event_id": None,
-            "at": pointer.get("since"),
-        })
+        moves.append(
+            {
+                "version": pointer["version"],
+                "previous_version": moves[-1]["version"] if moves else None,
+                "kind": pointer.get("by", "promoted"),
+                "event_id": None,
+                "at": pointer.get("since"),
+            }
+        )
     return moves
 
 
@@ -722,14 +722,16 @@ class ModelRegistry:
                     moves_pointer=True,
                 )
                 made = {key: event[key] for key in ("version", "previous_version", "kind", "event_id", "at")}
-                data = _json_bytes({
-                    "team": team,
-                    "version": version,
-                    "since": event["at"],
-                    "by": move.kind,
-                    "event_id": event["event_id"],
-                    "history": [*moves, made],
-                })
+                data = _json_bytes(
+                    {
+                        "team": team,
+                        "version": version,
+                        "since": event["at"],
+                        "by": move.kind,
+                        "event_id": event["event_id"],
+                        "history": [*moves, made],
+                    }
+                )
                 try:
                     self._replace_pointer(team, data, etag)
                 except _PointerMoved:

@@ -220,8 +220,10 @@ def _check_probabilities(p_malignant: np.ndarray, case_ids: pa.Array, model_vers
     with np.errstate(invalid="ignore"):
         bad = ~(np.isfinite(p_malignant) & (p_malignant >= 0.0) & (p_malignant <= 1.0))
     if len(p_malignant) != len(case_ids):
-        raise ModelOutputError(f"model {model_version} returned {len(p_malignant)} P(malignant) values for "
-                               f"{len(case_ids)} rows; nothing is published")
+        raise ModelOutputError(
+            f"model {model_version} returned {len(p_malignant)} P(malignant) values for "
+            f"{len(case_ids)} rows; nothing is published"
+        )
     if bad.any():
         rows = np.flatnonzero(bad)
         shown = ", ".join(f"{case_ids[int(row)].as_py()} ({p_malignant[row]!r})" for row in rows[:10])
@@ -229,7 +231,8 @@ def _check_probabilities(p_malignant: np.ndarray, case_ids: pa.Array, model_vers
         raise ModelOutputError(
             f"model {model_version} returned a P(malignant) outside [0, 1] or not a number for {len(rows)} row(s) "
             f"of {len(p_malignant)} in a chunk: case ids {shown}{more}; nothing is published. The model is faulty "
-            "(or its artifact is damaged): score with another version, and retrain or roll back this one")
+            "(or its artifact is damaged): score with another version, and retrain or roll back this one"
+        )
 
 
 def score_frame(
@@ -348,8 +351,9 @@ def score_partition(
         files=names,
         layouts=tuple(source.layout.name for source in sources),
         rows_unusually_large=unusual.rows,
-        unusually_large_by_feature={column: int(count) for column, count in zip(FEATURE_COLUMNS, unusual.by_feature,
-                                                                                strict=True) if count},
+        unusually_large_by_feature={
+            column: int(count) for column, count in zip(FEATURE_COLUMNS, unusual.by_feature, strict=True) if count
+        },
         unusually_large_examples=tuple(unusual.examples),
     )
 
@@ -405,9 +409,12 @@ class _Source:
             if self.path.suffix.lower() != ".parquet":
                 scanned = self.dataset.to_batches(fragment_readahead=1, **options)
             else:
-                scanned = (batch for fragment in self.dataset.get_fragments()
-                           for row_group in fragment.split_by_row_group()
-                           for batch in row_group.to_batches(**options))
+                scanned = (
+                    batch
+                    for fragment in self.dataset.get_fragments()
+                    for row_group in fragment.split_by_row_group()
+                    for batch in row_group.to_batches(**options)
+                )
             for batch in scanned:
                 yield self.layout.to_internal(batch, self.name)
         except landing.LandingError:
@@ -464,7 +471,7 @@ class _Unusual:
     def add(self, other: "_Unusual") -> None:
         self.rows += other.rows
         self.by_feature += other.by_feature
-        self.examples += other.examples[:UNUSUAL_EXAMPLES - len(self.examples)]
+        self.examples += other.examples[: UNUSUAL_EXAMPLES - len(self.examples)]
 
 
 @dataclass
@@ -744,8 +751,9 @@ class _StagedParquet:
 # A bounded sample of the clean rows, for drift detection
 
 
-def sample_clean_features(files: list[UPath], root: UPath, max_rows: int, seed: int = 0,
-                          chunk_rows: int = 100_000) -> pd.DataFrame:
+def sample_clean_features(
+    files: list[UPath], root: UPath, max_rows: int, seed: int = 0, chunk_rows: int = 100_000
+) -> pd.DataFrame:
     """A uniform random sample of at most ``max_rows`` clean rows of ``files``, features only.
 
     One pass with bounded memory: every clean row draws a seeded random key and the ``max_rows``

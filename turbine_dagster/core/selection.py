@@ -130,9 +130,7 @@ def recall_first_verdict(reports: Mapping[str, Mapping[str, Any]], tolerance: fl
             return Verdict("recall_first", contenders[0], (), explanation, decided_by=key_name(key))
         steps.append(key_name(key))
 
-    explanation = (
-        f"tie between {' and '.join(contenders)}: {', '.join(steps)} all equal within tolerance {tolerance:g}"
-    )
+    explanation = f"tie between {' and '.join(contenders)}: {', '.join(steps)} all equal within tolerance {tolerance:g}"
     return Verdict("recall_first", None, tuple(contenders), explanation)
 
 

@@ -35,13 +35,31 @@ def write_bytes_atomic(target: UPath, data: bytes) -> None:
             os.remove(temporary.path)
 
 
-TRANSIENT_ERRNOS = frozenset({errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.EAGAIN,
-                              errno.EBUSY, getattr(errno, "EREMOTEIO", errno.EIO)})
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ETIMEDOUT,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ECONNREFUSED,
+        errno.EAGAIN,
+        errno.EBUSY,
+        getattr(errno, "EREMOTEIO", errno.EIO),
+    }
+)
 """s3fs raises OSError with EBUSY for 503 SlowDown/ServiceUnavailable and EREMOTEIO for 500 InternalError."""
-TRANSIENT_ERROR_NAMES = frozenset({
-    "ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError", "ConnectionClosedError",  # botocore
-    "ServerTimeoutError", "ClientPayloadError", "ResponseParserError", "IncompleteRead", "FSTimeoutError",
-})
+TRANSIENT_ERROR_NAMES = frozenset(
+    {
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "EndpointConnectionError",
+        "ConnectionClosedError",  # botocore
+        "ServerTimeoutError",
+        "ClientPayloadError",
+        "ResponseParserError",
+        "IncompleteRead",
+        "FSTimeoutError",
+    }
+)
 """Timeouts and lost connections of the S3 client stack, by name: no client library is imported to tell them."""
 
 

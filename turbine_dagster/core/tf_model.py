@@ -219,8 +219,12 @@ def train_tf_model(
     # EarlyStopping restored the best epoch's weights: the best checkpoint is the returned model.
     checkpoints.append(
         take_checkpoint(
-            BEST, best_index + 1, model, is_malignant,
-            predict_malignant_proba(model, validation_features), history["val_loss"][best_index],
+            BEST,
+            best_index + 1,
+            model,
+            is_malignant,
+            predict_malignant_proba(model, validation_features),
+            history["val_loss"][best_index],
         )
     )
     seconds = time.perf_counter() - started
@@ -265,8 +269,9 @@ def cross_fit_tf_model(
         callback = None if on_epoch_end is None else functools.partial(on_epoch_end, fold)
         return train_tf_model(fit, early_stop, params, callback, where=where, model_name=f"fold_{fold}")
 
-    return cross_fit(development, train_fold, average_models,
-                     early_stopping_fraction=early_stopping_fraction, seed=params.seed)
+    return cross_fit(
+        development, train_fold, average_models, early_stopping_fraction=early_stopping_fraction, seed=params.seed
+    )
 
 
 def learning_curve_markdown(histories: Sequence[dict[str, list[float]]]) -> str:
@@ -281,8 +286,9 @@ def learning_curve_markdown(histories: Sequence[dict[str, list[float]]]) -> str:
             if f"val_{name}" in history:
                 axis.plot(epochs, history[f"val_{name}"], color=line.get_color(), label=f"fold {fold} early-stopping")
             if name == "loss" and "val_loss" in history:
-                axis.axvline(int(np.argmin(history["val_loss"])) + 1, color=line.get_color(), linestyle="--",
-                             linewidth=1)
+                axis.axvline(
+                    int(np.argmin(history["val_loss"])) + 1, color=line.get_color(), linestyle="--", linewidth=1
+                )
         axis.set_xlabel("epoch")
         axis.set_ylabel(name)
     axes[0][0].legend(fontsize="x-small")

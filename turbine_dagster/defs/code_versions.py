@@ -69,8 +69,11 @@ def _imported_names(node: ast.Import | ast.ImportFrom, module: str) -> Iterator[
         for alias in node.names:
             if alias.name.startswith(PACKAGE):
                 # `import a.b.c` binds `a`; `import a.b.c as x` binds x to a.b.c
-                yield (alias.asname, (alias.name, None)) if alias.asname else (alias.name.split(".")[0],
-                                                                              (alias.name.split(".")[0], None))
+                yield (
+                    (alias.asname, (alias.name, None))
+                    if alias.asname
+                    else (alias.name.split(".")[0], (alias.name.split(".")[0], None))
+                )
         return
     source = node.module or ""
     if node.level:
@@ -115,8 +118,13 @@ def _stripped(node: ast.AST, drop_decorators: bool = False) -> ast.AST:
         for name in ("body", "orelse", "finalbody"):
             body = getattr(child, name, None)
             if isinstance(body, list):
-                kept = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-                                                and isinstance(s.value.value, str))]
+                kept = [
+                    s
+                    for s in body
+                    if not (
+                        isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
+                    )
+                ]
                 setattr(child, name, kept or [ast.Pass()])
         if isinstance(child, ast.Call):
             child.keywords = [k for k in child.keywords if k.arg != "description"]
@@ -174,8 +182,14 @@ def _find_function(module: str, qualname: str) -> ast.AST:
     nodes: list[ast.AST] = _tree(module).body
     found: ast.AST | None = None
     for part in (p for p in qualname.split(".") if p != "<locals>"):
-        found = next((n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                      and n.name == part), None)
+        found = next(
+            (
+                n
+                for n in nodes
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == part
+            ),
+            None,
+        )
         if found is None:
             raise LookupError(f"code version: {qualname} not found in the source of {module}")
         nodes = [n for n in ast.walk(found) if n is not found]

@@ -63,8 +63,11 @@ class _NativeFormatIOManager(dg.UPathIOManager):
             return load_model(path)
 
     def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
-        path = next(iter(self._get_paths_for_partitions(context).values())) if context.has_asset_partitions \
+        path = (
+            next(iter(self._get_paths_for_partitions(context).values()))
+            if context.has_asset_partitions
             else self._get_path(context)
+        )
         metadata = {"artifact_bytes": path.stat().st_size}  # the URI is Dagster's own `path` entry
         if self.file_format == "parquet" and isinstance(obj, pd.DataFrame):
             metadata.update(table_metadata(obj))  # the catalog's columns, types and row count
@@ -78,11 +81,20 @@ def _asset_name(context: dg.InputContext | dg.OutputContext) -> str:
 def _team_and_week(partition: str, context: dg.InputContext | dg.OutputContext) -> tuple[str, str]:
     """Team and week of the key that Dagster formatted as ``partition`` (dimension values joined by '/', which a
     value holding '/' would make ambiguous, so the key itself is looked up), or of a plain ``team|week`` string."""
-    key = next((k for k in context.asset_partition_keys
-                if isinstance(k, dg.MultiPartitionKey) and "/".join(v for _, v in sorted(k.keys_by_dimension.items()))
-                == partition), None)
-    parts = [key.keys_by_dimension.get("team"), key.keys_by_dimension.get("week")] if key is not None else \
-        partition.split("|")
+    key = next(
+        (
+            k
+            for k in context.asset_partition_keys
+            if isinstance(k, dg.MultiPartitionKey)
+            and "/".join(v for _, v in sorted(k.keys_by_dimension.items())) == partition
+        ),
+        None,
+    )
+    parts = (
+        [key.keys_by_dimension.get("team"), key.keys_by_dimension.get("week")]
+        if key is not None
+        else partition.split("|")
+    )
     shown = str(key) if key is not None else partition
     asset = _asset_name(context)
     try:

@@ -13,11 +13,18 @@ def team_week_job(name: str, selection: dg.AssetSelection, description: str, run
 
     @dg.partitioned_config(
         partitions_def=team_week_partitions,
-        tags_for_partition_key_fn=lambda key: team_tag_for_partition(team_week_partitions.get_partition_key_from_str(key)),
+        tags_for_partition_key_fn=lambda key: team_tag_for_partition(
+            team_week_partitions.get_partition_key_from_str(key)
+        ),
     )
     def no_extra_config(partition_key: str) -> dict:
         return {}
 
     # Schedules and sensors set their own trigger; a run launched from the UI or a backfill keeps this one.
-    return dg.define_asset_job(name, selection=selection, config=no_extra_config, description=description,
-                               run_tags={TRIGGER: "manual", **(run_tags or {})})
+    return dg.define_asset_job(
+        name,
+        selection=selection,
+        config=no_extra_config,
+        description=description,
+        run_tags={TRIGGER: "manual", **(run_tags or {})},
+    )

@@ -21,12 +21,15 @@ def team_and_week(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     key = str(context.partition_key)
     team, _, week = key.partition("|")
     if team not in SETTINGS.teams:
-        raise dg.Failure(description=f"partition {key!r}: team {team!r} is not one of {list(SETTINGS.teams)}",
-                         allow_retries=False)
+        raise dg.Failure(
+            description=f"partition {key!r}: team {team!r} is not one of {list(SETTINGS.teams)}", allow_retries=False
+        )
     if not _is_week_key(week):
-        raise dg.Failure(description=f"partition {key!r}: week {week!r} is not a weekly partition key (the Sunday "
-                                     f"starting a week, from {SETTINGS.first_week} to the current week)",
-                         allow_retries=False)
+        raise dg.Failure(
+            description=f"partition {key!r}: week {week!r} is not a weekly partition key (the Sunday "
+            f"starting a week, from {SETTINGS.first_week} to the current week)",
+            allow_retries=False,
+        )
     return team, week
 
 

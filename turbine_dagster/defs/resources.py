@@ -74,8 +74,11 @@ class PartitionFolders(dg.ConfigurableResource):
     s3: S3Resource | None = Field(None, description="S3 connection settings when the root is an s3:// URI.")
 
     def folder(self, team: str, week: str, *within: str) -> UPath:
-        return UPath(self.root, **s3fs_options(self.s3)).joinpath(*within) / f"team={landing.validate_team(team)}" / \
-            f"week={landing.validate_week(week)}"
+        return (
+            UPath(self.root, **s3fs_options(self.s3)).joinpath(*within)
+            / f"team={landing.validate_team(team)}"
+            / f"week={landing.validate_week(week)}"
+        )
 
 
 def storage_resources(settings: Settings, s3: S3Resource | None = None) -> dict[str, Any]:
@@ -106,7 +109,10 @@ def production_resources(settings: Settings) -> dict[str, Any]:
         aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
     )
-    for name, root in (("TURBINE_LANDING_ROOT", settings.landing_root), ("TURBINE_STORAGE_ROOT", settings.storage_root)):
+    for name, root in (
+        ("TURBINE_LANDING_ROOT", settings.landing_root),
+        ("TURBINE_STORAGE_ROOT", settings.storage_root),
+    ):
         if not root.startswith("s3://"):
             raise ValueError(f"TURBINE_ENV=production needs {name} to be an s3:// URI, got {root!r}")
     return {**storage_resources(settings, s3), "s3": s3}
@@ -133,5 +139,9 @@ def executor_for(settings: Settings, preload_modules: Sequence[str]) -> dg.Execu
         return config
 
     default = dg.multi_or_in_process_executor
-    return default.configured(forkserver_unless_chosen, config_schema=dg.Field(
-        default.config_schema.config_type, default_value={"multiprocess": {}}, is_required=False))
+    return default.configured(
+        forkserver_unless_chosen,
+        config_schema=dg.Field(
+            default.config_schema.config_type, default_value={"multiprocess": {}}, is_required=False
+        ),
+    )

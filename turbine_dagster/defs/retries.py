@@ -13,8 +13,9 @@ import dagster as dg
 
 from turbine_dagster.core.storage import is_transient
 
-STORAGE_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL,
-                                      jitter=dg.Jitter.PLUS_MINUS)
+STORAGE_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 """Up to 3 more tries, after about 2, 6 and 14 s (each ± 2 s): an S3 hiccup or a registry lock held a while."""
 
 

@@ -31,9 +31,14 @@ def run_tags(team: str, trigger: str) -> dict[str, str]:
 
 
 def team_week_schedule(name: str, job, team: str, cron: str) -> dg.ScheduleDefinition:
-    @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone="UTC",
-                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description=f"Runs {job.name} for {team}'s current week ({cron}, UTC).")
+    @dg.schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Runs {job.name} for {team}'s current week ({cron}, UTC).",
+    )
     def schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         week = week_of(context.scheduled_execution_time)
         return dg.RunRequest(

@@ -33,14 +33,18 @@ FEATURE_DESCRIPTION = "Cell-nucleus measurement (WDBC feature)."
 
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
-    return dg.TableSchema(columns=[
-        dg.TableColumn(
-            name=field.name,
-            type="string" if pa.types.is_large_string(field.type) else str(field.type),
-            description=FEATURE_DESCRIPTION if field.name in FEATURE_COLUMNS else COLUMN_DESCRIPTIONS.get(field.name),
-        )
-        for field in schema
-    ])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=field.name,
+                type="string" if pa.types.is_large_string(field.type) else str(field.type),
+                description=FEATURE_DESCRIPTION
+                if field.name in FEATURE_COLUMNS
+                else COLUMN_DESCRIPTIONS.get(field.name),
+            )
+            for field in schema
+        ]
+    )
 
 
 def table_metadata(table: pd.DataFrame | pa.Schema, row_count: int | None = None) -> dict[str, Any]:

@@ -100,8 +100,9 @@ def test_search_without_multi_vm_runs_considers_one_vm_per_run_only():
 
 def test_best_plan_breaks_a_tie_with_fewer_vms_per_run():
     # 6 runs on 6 VMs with perfect scaling: 1, 2, 3 and 6 VMs per run all take one single-VM run length.
-    plans = search_vms_per_run(CapacityInputs(teams=6, runs_per_team_per_week=1, max_parallel_vms=6,
-                                              allow_multi_vm_runs=True))
+    plans = search_vms_per_run(
+        CapacityInputs(teams=6, runs_per_team_per_week=1, max_parallel_vms=6, allow_multi_vm_runs=True)
+    )
     tied = [plans[vms - 1].makespan_hours for vms in (1, 2, 3, 6)]
     assert tied == pytest.approx([plans[0].inputs.hours_per_run] * 4)
     assert best_plan(plans).inputs.vms_per_run == 1
@@ -117,8 +118,9 @@ def test_per_team_limit_caps_one_teams_concurrent_runs():
 
 
 def test_per_team_limit_holds_for_multi_vm_runs():
-    plan = plan_capacity(CapacityInputs(runs_per_team_per_week=4, per_team_limit=1, allow_multi_vm_runs=True,
-                                        vms_per_run=2))
+    plan = plan_capacity(
+        CapacityInputs(runs_per_team_per_week=4, per_team_limit=1, allow_multi_vm_runs=True, vms_per_run=2)
+    )
     assert all(_max_concurrent(plan, team) == 1 for team in ("team_a", "team_b", "team_c", "team_d"))
     assert _max_concurrent(plan) == 3
 

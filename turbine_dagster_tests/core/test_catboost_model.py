@@ -79,9 +79,10 @@ def test_predicts_probability_of_malignant(grid_searched, split):
 
     proba = predict_malignant_proba(result.model, validation)
 
-    assert proba[(validation[TARGET] == MALIGNANT).to_numpy()].mean() > proba[
-        (validation[TARGET] == BENIGN).to_numpy()
-    ].mean()
+    assert (
+        proba[(validation[TARGET] == MALIGNANT).to_numpy()].mean()
+        > proba[(validation[TARGET] == BENIGN).to_numpy()].mean()
+    )
 
 
 def test_prediction_reads_features_by_name_not_by_position(grid_searched, split):

@@ -15,11 +15,18 @@ from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model
 
 TEAM = "team_a"
 # Early stopping ends this run after 5 of 12 epochs (best epoch 2), so epoch 12 is never reached.
-TF_PARAMS = TFTrainingParams(hidden_units=(16, 8), epochs=12, learning_rate=0.05, patience=3,
-                             checkpoint_epochs=(4, 2, 12))
+TF_PARAMS = TFTrainingParams(
+    hidden_units=(16, 8), epochs=12, learning_rate=0.05, patience=3, checkpoint_epochs=(4, 2, 12)
+)
 # The final fit stops after 28 of 60 trees (best: 18), so 60 trees are never reached.
-CATBOOST_PARAMS = CatBoostSearchParams(param_grid={"depth": [3], "learning_rate": [0.3]}, cv_folds=2, iterations=60,
-                                       early_stopping_rounds=10, thread_count=2, checkpoint_iterations=(10, 5, 60))
+CATBOOST_PARAMS = CatBoostSearchParams(
+    param_grid={"depth": [3], "learning_rate": [0.3]},
+    cv_folds=2,
+    iterations=60,
+    early_stopping_rounds=10,
+    thread_count=2,
+    checkpoint_iterations=(10, 5, 60),
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,14 @@ def catboost_result(split):
 
 def register(registry: ModelRegistry, result, train: pd.DataFrame, checkpoints=None):
     return registry.register(
-        TEAM, result.model, threshold=0.3, metrics={"malignant_recall": 0.97}, partition=f"{TEAM}|2026-11-23",
-        run_id="run", data_version="d1", reference=train,
+        TEAM,
+        result.model,
+        threshold=0.3,
+        metrics={"malignant_recall": 0.97},
+        partition=f"{TEAM}|2026-11-23",
+        run_id="run",
+        data_version="d1",
+        reference=train,
         checkpoints=result.checkpoints if checkpoints is None else checkpoints,
     )
 
@@ -103,7 +116,8 @@ def test_registered_checkpoints_reload_to_the_predictions_recorded_in_training(
         model_version, stored = registry.resolve(TEAM, f"v{version:04d}", checkpoint.checkpoint_id)
         reloaded = registry.load_model(model_version, stored)
         np.testing.assert_array_equal(
-            predict_malignant_proba(reloaded, validation), checkpoint.validation_p_malignant,
+            predict_malignant_proba(reloaded, validation),
+            checkpoint.validation_p_malignant,
             err_msg=f"v{version:04d} {checkpoint.checkpoint_id}",
         )
         assert {**stored.to_dict(), "artifact_uri": None} == checkpoint.to_dict()  # id, step, metrics, threshold
@@ -114,10 +128,15 @@ def test_checkpoints_are_native_files_under_the_version_listed_in_its_entry(regi
     entry = json.loads((folder / "entry.json").read_text())
 
     assert [item["checkpoint_id"] for item in entry["checkpoints"]] == ["epoch-0002", "epoch-0004", "best"]
-    assert entry["checkpoints"][0] == {**tf_result.checkpoints[0].to_dict(),
-                                      "artifact_uri": str(folder / "checkpoints" / "epoch-0002.keras")}
+    assert entry["checkpoints"][0] == {
+        **tf_result.checkpoints[0].to_dict(),
+        "artifact_uri": str(folder / "checkpoints" / "epoch-0002.keras"),
+    }
     assert sorted(path.name for path in (folder / "checkpoints").iterdir()) == [
-        "best.keras", "epoch-0002.keras", "epoch-0004.keras"]
+        "best.keras",
+        "epoch-0002.keras",
+        "epoch-0004.keras",
+    ]
 
 
 def test_checkpoints_handed_over_as_files_and_json_register_unchanged(tmp_path, catboost_result, split):
@@ -132,7 +151,8 @@ def test_checkpoints_handed_over_as_files_and_json_register_unchanged(tmp_path, 
         assert checkpoint.artifact_uri.startswith(str(registry.root / TEAM / "versions" / "v0001" / "checkpoints"))
         np.testing.assert_array_equal(
             predict_malignant_proba(registry.load_model(version, checkpoint.checkpoint_id), validation),
-            recorded.validation_p_malignant)
+            recorded.validation_p_malignant,
+        )
 
 
 def test_resolve_defaults_to_the_serving_version_and_its_own_model(registry):
@@ -167,11 +187,16 @@ def test_an_unknown_version_lists_every_version_with_its_checkpoints(registry):
 
 
 def test_an_unknown_checkpoint_lists_the_checkpoints_of_the_version(registry):
-    with pytest.raises(RegistryLookupError, match=r"v0001 of team 'team_a' has no checkpoint 'epoch-0012'; its "
-                                                  r"checkpoints: epoch-0002 \(epoch 2\), epoch-0004 \(epoch 4\), best"):
+    with pytest.raises(
+        RegistryLookupError,
+        match=r"v0001 of team 'team_a' has no checkpoint 'epoch-0012'; its "
+        r"checkpoints: epoch-0002 \(epoch 2\), epoch-0004 \(epoch 4\), best",
+    ):
         registry.resolve(TEAM, 1, "epoch-0012")
-    with pytest.raises(RegistryLookupError, match="v0003 of team 'team_a' has no checkpoint 'best'; it was registered "
-                                                  "without checkpoints"):
+    with pytest.raises(
+        RegistryLookupError,
+        match="v0003 of team 'team_a' has no checkpoint 'best'; it was registered without checkpoints",
+    ):
         registry.resolve(TEAM, "v0003", "best")
 
 
@@ -183,12 +208,15 @@ def test_without_a_serving_version_resolve_lists_the_versions_to_name(tmp_path, 
         registry.resolve(TEAM)
 
 
-def test_a_checkpoint_of_another_model_kind_is_refused_before_anything_is_written(tmp_path, tf_result,
-                                                                                   catboost_result, split):
+def test_a_checkpoint_of_another_model_kind_is_refused_before_anything_is_written(
+    tmp_path, tf_result, catboost_result, split
+):
     registry = ModelRegistry(str(tmp_path / "registry"))
 
-    with pytest.raises(ValueError, match="checkpoint 'epoch-0002' for team 'team_a' holds a tensorflow model, but "
-                                         "the version's model is catboost"):
+    with pytest.raises(
+        ValueError,
+        match="checkpoint 'epoch-0002' for team 'team_a' holds a tensorflow model, but the version's model is catboost",
+    ):
         register(registry, catboost_result, split[0], checkpoints=tf_result.checkpoints[:1])
     assert not (registry.root / TEAM).exists()
 
@@ -218,8 +246,11 @@ def test_on_s3_checkpoints_are_stored_and_reload_as_locally(s3_environment, catb
         "s3://checkpoints/registry/team_a/versions/v0001/checkpoints/iteration-0005.cbm",
         "s3://checkpoints/registry/team_a/versions/v0001/checkpoints/best.cbm",
     ]
-    for checkpoint_id, recorded in (("iteration-0005", catboost_result.checkpoints[0]),
-                                    ("best", catboost_result.checkpoints[-1])):
+    for checkpoint_id, recorded in (
+        ("iteration-0005", catboost_result.checkpoints[0]),
+        ("best", catboost_result.checkpoints[-1]),
+    ):
         np.testing.assert_array_equal(
             predict_malignant_proba(registry.load_model(version, checkpoint_id), validation),
-            recorded.validation_p_malignant)
+            recorded.validation_p_malignant,
+        )

@@ -24,19 +24,29 @@ SCORES = {
     "c09": (0.05, 0.02),
 }
 # Labels arrive for some cases: c08's is still empty, c11 was scored by the challenger only.
-LABELS = {"c00": MALIGNANT, "c01": BENIGN, "c02": MALIGNANT, "c03": MALIGNANT, "c04": BENIGN, "c05": BENIGN,
-          "c08": None, "c11": MALIGNANT}
+LABELS = {
+    "c00": MALIGNANT,
+    "c01": BENIGN,
+    "c02": MALIGNANT,
+    "c03": MALIGNANT,
+    "c04": BENIGN,
+    "c05": BENIGN,
+    "c08": None,
+    "c11": MALIGNANT,
+}
 
 
 def scored(p_by_case: dict[str, float], version: str) -> pd.DataFrame:
     p = np.array(list(p_by_case.values()))
-    return pd.DataFrame({
-        CASE_ID: list(p_by_case),
-        "p_malignant": p,
-        "predicted_label": np.where(p >= THRESHOLD, MALIGNANT, BENIGN).astype(np.int8),
-        "model_version": version,
-        "threshold": THRESHOLD,
-    })
+    return pd.DataFrame(
+        {
+            CASE_ID: list(p_by_case),
+            "p_malignant": p,
+            "predicted_label": np.where(p >= THRESHOLD, MALIGNANT, BENIGN).astype(np.int8),
+            "model_version": version,
+            "threshold": THRESHOLD,
+        }
+    )
 
 
 @pytest.fixture
@@ -119,7 +129,8 @@ def test_shift_reports_mean_difference_quantiles_and_ks(champion, challenger):
     assert shift["mean_difference"] == pytest.approx(np.mean(challenger_p - champion_p))
     assert shift["max_absolute_difference"] == pytest.approx(0.5)
     assert shift["quantiles"]["0.5"] == pytest.approx(  # from histograms: exact to half a bin
-        {"champion": np.median(champion_p), "challenger": np.median(challenger_p)}, abs=1e-6)
+        {"champion": np.median(champion_p), "challenger": np.median(challenger_p)}, abs=1e-6
+    )
     assert 0 < shift["ks_statistic"] <= 1
 
 
@@ -175,7 +186,11 @@ def test_column_names_are_those_of_the_scoring_output():
     from turbine_dagster.core import scoring
 
     assert (comparison.P_MALIGNANT, comparison.PREDICTED_LABEL, comparison.MODEL_VERSION, comparison.THRESHOLD) == (
-        scoring.P_MALIGNANT, scoring.PREDICTED_LABEL, scoring.MODEL_VERSION, scoring.THRESHOLD)
+        scoring.P_MALIGNANT,
+        scoring.PREDICTED_LABEL,
+        scoring.MODEL_VERSION,
+        scoring.THRESHOLD,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +220,11 @@ def test_files_compared_bucket_by_bucket_give_the_report_of_frames_in_memory(tmp
 
     from_files = comparison.compare_prediction_files(
         write_predictions(champion, tmp_path / "champion.parquet"),
-        write_predictions(challenger, tmp_path / "challenger.parquet"), labels, sample_size=5, bucket_rows=700)
+        write_predictions(challenger, tmp_path / "challenger.parquet"),
+        labels,
+        sample_size=5,
+        bucket_rows=700,
+    )
 
     expected, got = in_memory.to_dict(), from_files.to_dict()
     expected_shift, got_shift = expected.pop("shift"), got.pop("shift")
@@ -222,19 +241,25 @@ def test_quantiles_and_ks_match_the_exact_figures(tmp_path):
     champion, challenger = many_scored(3000, 3, "v0001"), many_scored(3000, 5, "v0002")
     shift = compare_predictions(champion, challenger).shift
 
-    assert shift["ks_statistic"] == pytest.approx(ks_2samp(champion["p_malignant"], challenger["p_malignant"]).statistic,
-                                                  abs=2e-3)
+    assert shift["ks_statistic"] == pytest.approx(
+        ks_2samp(champion["p_malignant"], challenger["p_malignant"]).statistic, abs=2e-3
+    )
     for q in comparison.QUANTILES:
-        assert shift["quantiles"][f"{q:g}"]["champion"] == pytest.approx(np.quantile(champion["p_malignant"], q),
-                                                                         abs=1e-5)
+        assert shift["quantiles"][f"{q:g}"]["champion"] == pytest.approx(
+            np.quantile(champion["p_malignant"], q), abs=1e-5
+        )
 
 
 def test_a_case_id_repeated_in_a_file_is_refused_whatever_the_buckets(tmp_path):
     champion = many_scored(2000, 1, "v0001")
     repeated = pd.concat([champion, champion.iloc[[1234]]])
     with pytest.raises(ValueError, match=r"champion: 1 case id\(s\) appear more than once \(e.g. 'case-0001234'\)"):
-        comparison.compare_prediction_files(write_predictions(repeated, tmp_path / "a.parquet"),
-                                            write_predictions(champion, tmp_path / "b.parquet"), None, bucket_rows=300)
+        comparison.compare_prediction_files(
+            write_predictions(repeated, tmp_path / "a.parquet"),
+            write_predictions(champion, tmp_path / "b.parquet"),
+            None,
+            bucket_rows=300,
+        )
 
 
 def test_only_the_most_different_disagreements_are_kept(monkeypatch):

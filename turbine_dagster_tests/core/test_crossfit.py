@@ -11,8 +11,9 @@ from turbine_dagster.core.models import predict_malignant_proba
 from turbine_dagster.core.schema import CASE_ID
 from turbine_dagster.core.tf_model import TFTrainingParams, average_models, cross_fit_tf_model
 
-TINY_CATBOOST = CatBoostSearchParams(param_grid={"depth": [3]}, cv_folds=2, iterations=30, early_stopping_rounds=5,
-                                     checkpoint_iterations=(5, 29))
+TINY_CATBOOST = CatBoostSearchParams(
+    param_grid={"depth": [3]}, cv_folds=2, iterations=30, early_stopping_rounds=5, checkpoint_iterations=(5, 29)
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,10 @@ def test_each_case_is_scored_once_by_a_model_that_never_fitted_or_stopped_on_it(
 
 
 def test_catboost_ensemble_is_the_mean_raw_score_of_its_fold_models(catboost_result, development):
-    raw = [model.predict(development.loc[:, model.feature_names_], prediction_type="RawFormulaVal")
-           for model in (fold.model for fold in catboost_result.fold_results)]
+    raw = [
+        model.predict(development.loc[:, model.feature_names_], prediction_type="RawFormulaVal")
+        for model in (fold.model for fold in catboost_result.fold_results)
+    ]
     p_benign = 1 / (1 + np.exp(-np.mean(raw, axis=0)))  # CatBoost's raw score is the log-odds of class 1
     np.testing.assert_allclose(predict_malignant_proba(catboost_result.model, development), 1 - p_benign, atol=1e-9)
 
@@ -75,15 +78,18 @@ def test_keras_ensemble_averages_the_fold_networks_and_survives_a_native_round_t
     np.testing.assert_allclose(predict_malignant_proba(result.model, development), expected, atol=1e-6)
     save_model(result.model, tmp_path / "ensemble.keras")
     reloaded = load_model(tmp_path / "ensemble.keras")
-    np.testing.assert_allclose(predict_malignant_proba(reloaded, development),
-                               predict_malignant_proba(result.model, development), atol=1e-6)
+    np.testing.assert_allclose(
+        predict_malignant_proba(reloaded, development), predict_malignant_proba(result.model, development), atol=1e-6
+    )
     assert average_models(folds[:1]) is folds[0]
 
 
 def test_catboost_ensemble_survives_a_native_round_trip(catboost_result, development, tmp_path):
     save_model(catboost_result.model, tmp_path / "ensemble.cbm")
-    np.testing.assert_array_equal(predict_malignant_proba(load_model(tmp_path / "ensemble.cbm"), development),
-                                  predict_malignant_proba(catboost_result.model, development))
+    np.testing.assert_array_equal(
+        predict_malignant_proba(load_model(tmp_path / "ensemble.cbm"), development),
+        predict_malignant_proba(catboost_result.model, development),
+    )
 
 
 def test_cross_fitting_needs_the_fold_column(development):

@@ -33,7 +33,9 @@ def test_window_keeps_only_the_last_weeks(tmp_path):
 def test_missing_column_names_column_and_file(landing_root, week):
     path = labeled_file(landing_root, week)
     pd.read_csv(path).drop(columns=["mean radius"]).to_csv(path, index=False)
-    with pytest.raises(landing.LandingError, match=r"column 'mean radius' missing in labeled/team=team_a/week=.*/cases\.csv"):
+    with pytest.raises(
+        landing.LandingError, match=r"column 'mean radius' missing in labeled/team=team_a/week=.*/cases\.csv"
+    ):
         data.load_labeled_cases(landing_root, TEAM, week)
 
 
@@ -165,7 +167,9 @@ def test_row_problems_name_out_of_range_and_negative_values():
     frame.loc[1, "mean radius"] = -0.5
     assert data.row_problems(frame).tolist() == [
         "'mean area' is beyond float32 range (infinite to the model); 'mean area' is negative (no measurement is)",
-        "'mean radius' is negative (no measurement is)", ""]
+        "'mean radius' is negative (no measurement is)",
+        "",
+    ]
 
 
 def test_unusually_large_values_are_counted_not_refused():

@@ -95,9 +95,7 @@ def test_identical_data_is_not_drift(reference):
     assert result.reason.startswith("No drift: 0 of 30 features drifted")
 
 
-def test_large_shift_on_several_features_is_drift_with_those_features_flagged(
-    reference, shifted_current
-):
+def test_large_shift_on_several_features_is_drift_with_those_features_flagged(reference, shifted_current):
     result = detect_drift(reference, shifted_current)
     assert result.drift_detected
     assert set(result.features.loc[result.features["drifted"], "feature"]) == set(SHIFTED)

@@ -117,8 +117,15 @@ def test_bootstrap_intervals_bracket_the_point_values_and_repeat_with_the_seed(r
 def test_headline_metrics_are_flat_floats_at_the_operating_threshold(report):
     headline = headline_metrics(report)
     assert set(headline) == {
-        "malignant_recall", "malignant_precision", "benign_precision", "malignant_f1",
-        "roc_auc", "pr_auc", "accuracy", "threshold", "malignant_recall_lower_bound",
+        "malignant_recall",
+        "malignant_precision",
+        "benign_precision",
+        "malignant_f1",
+        "roc_auc",
+        "pr_auc",
+        "accuracy",
+        "threshold",
+        "malignant_recall_lower_bound",
     }
     assert all(type(value) is float for value in headline.values())
     operating = report["at_operating_threshold"]["classification_report"]

@@ -27,7 +27,9 @@ def test_a_file_that_is_not_csv_or_parquet_is_named(tmp_path):
     folder.mkdir(parents=True)
     (folder / "cases.xlsx").write_bytes(b"PK")
     (folder / "_SUCCESS").write_bytes(b"")
-    with pytest.raises(landing.LandingError, match=r"labeled/team=team_a/week=2026-11-22/cases\.xlsx is not a CSV or Parquet"):
+    with pytest.raises(
+        landing.LandingError, match=r"labeled/team=team_a/week=2026-11-22/cases\.xlsx is not a CSV or Parquet"
+    ):
         landing.data_files(folder, root)
 
 
@@ -61,6 +63,9 @@ def test_folders_that_are_not_weeks_are_named_not_read(tmp_path):
 
     assert landing.landed_weeks(root, landing.LABELED, "team_a") == ["2026-11-08"]
     strays = landing.stray_entries(root, landing.LABELED, "team_a")
-    assert strays == ["labeled/team=team_a/2026-11-15", "labeled/team=team_a/cases.csv",
-                      "labeled/team=team_a/week=2026-11-3"]
+    assert strays == [
+        "labeled/team=team_a/2026-11-15",
+        "labeled/team=team_a/cases.csv",
+        "labeled/team=team_a/week=2026-11-3",
+    ]
     assert "week=2026-11-3" in landing.stray_warning(strays)

@@ -48,7 +48,9 @@ def land(root: UPath, kind: str, name: str, content: str | bytes | pd.DataFrame)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     if isinstance(content, pd.DataFrame):
-        content.to_parquet(path.path, index=False) if name.endswith(".parquet") else content.to_csv(path.path, index=False)
+        content.to_parquet(path.path, index=False) if name.endswith(".parquet") else content.to_csv(
+            path.path, index=False
+        )
     elif isinstance(content, bytes):
         path.write_bytes(content)
     else:
@@ -64,21 +66,25 @@ def root(tmp_path) -> UPath:
 def assert_is_wdbc(frame: pd.DataFrame, ids=None):
     """All 569 cases with their features as published and malignant as 0."""
     assert len(frame) == len(WDBC)
-    np.testing.assert_array_equal(frame[list(FEATURE_COLUMNS)].to_numpy(dtype=float),
-                                  WDBC[list(FEATURE_COLUMNS)].to_numpy())
+    np.testing.assert_array_equal(
+        frame[list(FEATURE_COLUMNS)].to_numpy(dtype=float), WDBC[list(FEATURE_COLUMNS)].to_numpy()
+    )
     assert frame[TARGET].tolist() == WDBC[TARGET].tolist()
     assert (frame[TARGET] == MALIGNANT).sum() == 212  # WDBC holds 212 malignant, 357 benign cases
     if ids is not None:
         assert frame[CASE_ID].tolist() == [str(i) for i in ids]
 
 
-@pytest.mark.parametrize("layout, name, content, ids", [
-    (layouts.SKLEARN_FRAME, "cases.csv", sklearn_frame(), None),
-    (layouts.SKLEARN_FRAME, "cases.parquet", sklearn_frame(), None),
-    (layouts.WDBC_CSV, "data.csv", kaggle_csv_text(), UCI_IDS),
-    (layouts.WDBC_CSV, "data.parquet", kaggle_frame(), UCI_IDS),
-    (layouts.UCI_WDBC_DATA, "wdbc.data", uci_text(), UCI_IDS),
-])
+@pytest.mark.parametrize(
+    "layout, name, content, ids",
+    [
+        (layouts.SKLEARN_FRAME, "cases.csv", sklearn_frame(), None),
+        (layouts.SKLEARN_FRAME, "cases.parquet", sklearn_frame(), None),
+        (layouts.WDBC_CSV, "data.csv", kaggle_csv_text(), UCI_IDS),
+        (layouts.WDBC_CSV, "data.parquet", kaggle_frame(), UCI_IDS),
+        (layouts.UCI_WDBC_DATA, "wdbc.data", uci_text(), UCI_IDS),
+    ],
+)
 def test_each_published_layout_lands_as_labeled_cases(root, layout, name, content, ids):
     land(root, landing.LABELED, name, content)
 
@@ -120,16 +126,22 @@ def test_content_ids_ignore_the_label_so_scored_and_labeled_rows_of_a_case_meet(
     labeled = layouts.recognise_columns([*FEATURE_COLUMNS, TARGET], None, landing.LABELED, "f", text=False)
     scoring = layouts.recognise_columns(list(FEATURE_COLUMNS), None, landing.SCORING, "f", text=False)
     table = pa.table({**{f: a for f, a in zip(FEATURE_COLUMNS, features)}, TARGET: pa.array([0, 1, 0, 1, 1])})
-    assert labeled.to_internal(table, "f").column(CASE_ID).equals(
-        scoring.to_internal(table.drop_columns([TARGET]), "f").column(CASE_ID))
+    assert (
+        labeled.to_internal(table, "f")
+        .column(CASE_ID)
+        .equals(scoring.to_internal(table.drop_columns([TARGET]), "f").column(CASE_ID))
+    )
 
 
-@pytest.mark.parametrize("layout, text", [
-    (layouts.SKLEARN_FRAME, sklearn_frame(labeled=False).to_csv(index=False)),
-    (layouts.WDBC_CSV, kaggle_csv_text(labeled=False)),
-    (layouts.UCI_WDBC_DATA, uci_text(labeled=False)),
-    (layouts.UCI_WDBC_DATA, uci_text(labeled=True)),  # a scoring file may carry the diagnosis: it is not read
-])
+@pytest.mark.parametrize(
+    "layout, text",
+    [
+        (layouts.SKLEARN_FRAME, sklearn_frame(labeled=False).to_csv(index=False)),
+        (layouts.WDBC_CSV, kaggle_csv_text(labeled=False)),
+        (layouts.UCI_WDBC_DATA, uci_text(labeled=False)),
+        (layouts.UCI_WDBC_DATA, uci_text(labeled=True)),  # a scoring file may carry the diagnosis: it is not read
+    ],
+)
 def test_scoring_files_are_recognised_without_a_label(root, layout, text):
     path = land(root, landing.SCORING, "cases.data" if layout == layouts.UCI_WDBC_DATA else "cases.csv", text)
 
@@ -143,8 +155,10 @@ def test_export_quirks_are_read(root):
     """Whitespace and capitals in names, a BOM, Windows line endings, quoted numbers, empty unnamed columns."""
     frame = kaggle_frame().head(30)
     header = ",".join([" ID ", "Diagnosis", *(f"  {name.upper()} " for name in frame.columns[2:]), "", "Unnamed: 33"])
-    lines = [header] + [",".join([str(row.id), f'"{row.diagnosis}"', *(f'"{float(v)!r}"' for v in row[2:]), "", ""])
-                        for row in frame.itertuples(index=False)]
+    lines = [header] + [
+        ",".join([str(row.id), f'"{row.diagnosis}"', *(f'"{float(v)!r}"' for v in row[2:]), "", ""])
+        for row in frame.itertuples(index=False)
+    ]
     land(root, landing.LABELED, "export.csv", b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
 
     loaded = data.load_labeled_cases(root, TEAM, WEEK)
@@ -161,13 +175,19 @@ def test_kaggle_header_with_underscored_concave_points_is_the_same_layout(root):
     assert set(data.load_labeled_cases(root, TEAM, WEEK)[data.LAYOUT]) == {layouts.WDBC_CSV}
 
 
-@pytest.mark.parametrize("content, expected", [
-    (kaggle_frame().head(5).assign(target=0), "both 'target' and 'diagnosis'"),
-    (sklearn_frame().head(5).assign(radius_mean=1.0), "mixes two layouts' feature names"),
-    (sklearn_frame().head(5).assign(id=range(5)), "rename it 'case_id' to use it as the case id"),
-    (kaggle_frame().head(5).assign(diagnosis=np.where(WDBC[TARGET].head(5) == 0, 1, 0)), "'diagnosis' holds numbers"),
-    (kaggle_frame().head(5).assign(case_id=range(5)), "both 'case_id' and the WDBC CSV's 'id'"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (kaggle_frame().head(5).assign(target=0), "both 'target' and 'diagnosis'"),
+        (sklearn_frame().head(5).assign(radius_mean=1.0), "mixes two layouts' feature names"),
+        (sklearn_frame().head(5).assign(id=range(5)), "rename it 'case_id' to use it as the case id"),
+        (
+            kaggle_frame().head(5).assign(diagnosis=np.where(WDBC[TARGET].head(5) == 0, 1, 0)),
+            "'diagnosis' holds numbers",
+        ),
+        (kaggle_frame().head(5).assign(case_id=range(5)), "both 'case_id' and the WDBC CSV's 'id'"),
+    ],
+)
 def test_ambiguous_files_are_refused_saying_what_is_ambiguous(root, content, expected):
     land(root, landing.LABELED, "cases.parquet", content)
     with pytest.raises(landing.LandingError, match=expected):
@@ -186,13 +206,19 @@ def test_a_duplicated_column_is_refused(root):
         data.load_labeled_cases(root, TEAM, WEEK)
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("a,b,c\n1,2,3\n", r"columns 'case_id', 'mean radius', 'mean texture', 'mean perimeter', 'mean area' and 27 more "
-                       r"missing in labeled/team=team_a/week=2026-11-08/cases\.csv"),
-    (kaggle_frame().head(3).drop(columns="texture_se").to_csv(index=False), "column 'texture_se' missing in"),
-    (uci_text(labeled=False), "wdbc.data without its diagnosis"),
-    ("id;diagnosis;radius_mean\n", "separated by something other than commas"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (
+            "a,b,c\n1,2,3\n",
+            r"columns 'case_id', 'mean radius', 'mean texture', 'mean perimeter', 'mean area' and 27 more "
+            r"missing in labeled/team=team_a/week=2026-11-08/cases\.csv",
+        ),
+        (kaggle_frame().head(3).drop(columns="texture_se").to_csv(index=False), "column 'texture_se' missing in"),
+        (uci_text(labeled=False), "wdbc.data without its diagnosis"),
+        ("id;diagnosis;radius_mean\n", "separated by something other than commas"),
+    ],
+)
 def test_an_unknown_layout_fails_naming_the_columns(root, content, expected):
     land(root, landing.LABELED, "cases.csv", content)
     with pytest.raises(landing.LandingError, match=expected):

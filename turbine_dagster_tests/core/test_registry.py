@@ -76,7 +76,10 @@ def test_register_stores_the_native_model_the_reference_and_the_entry(registry, 
     entry = json.loads((registry.root / TEAM / "versions" / "v0001" / "entry.json").read_text())
     assert entry["metrics"] == {"malignant_recall": 0.97, "roc_auc": 0.99}
     assert (entry["partition"], entry["run_id"], entry["data_version"], entry["threshold"]) == (
-        "team_a|2026-11-23", "run", "abc123", 0.3,
+        "team_a|2026-11-23",
+        "run",
+        "abc123",
+        0.3,
     )
     reloaded = registry.load_model(registry.get(TEAM, 1))
     np.testing.assert_array_equal(predict_malignant_proba(reloaded, cases), predict_malignant_proba(model, cases))
@@ -328,14 +331,22 @@ def test_the_gate_details_are_recorded_with_the_decision(registry, model, cases)
 
     promoted = registry.events(TEAM)[-1]
     assert (promoted["kind"], promoted["details"]) == (
-        "promoted", {"paired_counts": {"only_challenger": 3, "only_serving": 1}, "p_value": 0.31},
+        "promoted",
+        {"paired_counts": {"only_challenger": 3, "only_serving": 1}, "p_value": 0.31},
     )
 
 
 def test_the_split_scheme_is_kept_in_the_entry_and_old_entries_read_without_it(registry, model, cases):
     registry.register(
-        TEAM, model, threshold=0.3, metrics={"malignant_recall": 0.97}, partition=None, run_id="run",
-        data_version=None, reference=cases, split_scheme="case_id_hash_70_15_15",
+        TEAM,
+        model,
+        threshold=0.3,
+        metrics={"malignant_recall": 0.97},
+        partition=None,
+        run_id="run",
+        data_version=None,
+        reference=cases,
+        split_scheme="case_id_hash_70_15_15",
     )
     register(registry, model, cases, recall=0.97)
     old_entry = registry.root / TEAM / "versions" / "v0002" / "entry.json"

@@ -300,7 +300,13 @@ def test_on_s3_files_are_read_and_results_published_as_locally(models, s3_enviro
     output, quarantine = UPath("s3://scoring-test/out/predictions.parquet"), UPath("s3://scoring-test/out/q.parquet")
 
     summary = score_partition(
-        files, root, models["catboost"], threshold=0.5, model_version="m-1", output=output, quarantine=quarantine,
+        files,
+        root,
+        models["catboost"],
+        threshold=0.5,
+        model_version="m-1",
+        output=output,
+        quarantine=quarantine,
         chunk_rows=50,
     )
 
@@ -358,7 +364,7 @@ def test_values_beyond_float32_and_negative_values_are_quarantined_with_reasons(
         frame.loc[1, CASE_ID]: "'worst area' is beyond float32 range (infinite to the model)",
         frame.loc[2, CASE_ID]: "'mean radius' is negative (no measurement is)",
         text.loc[0, CASE_ID]: "'mean area' is beyond float32 range (infinite to the model); "
-                              "'mean area' is negative (no measurement is)",
+        "'mean area' is negative (no measurement is)",
     }
     assert summary.rows_scored == 12 and np.isfinite(read(summary.output_uri)["p_malignant"]).all()
 
@@ -380,8 +386,9 @@ def test_unusually_large_values_are_scored_and_counted(models, root, folder, tmp
 
 
 @pytest.mark.parametrize("bad", [np.nan, 1.5, -0.1, np.inf])
-def test_a_model_output_that_is_no_probability_fails_the_run_naming_version_and_rows(models, root, folder, tmp_path,
-                                                                                      monkeypatch, bad):
+def test_a_model_output_that_is_no_probability_fails_the_run_naming_version_and_rows(
+    models, root, folder, tmp_path, monkeypatch, bad
+):
     from turbine_dagster.core import scoring
 
     frame = cases(300, "P")

@@ -22,8 +22,12 @@ def report_from_counts(caught: int, missed: int, false_alarms: int, cleared: int
     y_true = [MALIGNANT] * (caught + missed) + [BENIGN] * (false_alarms + cleared)
     y_pred = [MALIGNANT] * caught + [BENIGN] * missed + [MALIGNANT] * false_alarms + [BENIGN] * cleared
     return classification_report(
-        y_true, y_pred, labels=[MALIGNANT, BENIGN], target_names=["malignant", "benign"],
-        output_dict=True, zero_division=0,
+        y_true,
+        y_pred,
+        labels=[MALIGNANT, BENIGN],
+        target_names=["malignant", "benign"],
+        output_dict=True,
+        zero_division=0,
     )
 
 
@@ -138,7 +142,7 @@ def _catching(missed: list[int], false_alarms: int = 0) -> np.ndarray:
     """Flags that catch every holdout cancer except ``missed`` and raise ``false_alarms`` on benign cases."""
     flags = HOLDOUT == MALIGNANT
     flags[missed] = False
-    flags[50:50 + false_alarms] = True
+    flags[50 : 50 + false_alarms] = True
     return flags
 
 

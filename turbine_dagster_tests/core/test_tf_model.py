@@ -57,9 +57,10 @@ def test_output_is_probability_of_malignant(trained, split):
 
     proba = predict_malignant_proba(result.model, validation)
 
-    assert proba[(validation[TARGET] == MALIGNANT).to_numpy()].mean() > proba[
-        (validation[TARGET] == BENIGN).to_numpy()
-    ].mean()
+    assert (
+        proba[(validation[TARGET] == MALIGNANT).to_numpy()].mean()
+        > proba[(validation[TARGET] == BENIGN).to_numpy()].mean()
+    )
 
 
 def test_same_seed_gives_identical_predictions(trained, split):
@@ -92,7 +93,9 @@ def test_empty_split_is_refused_naming_where(split):
 def test_learning_curve_is_an_embedded_png(trained):
     result, _ = trained
 
-    assert learning_curve_markdown([result.history, result.history]).startswith("![Learning curve](data:image/png;base64,")
+    assert learning_curve_markdown([result.history, result.history]).startswith(
+        "![Learning curve](data:image/png;base64,"
+    )
 
 
 def test_params_refuse_an_unknown_class_weight():

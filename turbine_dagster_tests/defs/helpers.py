@@ -6,8 +6,9 @@ from turbine_dagster.defs.resources import local_resources
 from turbine_dagster.settings import Settings
 
 
-def materialize(assets, settings: Settings, partition_key: str, instance=None, run_config=None, selection=None,
-                resources=None) -> dg.ExecuteInProcessResult:
+def materialize(
+    assets, settings: Settings, partition_key: str, instance=None, run_config=None, selection=None, resources=None
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         assets,
         partition_key=partition_key,
@@ -46,5 +47,8 @@ def column_types(metadata) -> dict[str, str]:
 
 def asset_metadata(result: dg.ExecuteInProcessResult, asset: str):
     """The metadata of the (first) materialization of ``asset`` in the run, whichever op computed it."""
-    return next(event.materialization.metadata for event in result.get_asset_materialization_events()
-                if event.asset_key.to_user_string() == asset)
+    return next(
+        event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == asset
+    )

@@ -59,8 +59,9 @@ def test_every_asset_of_both_locations_has_a_code_version():
 
     for defs in (training, prediction):
         graph = defs.resolve_asset_graph()
-        unversioned = [key.to_user_string() for key in graph.materializable_asset_keys
-                       if not graph.get(key).code_version]
+        unversioned = [
+            key.to_user_string() for key in graph.materializable_asset_keys if not graph.get(key).code_version
+        ]
         assert not unversioned
 
 
@@ -73,24 +74,33 @@ def test_versions_are_deterministic():
 
 def test_a_change_to_the_fcn_block_changes_tf_model_and_nothing_else(monkeypatch):
     before = versions(ASSETS)
-    with_source_changed(monkeypatch, "turbine_dagster.core.fcn", 'keras.layers.LayerNormalization(name="norm")',
-                        'keras.layers.LayerNormalization(epsilon=1e-5, name="norm")')
+    with_source_changed(
+        monkeypatch,
+        "turbine_dagster.core.fcn",
+        'keras.layers.LayerNormalization(name="norm")',
+        'keras.layers.LayerNormalization(epsilon=1e-5, name="norm")',
+    )
     after = versions(reversioned(ASSETS))
     assert {key for key in before if before[key] != after[key]} == TF_OUTPUTS
 
 
 def test_a_changed_model_default_changes_that_model_only(monkeypatch):
     before = versions(ASSETS)
-    with_source_changed(monkeypatch, "turbine_dagster.defs.training.model_assets",
-                        'hidden_units: list[int] = Field([64, 32]', 'hidden_units: list[int] = Field([128, 64]')
+    with_source_changed(
+        monkeypatch,
+        "turbine_dagster.defs.training.model_assets",
+        "hidden_units: list[int] = Field([64, 32]",
+        "hidden_units: list[int] = Field([128, 64]",
+    )
     after = versions(reversioned(ASSETS))
     assert {key for key in before if before[key] != after[key]} == TF_OUTPUTS
 
 
 def test_a_change_in_shared_core_code_changes_every_asset_that_runs_it(monkeypatch):
     before = versions(ASSETS)
-    with_source_changed(monkeypatch, "turbine_dagster.core.data", "UNUSUALLY_LARGE_FACTOR = 1.25",
-                        "UNUSUALLY_LARGE_FACTOR = 1.5")
+    with_source_changed(
+        monkeypatch, "turbine_dagster.core.data", "UNUSUALLY_LARGE_FACTOR = 1.25", "UNUSUALLY_LARGE_FACTOR = 1.5"
+    )
     after = versions(reversioned(ASSETS))
     changed = {key for key in before if before[key] != after[key]}
     assert "raw_data" in changed and "batch_predictions" in changed  # both flag unusually large values
@@ -99,12 +109,19 @@ def test_a_change_in_shared_core_code_changes_every_asset_that_runs_it(monkeypat
 
 def test_comments_docstrings_and_descriptions_change_no_version(monkeypatch):
     before = versions(ASSETS)
-    with_source_changed(monkeypatch, "turbine_dagster.core.fcn", "    def build(self, input_shape):\n",
-                        "    def build(self, input_shape):\n        \"\"\"Builds.\"\"\"  # a comment\n")
+    with_source_changed(
+        monkeypatch,
+        "turbine_dagster.core.fcn",
+        "    def build(self, input_shape):\n",
+        '    def build(self, input_shape):\n        """Builds."""  # a comment\n',
+    )
     assert versions(reversioned(ASSETS)) == before
-    with_source_changed(monkeypatch, "turbine_dagster.defs.training.model_assets",
-                        'description="Upper bound on epochs; early stopping usually ends sooner."',
-                        'description="At most this many epochs."')
+    with_source_changed(
+        monkeypatch,
+        "turbine_dagster.defs.training.model_assets",
+        'description="Upper bound on epochs; early stopping usually ends sooner."',
+        'description="At most this many epochs."',
+    )
     assert versions(reversioned(ASSETS)) == before
 
 
@@ -116,11 +133,11 @@ def materialized_everything(tmp_path_factory, week):
 
     root = tmp_path_factory.mktemp("versions")
     write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=200, scoring_rows=300)
-    settings = dataclasses.replace(Settings.from_env({}), landing_root=str(root / "landing"),
-                                   storage_root=str(root / "storage"))
+    settings = dataclasses.replace(
+        Settings.from_env({}), landing_root=str(root / "landing"), storage_root=str(root / "storage")
+    )
     with dg.instance_for_test() as instance:
-        result = materialize(ASSETS, settings, f"{TEAM}|{week}", instance=instance,
-                             run_config={"ops": FAST_TRAINING})
+        result = materialize(ASSETS, settings, f"{TEAM}|{week}", instance=instance, run_config={"ops": FAST_TRAINING})
         assert result.success, failure_messages(result)
         yield instance, settings, f"{TEAM}|{week}"
 
@@ -133,12 +150,17 @@ def stale(instance, assets, partition: str) -> set[str]:
 
 
 def test_after_a_change_to_the_fcn_block_the_model_and_then_everything_downstream_is_unsynced(
-        materialized_everything, monkeypatch):
+    materialized_everything, monkeypatch
+):
     instance, settings, partition = materialized_everything
     assert stale(instance, ASSETS, partition) == set()
 
-    with_source_changed(monkeypatch, "turbine_dagster.core.fcn", 'keras.layers.LayerNormalization(name="norm")',
-                        'keras.layers.LayerNormalization(epsilon=1e-5, name="norm")')
+    with_source_changed(
+        monkeypatch,
+        "turbine_dagster.core.fcn",
+        'keras.layers.LayerNormalization(name="norm")',
+        'keras.layers.LayerNormalization(epsilon=1e-5, name="norm")',
+    )
     changed = reversioned(ASSETS)
     by_name = {asset.op.name: asset for asset in changed}
     # The model: a new code version. Dagster marks a dependent once the asset it reads has a new data version.
@@ -146,13 +168,23 @@ def test_after_a_change_to_the_fcn_block_the_model_and_then_everything_downstrea
 
     def rematerialize(*names: str) -> None:
         config = {op: value for op, value in FAST_TRAINING.items() if op in names}
-        result = materialize(changed, settings, partition, instance=instance, run_config={"ops": config},
-                             selection=[key for name in names for key in by_name[name].keys])
+        result = materialize(
+            changed,
+            settings,
+            partition,
+            instance=instance,
+            run_config={"ops": config},
+            selection=[key for name in names for key in by_name[name].keys],
+        )
         assert result.success, failure_messages(result)
 
     unsynced_as_it_propagates = []
-    for layer in (["tf_model"], ["tf_evaluation", "champion_model"], ["serving_champion"],
-                  ["batch_predictions", "drift_report"]):
+    for layer in (
+        ["tf_model"],
+        ["tf_evaluation", "champion_model"],
+        ["serving_champion"],
+        ["batch_predictions", "drift_report"],
+    ):
         rematerialize(*layer)
         unsynced_as_it_propagates.append(stale(instance, changed, partition))
     assert unsynced_as_it_propagates == [

@@ -87,8 +87,9 @@ def _duplicate(frame):
         (_duplicate, "case_ids_unique", "column 'case_id' repeats a case id: 2 row(s) in labeled/team=team_a"),
     ],
 )
-def test_bad_values_fail_a_blocking_check_and_stop_downstream(settings, landing_root, week, partition_key, change,
-                                                              check, expected):
+def test_bad_values_fail_a_blocking_check_and_stop_downstream(
+    settings, landing_root, week, partition_key, change, check, expected
+):
     _edit(landing_root, week, change)
     result = materialize(DATA_ASSETS, settings, partition_key)
     assert not result.success
@@ -110,8 +111,9 @@ def _assert_raw_data_fails(settings, partition_key, *fragments):
 
 def test_missing_column_fails_raw_data_naming_column_and_file(settings, landing_root, week, partition_key):
     _edit(landing_root, week, lambda frame: frame.pop("mean smoothness"))
-    _assert_raw_data_fails(settings, partition_key, "column 'mean smoothness' missing in",
-                           f"labeled/team={TEAM}/week={week}/cases.csv")
+    _assert_raw_data_fails(
+        settings, partition_key, "column 'mean smoothness' missing in", f"labeled/team={TEAM}/week={week}/cases.csv"
+    )
 
 
 def test_file_that_is_not_csv_or_parquet_fails_raw_data(settings, landing_root, week, partition_key):
@@ -121,8 +123,9 @@ def test_file_that_is_not_csv_or_parquet_fails_raw_data(settings, landing_root, 
 
 def test_empty_partition_fails_raw_data_with_guidance(settings, landing_root, week, partition_key):
     labeled_file(landing_root, week).unlink()
-    _assert_raw_data_fails(settings, partition_key, f"no labeled cases for {TEAM} up to week {week}",
-                           "turbine-demo-data")
+    _assert_raw_data_fails(
+        settings, partition_key, f"no labeled cases for {TEAM} up to week {week}", "turbine-demo-data"
+    )
 
 
 def test_too_few_cases_of_a_class_fail_the_minimum_check(settings, partition_key):
@@ -166,8 +169,13 @@ def test_raw_data_records_the_layout_of_each_file(settings, landing_root, week, 
 def test_unusually_large_values_are_kept_and_flagged(settings, landing_root, week, partition_key):
     from turbine_dagster.core.data import UNUSUALLY_LARGE
 
-    _edit(landing_root, week, lambda frame: frame.__setitem__("worst area", [UNUSUALLY_LARGE["worst area"] * 3] * 2
-                                                              + frame["worst area"].tolist()[2:]))
+    _edit(
+        landing_root,
+        week,
+        lambda frame: frame.__setitem__(
+            "worst area", [UNUSUALLY_LARGE["worst area"] * 3] * 2 + frame["worst area"].tolist()[2:]
+        ),
+    )
     result = materialize(DATA_ASSETS, settings, partition_key)
     assert result.success, failure_messages(result)
     metadata = _raw_data_metadata(result)
@@ -184,10 +192,13 @@ def test_a_mistyped_week_folder_is_named_in_raw_data(settings, landing_root, par
     assert _raw_data_metadata(result)["ignored_landing_entries"].value == [f"labeled/team={TEAM}/week=2026-11-3"]
 
 
-@pytest.mark.parametrize("value, expected", [
-    (1e300, "column 'worst area' is beyond float32 range (infinite to the model): 1 row(s)"),
-    (-5.0, "column 'worst area' is negative (no measurement is): 1 row(s)"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (1e300, "column 'worst area' is beyond float32 range (infinite to the model): 1 row(s)"),
+        (-5.0, "column 'worst area' is negative (no measurement is): 1 row(s)"),
+    ],
+)
 def test_values_no_model_should_get_fail_the_value_check(settings, landing_root, week, partition_key, value, expected):
     _edit(landing_root, week, lambda frame: frame.__setitem__("worst area", [value] + frame["worst area"].tolist()[1:]))
     result = materialize(DATA_ASSETS, settings, partition_key)

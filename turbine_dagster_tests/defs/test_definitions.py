@@ -10,10 +10,14 @@ from turbine_dagster.core.schema import FEATURE_COLUMNS
 def test_workspace_names_both_code_locations():
     with open("workspace.yaml") as handle:
         workspace = yaml.safe_load(handle)
-    names = {entry["python_module"]["location_name"]: entry["python_module"]["module_name"]
-             for entry in workspace["load_from"]}
-    assert names == {"turbine-training": "turbine_dagster.locations.training",
-                     "turbine-prediction": "turbine_dagster.locations.prediction"}
+    names = {
+        entry["python_module"]["location_name"]: entry["python_module"]["module_name"]
+        for entry in workspace["load_from"]
+    }
+    assert names == {
+        "turbine-training": "turbine_dagster.locations.training",
+        "turbine-prediction": "turbine_dagster.locations.prediction",
+    }
 
 
 def test_training_location_loads_with_the_data_assets():

@@ -17,8 +17,12 @@ def test_training_steps_fork_from_a_server_that_preloaded_tensorflow_catboost_an
     preload = config["start_method"]["forkserver"]["preload_modules"]
     assert {"tensorflow", "catboost", "turbine_dagster.locations.training"} <= set(preload)
     # Launchpad choices stay open: another multiprocess setting keeps the fork server, in_process is one process.
-    assert "forkserver" in engine_config(defs, "training_pipeline", {"execution": {"config": {"multiprocess": {
-        "max_concurrent": 1}}}})["multiprocess"]["start_method"]
+    assert (
+        "forkserver"
+        in engine_config(defs, "training_pipeline", {"execution": {"config": {"multiprocess": {"max_concurrent": 1}}}})[
+            "multiprocess"
+        ]["start_method"]
+    )
     assert "in_process" in engine_config(defs, "training_pipeline", {"execution": {"config": {"in_process": {}}}})
 
 

@@ -25,15 +25,24 @@ def team_models():
     cases = DemoDataWriter().cases(TEAM, "2026-01-04", 400, "L")
     train, validation = train_test_split(cases, test_size=0.25, stratify=cases["target"], random_state=0)
     tf = train_tf_model(train, validation, TFTrainingParams(epochs=3, patience=1)).model
-    catboost = train_catboost_model(train, validation, CatBoostSearchParams(
-        param_grid={"depth": [3]}, iterations=30, cv_folds=2)).model
+    catboost = train_catboost_model(
+        train, validation, CatBoostSearchParams(param_grid={"depth": [3]}, iterations=30, cv_folds=2)
+    ).model
     return {"tensorflow": tf, "catboost": catboost}, train
 
 
 def serve(settings, model, reference, threshold=0.5) -> ModelRegistry:
     registry = ModelRegistry(f"{settings.storage_root}/registry")
-    version = registry.register(TEAM, model, threshold=threshold, metrics={"malignant_recall": 0.99}, partition=None,
-                                run_id=None, data_version=None, reference=reference.loc[:, list(FEATURE_COLUMNS)])
+    version = registry.register(
+        TEAM,
+        model,
+        threshold=threshold,
+        metrics={"malignant_recall": 0.99},
+        partition=None,
+        run_id=None,
+        data_version=None,
+        reference=reference.loc[:, list(FEATURE_COLUMNS)],
+    )
     registry.promote_if(TEAM, version.version, lambda current: GateDecision(True, "test"))
     return registry
 
@@ -48,11 +57,14 @@ def read_predictions(settings, week) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("kind", ["tensorflow", "catboost"])
-def test_asset_predictions_equal_direct_model_predictions(settings, landing_root, week, partition_key, team_models, kind):
+def test_asset_predictions_equal_direct_model_predictions(
+    settings, landing_root, week, partition_key, team_models, kind
+):
     models, train = team_models
     serve(settings, models[kind], train, threshold=0.4)
-    result = materialize(PREDICTION, settings, partition_key,
-                         run_config={"ops": {"batch_predictions": {"config": {"chunk_rows": 128}}}})
+    result = materialize(
+        PREDICTION, settings, partition_key, run_config={"ops": {"batch_predictions": {"config": {"chunk_rows": 128}}}}
+    )
     assert result.success, failure_messages(result)
     predictions = read_predictions(settings, week).set_index(CASE_ID)
     cases = scoring_frame(landing_root, week).set_index(CASE_ID)
@@ -93,9 +105,14 @@ def test_batch_predictions_carry_the_columns_of_predictions_and_quarantine(setti
     result = materialize(PREDICTION, settings, partition_key)
     assert result.success, failure_messages(result)
     metadata = result.asset_materializations_for_node("batch_predictions")[0].metadata
-    assert column_types(metadata) == {CASE_ID: "string", "p_malignant": "double", "predicted_label": "int8",
-                                      "model_version": "string", "threshold": "double",
-                                      "scored_at": "timestamp[us, tz=UTC]"}
+    assert column_types(metadata) == {
+        CASE_ID: "string",
+        "p_malignant": "double",
+        "predicted_label": "int8",
+        "model_version": "string",
+        "threshold": "double",
+        "scored_at": "timestamp[us, tz=UTC]",
+    }
     assert metadata["dagster/row_count"].value == 500
     quarantine = {column.name: column.type for column in metadata["quarantine_column_schema"].value.columns}
     assert list(quarantine)[:4] == [CASE_ID, "source_file", "source_row", "reason"] and len(quarantine) == 34
@@ -116,12 +133,15 @@ def test_empty_scoring_partition_is_skipped_with_a_message(settings, partition_k
     assert result.success and materialized_keys(result) == set()
 
 
-def test_scoring_file_without_a_feature_column_fails_naming_it(settings, landing_root, week, partition_key, team_models):
+def test_scoring_file_without_a_feature_column_fails_naming_it(
+    settings, landing_root, week, partition_key, team_models
+):
     models, train = team_models
     serve(settings, models["catboost"], train)
     folder = landing.partition_dir(landing_root, landing.SCORING, TEAM, week)
     DemoDataWriter().cases(TEAM, week, 5, "Y").drop(columns=["target", "worst symmetry"]).to_csv(
-        (folder / "partial.csv").path, index=False)
+        (folder / "partial.csv").path, index=False
+    )
     result = materialize(PREDICTION, settings, partition_key)
     assert not result.success
     message = failure_messages(result)
@@ -141,7 +161,9 @@ def test_drifted_week_is_flagged_and_the_sensor_requests_exactly_it(tmp_path, te
     root = UPath(tmp_path / "landing")
     shift = DriftInjection(TEAM, drifted, tuple(FEATURE_COLUMNS[:5]), 1.0)
     write_demo_data(root, [TEAM], [calm, drifted], labeled_rows=50, scoring_rows=1500, drift=[shift])
-    settings = dataclasses.replace(Settings.from_env({}), landing_root=str(root), storage_root=str(tmp_path / "storage"))
+    settings = dataclasses.replace(
+        Settings.from_env({}), landing_root=str(root), storage_root=str(tmp_path / "storage")
+    )
     serve(settings, models["catboost"], DemoDataWriter().cases(TEAM, "2026-01-04", 2000, "R"))
 
     with dg.instance_for_test() as instance:
@@ -154,32 +176,45 @@ def test_drifted_week_is_flagged_and_the_sensor_requests_exactly_it(tmp_path, te
             assert check.event_specific_data.passed is (not flags[week])
         assert flags == {calm: False, drifted: True}
         sensor = drift_retraining_sensor_for(training_job)
-        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance,
-                                                            repository_def=training_defs.get_repository_def()))
+        tick = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=training_defs.get_repository_def())
+        )
     assert [str(r.partition_key) for r in tick.run_requests] == [f"{TEAM}|{drifted}"]
 
 
-def test_explicit_version_and_checkpoint_score_with_exactly_that_artifact(settings, landing_root, week, partition_key,
-                                                                         team_models):
+def test_explicit_version_and_checkpoint_score_with_exactly_that_artifact(
+    settings, landing_root, week, partition_key, team_models
+):
     from turbine_dagster.core.checkpoints import take_checkpoint
 
     models, train = team_models
     registry = serve(settings, models["catboost"], train)  # v0001 serves
     validation = train.iloc[:60]
     is_malignant = (validation["target"] == MALIGNANT).to_numpy()
-    tf_checkpoint = take_checkpoint("epoch", 2, models["tensorflow"], is_malignant,
-                                    predict_malignant_proba(models["tensorflow"], validation), 0.3)
-    registry.register(TEAM, models["tensorflow"], threshold=0.5, metrics={"malignant_recall": 0.9}, partition=None,
-                      run_id=None, data_version=None, reference=train.loc[:, list(FEATURE_COLUMNS)],
-                      checkpoints=[tf_checkpoint])  # v0002, not serving
+    tf_checkpoint = take_checkpoint(
+        "epoch", 2, models["tensorflow"], is_malignant, predict_malignant_proba(models["tensorflow"], validation), 0.3
+    )
+    registry.register(
+        TEAM,
+        models["tensorflow"],
+        threshold=0.5,
+        metrics={"malignant_recall": 0.9},
+        partition=None,
+        run_id=None,
+        data_version=None,
+        reference=train.loc[:, list(FEATURE_COLUMNS)],
+        checkpoints=[tf_checkpoint],
+    )  # v0002, not serving
     run_config = {"ops": {"batch_predictions": {"config": {"model_version": "v0002", "checkpoint": "epoch-0002"}}}}
     result = materialize(PREDICTION, settings, partition_key, run_config=run_config)
     assert result.success, failure_messages(result)
     predictions = pd.read_parquet(
-        f"{settings.storage_root}/predictions/team={TEAM}/week={week}/predictions-v0002-epoch-0002.parquet")
+        f"{settings.storage_root}/predictions/team={TEAM}/week={week}/predictions-v0002-epoch-0002.parquet"
+    )
     cases = scoring_frame(landing_root, week).set_index(CASE_ID).loc[predictions[CASE_ID]]
-    np.testing.assert_allclose(predictions["p_malignant"], predict_malignant_proba(models["tensorflow"], cases),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        predictions["p_malignant"], predict_malignant_proba(models["tensorflow"], cases), rtol=1e-5, atol=1e-6
+    )
     assert set(predictions["model_version"]) == {"v0002/epoch-0002"}
     assert set(predictions["threshold"]) == {tf_checkpoint.threshold}
 
@@ -187,10 +222,13 @@ def test_explicit_version_and_checkpoint_score_with_exactly_that_artifact(settin
 def test_unknown_version_or_checkpoint_lists_the_available_ones(settings, partition_key, team_models):
     models, train = team_models
     serve(settings, models["catboost"], train)
-    for config, expected in (({"model_version": "v0009"}, "available: v0001"),
-                             ({"model_version": "v0001", "checkpoint": "epoch-0042"}, "v0001")):
-        result = materialize(PREDICTION, settings, partition_key,
-                             run_config={"ops": {"batch_predictions": {"config": config}}})
+    for config, expected in (
+        ({"model_version": "v0009"}, "available: v0001"),
+        ({"model_version": "v0001", "checkpoint": "epoch-0042"}, "v0001"),
+    ):
+        result = materialize(
+            PREDICTION, settings, partition_key, run_config={"ops": {"batch_predictions": {"config": config}}}
+        )
         assert not result.success
         message = failure_messages(result)
         assert expected in message and ("v0009" in message or "epoch-0042" in message), message
@@ -201,8 +239,16 @@ def test_challenger_comparison_reports_agreement_and_disagreements(settings, par
 
     models, train = team_models
     registry = serve(settings, models["catboost"], train)
-    registry.register(TEAM, models["tensorflow"], threshold=0.5, metrics={"malignant_recall": 0.9}, partition=None,
-                      run_id=None, data_version=None, reference=train.loc[:, list(FEATURE_COLUMNS)])
+    registry.register(
+        TEAM,
+        models["tensorflow"],
+        threshold=0.5,
+        metrics={"malignant_recall": 0.9},
+        partition=None,
+        run_id=None,
+        data_version=None,
+        reference=train.loc[:, list(FEATURE_COLUMNS)],
+    )
     result = materialize([challenger_comparison], settings, partition_key)
     assert result.success, failure_messages(result)
     metadata = result.asset_materializations_for_node("challenger_comparison")[0].metadata
@@ -211,13 +257,19 @@ def test_challenger_comparison_reports_agreement_and_disagreements(settings, par
     disagreements = metadata["champion_only_malignant"].value + metadata["challenger_only_malignant"].value
     assert metadata["agreement_rate"].value == pytest.approx(1 - disagreements / 500)
     assert "data:image/png;base64," in metadata["p_malignant"].value
-    assert set(column_types(metadata)) == {CASE_ID, "champion_p_malignant", "challenger_p_malignant", "champion_label",
-                                           "challenger_label"}  # the disagreements the report keeps
+    assert set(column_types(metadata)) == {
+        CASE_ID,
+        "champion_p_malignant",
+        "challenger_p_malignant",
+        "champion_label",
+        "challenger_label",
+    }  # the disagreements the report keeps
     assert metadata["dagster/row_count"].value == min(disagreements, 20)
 
 
-def test_a_model_output_that_is_no_probability_fails_the_run_and_publishes_nothing(settings, partition_key, week,
-                                                                                    team_models, monkeypatch):
+def test_a_model_output_that_is_no_probability_fails_the_run_and_publishes_nothing(
+    settings, partition_key, week, team_models, monkeypatch
+):
     from turbine_dagster.core import scoring
 
     models, train = team_models
@@ -236,8 +288,9 @@ def test_a_model_output_that_is_no_probability_fails_the_run_and_publishes_nothi
     assert not list((UPath(settings.storage_root) / "predictions").rglob("*.parquet"))
 
 
-def test_batch_predictions_record_layouts_and_unusually_large_values(settings, landing_root, week, partition_key,
-                                                                     team_models):
+def test_batch_predictions_record_layouts_and_unusually_large_values(
+    settings, landing_root, week, partition_key, team_models
+):
     from sklearn.datasets import load_breast_cancer
 
     from turbine_dagster.core.data import UNUSUALLY_LARGE

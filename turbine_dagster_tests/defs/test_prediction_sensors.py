@@ -16,14 +16,23 @@ RESCORED = [dg.AssetKey("batch_predictions"), dg.AssetKey("drift_report")]
 def _decision(instance, partition: str, promoted: bool, version: int = 2) -> None:
     """A serving_champion materialization as the promotion gate writes it (the training location)."""
     serving = version if promoted else version - 1
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key="serving_champion", partition=partition,
-        metadata={"promoted": promoted, "serving_version": serving, "challenger_version": version}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="serving_champion",
+            partition=partition,
+            metadata={"promoted": promoted, "serving_version": serving, "challenger_version": version},
+        )
+    )
 
 
 def _scored(instance, asset: str, partition: str, drifted: bool = False) -> None:
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key=asset, partition=partition, metadata={"drift_detected": drifted} if asset == "drift_report" else {}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=asset,
+            partition=partition,
+            metadata={"drift_detected": drifted} if asset == "drift_report" else {},
+        )
+    )
 
 
 def _tick(instance, cursor=None, sensor=SENSOR):
@@ -62,8 +71,11 @@ def test_a_promotion_rescores_its_week_and_the_later_weeks_already_scored(today)
     assert [str(r.partition_key) for r in result.run_requests] == [f"team_a|{w}" for w in weeks[1:]]
     for request in result.run_requests:
         assert sorted(request.asset_selection) == sorted(RESCORED)
-        assert (request.tags["team"], request.tags["trigger"], request.tags["promoted_version"]) == \
-            ("team_a", "promotion", "5")
+        assert (request.tags["team"], request.tags["trigger"], request.tags["promoted_version"]) == (
+            "team_a",
+            "promotion",
+            "5",
+        )
 
 
 def test_a_refusal_triggers_nothing(week):
@@ -112,8 +124,9 @@ def test_drift_retrain_promote_rescore_does_not_loop(week):
     drift_sensor = drift_retraining_sensor_for(training_job, cooldown_hours=24)
 
     def drift_tick(instance, cursor=None):
-        return drift_sensor.evaluate_tick(dg.build_sensor_context(
-            instance=instance, cursor=cursor, repository_def=training.get_repository_def()))
+        return drift_sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=training.get_repository_def())
+        )
 
     partition = f"team_a|{week}"
     with dg.instance_for_test() as instance:

@@ -21,7 +21,9 @@ def _kaggle_export(rows: pd.DataFrame, ids: np.ndarray) -> bytes:
     line endings, quoted numbers."""
     header = ",".join(f'" {name} "' for name in ["id", "diagnosis", *kaggle_names()]) + ","
     lines = [header] + [
-        ",".join([str(case), "M" if row[TARGET] == MALIGNANT else "B", *(f'"{float(row[f])!r}"' for f in FEATURE_COLUMNS)])
+        ",".join(
+            [str(case), "M" if row[TARGET] == MALIGNANT else "B", *(f'"{float(row[f])!r}"' for f in FEATURE_COLUMNS)]
+        )
         for case, (_, row) in zip(ids, rows.iterrows(), strict=True)
     ]
     return b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n"
@@ -38,16 +40,24 @@ def test_the_three_published_layouts_land_and_train_together(tmp_path, week):
     uci.insert(0, "diagnosis", np.where(WDBC.iloc[thirds[2]][TARGET] == MALIGNANT, "M", "B"))
     uci.insert(0, "id", UCI_IDS[thirds[2]])
     uci.to_csv((folder / "wdbc.data").path, index=False, header=False)
-    settings = dataclasses.replace(Settings.from_env({}), landing_root=str(root), storage_root=str(tmp_path / "storage"))
+    settings = dataclasses.replace(
+        Settings.from_env({}), landing_root=str(root), storage_root=str(tmp_path / "storage")
+    )
 
-    result = materialize([raw_data, splits, *model_assets], settings, f"{TEAM}|{week}",
-                         run_config={"ops": {k: v for k, v in FAST_TRAINING.items() if k in ("splits", "tf_model",
-                                                                                             "catboost_model")}})
+    result = materialize(
+        [raw_data, splits, *model_assets],
+        settings,
+        f"{TEAM}|{week}",
+        run_config={"ops": {k: v for k, v in FAST_TRAINING.items() if k in ("splits", "tf_model", "catboost_model")}},
+    )
 
     assert result.success, failure_messages(result)
     assert all(evaluation.passed for evaluation in check_evaluations(result).values())
     assert {"raw_data", "tf_model", "catboost_model"} <= materialized_keys(result)
     metadata = result.asset_materializations_for_node("raw_data")[0].metadata
-    assert metadata["layouts"].value == {layouts.SKLEARN_FRAME: len(thirds[0]), layouts.UCI_WDBC_DATA: len(thirds[2]),
-                                         layouts.WDBC_CSV: len(thirds[1])}
+    assert metadata["layouts"].value == {
+        layouts.SKLEARN_FRAME: len(thirds[0]),
+        layouts.UCI_WDBC_DATA: len(thirds[2]),
+        layouts.WDBC_CSV: len(thirds[1]),
+    }
     assert metadata["malignant_cases"].value == 212 and metadata["dagster/row_count"].value == 569

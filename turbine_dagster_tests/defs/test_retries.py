@@ -49,7 +49,6 @@ class FlakyLanding(LandingZone):
         return super().path()
 
 
-
 def events(result, kind: str, step: str) -> list:
     return [e for e in result.all_events if e.event_type_value == kind and e.step_key == step]
 
@@ -62,10 +61,12 @@ def test_every_asset_and_check_of_both_locations_retries_with_backoff():
     for defs in (training, prediction):
         graph = defs.resolve_asset_graph()
         nodes = [a.node_def for a in graph.assets_defs if a.is_executable]  # checks: in their asset's op or their own
-        assert graph.asset_check_keys and all(any(key in a.check_keys for a in graph.assets_defs if a.is_executable)
-                                              for key in graph.asset_check_keys)
-        assert all(node.retry_policy == STORAGE_RETRY_POLICY for node in nodes), \
-            [node.name for node in nodes if node.retry_policy != STORAGE_RETRY_POLICY]
+        assert graph.asset_check_keys and all(
+            any(key in a.check_keys for a in graph.assets_defs if a.is_executable) for key in graph.asset_check_keys
+        )
+        assert all(node.retry_policy == STORAGE_RETRY_POLICY for node in nodes), [
+            node.name for node in nodes if node.retry_policy != STORAGE_RETRY_POLICY
+        ]
 
 
 def test_a_storage_write_that_times_out_once_is_retried_and_the_run_succeeds(settings, partition_key, flaky_writes):
@@ -90,7 +91,9 @@ def test_a_storage_error_that_would_recur_fails_at_once_naming_the_path(settings
     assert not result.success
     assert not events(result, "STEP_UP_FOR_RETRY", "raw_data") and len(FAULTS["write raw_data"]) == 3
     message = failure_messages(result)
-    assert "raw_data: writing" in message and "raw_data/team_a/" in message and "PermissionError: AccessDenied" in message
+    assert (
+        "raw_data: writing" in message and "raw_data/team_a/" in message and "PermissionError: AccessDenied" in message
+    )
 
 
 def test_a_data_error_is_not_retried(settings):

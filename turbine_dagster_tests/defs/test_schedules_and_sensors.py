@@ -21,7 +21,11 @@ def test_week_of_is_the_sunday_that_starts_the_week():
 
 def test_team_crons_are_staggered_twice_a_week():
     assert [team_cron(SETTINGS, i) for i in range(4)] == [
-        "0 2 * * mon,thu", "30 2 * * mon,thu", "0 3 * * mon,thu", "30 3 * * mon,thu"]
+        "0 2 * * mon,thu",
+        "30 2 * * mon,thu",
+        "0 3 * * mon,thu",
+        "30 3 * * mon,thu",
+    ]
 
 
 @pytest.mark.parametrize("index, team", list(enumerate(SETTINGS.teams)))
@@ -31,8 +35,9 @@ def test_each_team_schedule_requests_its_current_week_only(index, team):
     schedule = defs.get_schedule_def(f"training_pipeline_{team}")
     when = dt.datetime(2026, 11, 26, 2, 0, tzinfo=dt.timezone.utc)
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                            repository_def=defs.get_repository_def())
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+        )
         result = schedule.evaluate_tick(context)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
@@ -44,13 +49,15 @@ def test_each_team_schedule_requests_its_current_week_only(index, team):
 def sensor_context(instance, cursor=None, resources=None):
     from turbine_dagster.locations.training import defs
 
-    return dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
-                                   repository_def=defs.get_repository_def())
+    return dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=resources, repository_def=defs.get_repository_def()
+    )
 
 
 def _drift_event(instance, partition, drifted=True):
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key="drift_report", partition=partition, metadata={"drift_detected": drifted}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key="drift_report", partition=partition, metadata={"drift_detected": drifted})
+    )
 
 
 def test_drift_sensor_requests_every_drifted_partition_once(today):
@@ -96,6 +103,7 @@ def test_landing_sensor_requests_new_and_changed_partitions_only(landing_root, t
     sensor = new_landing_data_sensor_for(training_job, teams=("team_a",))
     resources = {"landing_zone": LandingZone(root=str(landing_root))}
     with dg.instance_for_test() as instance:
+
         def tick(cursor):
             with sensor_context(instance, cursor, resources) as context:  # resources open in its scope
                 return sensor.evaluate_tick(context)

@@ -22,8 +22,17 @@ from turbine_dagster_tests.defs.helpers import (
 FAST_TRAINING = {
     "splits": {"config": {"folds": 3}},
     "tf_model": {"config": {"epochs": 3, "patience": 2, "checkpoint_epochs": [1, 2]}},
-    "catboost_model": {"config": {"iterations": 30, "depth": [3], "learning_rate": [0.1], "l2_leaf_reg": [1.0, 3.0],
-                                  "cv_folds": 2, "early_stopping_rounds": 10, "checkpoint_iterations": [10]}},
+    "catboost_model": {
+        "config": {
+            "iterations": 30,
+            "depth": [3],
+            "learning_rate": [0.1],
+            "l2_leaf_reg": [1.0, 3.0],
+            "cv_folds": 2,
+            "early_stopping_rounds": 10,
+            "checkpoint_iterations": [10],
+        }
+    },
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
     # Three epochs make no diagnostic model: the bars here test the wiring, not the quality.
@@ -44,11 +53,13 @@ def trained(tmp_path_factory, week):
 
     root = tmp_path_factory.mktemp("training")
     write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=200, scoring_rows=0)
-    settings = dataclasses.replace(Settings.from_env({}), landing_root=str(root / "landing"),
-                                   storage_root=str(root / "storage"))
+    settings = dataclasses.replace(
+        Settings.from_env({}), landing_root=str(root / "landing"), storage_root=str(root / "storage")
+    )
     with dg.DagsterInstance.ephemeral() as instance:
-        result = materialize(TRAINING_GRAPH, settings, f"{TEAM}|{week}", instance=instance,
-                             run_config={"ops": FAST_TRAINING})
+        result = materialize(
+            TRAINING_GRAPH, settings, f"{TEAM}|{week}", instance=instance, run_config={"ops": FAST_TRAINING}
+        )
         result.tf_model_log = [e.user_message for e in instance.all_logs(result.run_id) if e.step_key == "tf_model"]
     result.settings = settings
     return result, root / "storage" / "assets", week
@@ -74,8 +85,18 @@ def _metadata(result, asset):
 def test_training_metadata_is_complete(trained):
     result, _, _ = trained
     tf_metadata = _metadata(result, "tf_model")
-    for key in ("param_count", "epochs_run", "best_epochs", "mean_best_val_loss", "training_seconds", "device",
-                "learning_curves", "folds", "path", "artifact_bytes"):
+    for key in (
+        "param_count",
+        "epochs_run",
+        "best_epochs",
+        "mean_best_val_loss",
+        "training_seconds",
+        "device",
+        "learning_curves",
+        "folds",
+        "path",
+        "artifact_bytes",
+    ):
         assert key in tf_metadata
     assert "data:image/png;base64," in tf_metadata["learning_curves"].value
     assert tf_metadata["path"].value.endswith(".keras")
@@ -118,7 +139,10 @@ def test_single_class_training_split_fails_naming_the_partition(week, tmp_path):
     benign_only[TARGET] = BENIGN
     benign_only["fold"] = [0, 1] * 10
     resources = {"checkpoint_store": PartitionFolders(root=str(tmp_path))}
-    with dg.build_asset_context(partition_key=f"{TEAM}|{week}", resources=resources) as context, pytest.raises(dg.Failure, match=rf"tf_model for {TEAM}\|{week}: train split .* has a single class"):
+    with (
+        dg.build_asset_context(partition_key=f"{TEAM}|{week}", resources=resources) as context,
+        pytest.raises(dg.Failure, match=rf"tf_model for {TEAM}\|{week}: train split .* has a single class"),
+    ):
         list(tf_model(context=context, config=TFModelConfig(epochs=1), train_split=benign_only))
 
 
@@ -138,7 +162,8 @@ def test_first_champion_is_registered_and_serves(trained):
     serving = registry.serving(TEAM)
     assert serving is not None and serving.version == 1 and serving.partition == f"{TEAM}|{week}"
     assert serving.model_type == _metadata(result, "champion_model")["champion"].value.removesuffix("_model").replace(
-        "tf", "tensorflow")
+        "tf", "tensorflow"
+    )
     assert _metadata(result, "serving_champion")["promoted"].value is True
     assert len(registry.load_reference(serving)) > 0
 
@@ -176,10 +201,14 @@ def _rerun_champion_and_gate(trained, storage_root) -> dg.ExecuteInProcessResult
 
     result, _, week = trained
     settings = dataclasses.replace(result.settings, storage_root=str(storage_root))
-    return dg.materialize(TRAINING_GRAPH, partition_key=f"{TEAM}|{week}", resources=local_resources(settings),
-                          selection=["champion_model", "serving_champion"], raise_on_error=False,
-                          run_config={"ops": {key: FAST_TRAINING[key] for key in (
-                              "champion_model", "serving_champion")}})
+    return dg.materialize(
+        TRAINING_GRAPH,
+        partition_key=f"{TEAM}|{week}",
+        resources=local_resources(settings),
+        selection=["champion_model", "serving_champion"],
+        raise_on_error=False,
+        run_config={"ops": {key: FAST_TRAINING[key] for key in ("champion_model", "serving_champion")}},
+    )
 
 
 def test_gate_pairs_candidate_and_serving_champion_on_the_holdout_only_under_the_same_split_scheme(trained, tmp_path):
@@ -195,8 +224,13 @@ def test_gate_pairs_candidate_and_serving_champion_on_the_holdout_only_under_the
     assert paired.success, failure_messages(paired)
     gate = _metadata(paired, "serving_champion")
     assert gate["challenger_version"].value == 2 and gate["gate_paired"].value is True
-    for key in ("gate_candidate_only_misses", "gate_candidate_only_catches", "gate_p_value",
-                "gate_candidate_malignant_precision", "gate_serving_malignant_recall"):
+    for key in (
+        "gate_candidate_only_misses",
+        "gate_candidate_only_catches",
+        "gate_p_value",
+        "gate_candidate_malignant_precision",
+        "gate_serving_malignant_recall",
+    ):
         assert key in gate
     registry = ModelRegistry(f"{storage}/registry")
     event = [e for e in registry.events(TEAM) if e["version"] == 2 and e["kind"] in ("promoted", "refused")][-1]
@@ -204,9 +238,16 @@ def test_gate_pairs_candidate_and_serving_champion_on_the_holdout_only_under_the
 
     # A version from before the fixed holdout may have trained on holdout cases: no pairing, and the reason says why.
     legacy_model = registry.load_model(registry.get(TEAM, 1))
-    legacy = registry.register(TEAM, legacy_model, threshold=0.5, metrics={"malignant_recall": 1.0}, partition=None,
-                               run_id=None, data_version=None,
-                               reference=pd.DataFrame({c: [1.0] for c in FEATURE_COLUMNS}))
+    legacy = registry.register(
+        TEAM,
+        legacy_model,
+        threshold=0.5,
+        metrics={"malignant_recall": 1.0},
+        partition=None,
+        run_id=None,
+        data_version=None,
+        reference=pd.DataFrame({c: [1.0] for c in FEATURE_COLUMNS}),
+    )
     registry.promote_if(TEAM, legacy.version, lambda serving: GateDecision(True, "legacy version, test set-up"))
     unpaired = _rerun_champion_and_gate(trained, storage)
     assert unpaired.success, failure_messages(unpaired)

@@ -108,22 +108,37 @@ def _give_to_server_user(folder: Path) -> None:
     try:
         account = pwd.getpwnam(SERVER_USER)
     except KeyError:
-        pytest.fail(f"running as root, but there is no '{SERVER_USER}' user to run PostgreSQL as; "
-                    "run .ci/install-system-packages (Debian's postgresql package creates it)")
+        pytest.fail(
+            f"running as root, but there is no '{SERVER_USER}' user to run PostgreSQL as; "
+            "run .ci/install-system-packages (Debian's postgresql package creates it)"
+        )
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, account.pw_uid, account.pw_gid)
 
 
 def _start(bindir: Path, base: Path, port: int) -> bool:
-    options = " ".join([
-        "-c listen_addresses=127.0.0.1",
-        f"-p {port}",
-        f"-k {shlex.quote(str(base / 'socket'))}",
-        # A throwaway cluster: no durability needed, so skip the flushes.
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-    ])
-    command = [str(bindir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "server.log"),
-               "-o", options, "-w", "-t", "30", "start"]
+    options = " ".join(
+        [
+            "-c listen_addresses=127.0.0.1",
+            f"-p {port}",
+            f"-k {shlex.quote(str(base / 'socket'))}",
+            # A throwaway cluster: no durability needed, so skip the flushes.
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        ]
+    )
+    command = [
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(base / "data"),
+        "-l",
+        str(base / "server.log"),
+        "-o",
+        options,
+        "-w",
+        "-t",
+        "30",
+        "start",
+    ]
     started = subprocess.run(_as_server_user(command), cwd=base, capture_output=True, text=True, check=False)
     return started.returncode == 0
 
@@ -140,9 +155,26 @@ def postgres_server() -> Iterator[PostgresServer]:
     (base / "password").write_text(server.password)
     _give_to_server_user(base)
     try:
-        _run([str(bindir / "initdb"), "-D", str(base / "data"), "--username", server.username,
-              "--pwfile", str(base / "password"), "--auth", "scram-sha-256", "--encoding", "UTF8",
-              "--locale", "C", "--no-sync"], cwd=base, what="initdb")
+        _run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(base / "data"),
+                "--username",
+                server.username,
+                "--pwfile",
+                str(base / "password"),
+                "--auth",
+                "scram-sha-256",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+                "--no-sync",
+            ],
+            cwd=base,
+            what="initdb",
+        )
         stop = [str(bindir / "pg_ctl"), "-D", str(base / "data"), "-m", "fast", "-w", "stop"]
         for _ in range(START_ATTEMPTS):
             port = free_port()

@@ -95,8 +95,11 @@ class S3FaultProxy:
                 action = proxy._fault_for(self.command, self.path)
                 if action in _ANSWERS:
                     status, code, message = _ANSWERS[action]
-                    self._answer(status, {"Content-Type": "application/xml"}, _ERROR_BODY.format(code=code,
-                                 message=message).encode())
+                    self._answer(
+                        status,
+                        {"Content-Type": "application/xml"},
+                        _ERROR_BODY.format(code=code, message=message).encode(),
+                    )
                     return
                 status, headers, answer = proxy._forward(self.command, self.path, self.headers, body)
                 if action is None:
@@ -168,12 +171,14 @@ class S3FaultProxy:
         try:
             forwarded = {name: value for name, value in headers.items() if name.lower() not in _HOP_BY_HOP}
             forwarded.pop("Expect", None)  # the proxy has already read the body
-            connection.request(method, path, body=body if body or method in ("PUT", "POST") else None,
-                               headers=forwarded)
+            connection.request(
+                method, path, body=body if body or method in ("PUT", "POST") else None, headers=forwarded
+            )
             response = connection.getresponse()
             answer = response.read()
             kept = {
-                name: value for name, value in response.getheaders()
+                name: value
+                for name, value in response.getheaders()
                 if name.lower() not in _HOP_BY_HOP and (method == "HEAD" or name.lower() != "content-length")
             }
             return response.status, kept, answer
@@ -195,8 +200,11 @@ def recall_decision(challenger_recall: float, serving_recall: float | None) -> G
         return GateDecision(True, f"first champion (recall {challenger_recall})", {"recall": challenger_recall})
     promote = challenger_recall >= serving_recall
     verdict = "not worse than" if promote else "worse than"
-    return GateDecision(promote, f"recall {challenger_recall} {verdict} serving {serving_recall}",
-                        {"recall": challenger_recall, "serving_recall": serving_recall})
+    return GateDecision(
+        promote,
+        f"recall {challenger_recall} {verdict} serving {serving_recall}",
+        {"recall": challenger_recall, "serving_recall": serving_recall},
+    )
 
 
 def promote_versions(

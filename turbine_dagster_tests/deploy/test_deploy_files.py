@@ -96,10 +96,14 @@ def test_deploy_queue_and_pool_limits_equal_the_local_instance(deploy_instance_c
     # Locally the queue also gives API launches with only `dagster/partition` their partition's tags
     # (turbine_dagster/run_coordinator.py). The deployed webserver and daemon run Dagster's own images, without
     # turbine_dagster, so they keep Dagster's class; the limit's key is the same.
-    assert deploy_instance_config["run_coordinator"] == {"module": "dagster.core.run_coordinator",
-                                                         "class": "QueuedRunCoordinator"}
-    assert local_instance_config["run_coordinator"] == {"module": "turbine_dagster.run_coordinator",
-                                                        "class": "PartitionTaggingRunCoordinator"}
+    assert deploy_instance_config["run_coordinator"] == {
+        "module": "dagster.core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+    }
+    assert local_instance_config["run_coordinator"] == {
+        "module": "turbine_dagster.run_coordinator",
+        "class": "PartitionTaggingRunCoordinator",
+    }
     for key in ("enabled", "free_slots_after_run_end_seconds"):
         assert deploy_instance_config["run_monitoring"][key] == local_instance_config["run_monitoring"][key]
 
@@ -134,8 +138,12 @@ def test_helm_values_serve_the_workspace_code_locations(helm_values):
 
 # Each component's AWS keys, in a Secret of its own (deploy/iam holds the policy of each). `turbine-aws`
 # holds the region (and endpoint) only and goes to everything.
-OWN_AWS_SECRET = {"turbine-training": "turbine-aws-training", "turbine-prediction": "turbine-aws-prediction",
-                  "webserver": "turbine-aws-webserver", "daemon": "turbine-aws-daemon"}
+OWN_AWS_SECRET = {
+    "turbine-training": "turbine-aws-training",
+    "turbine-prediction": "turbine-aws-prediction",
+    "webserver": "turbine-aws-webserver",
+    "daemon": "turbine-aws-daemon",
+}
 
 
 @pytest.mark.parametrize("location", ["turbine-training", "turbine-prediction"])
@@ -167,8 +175,10 @@ def test_run_pods_get_every_variable_the_instance_reads(deploy_instance_config):
 
 def snake_case(value: Any) -> Any:
     if isinstance(value, dict):
-        return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower() if key != "applyLimitPerUniqueValue" else key:
-                snake_case(item) for key, item in value.items()}
+        return {
+            re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower() if key != "applyLimitPerUniqueValue" else key: snake_case(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list):
         return [snake_case(item) for item in value]
     return value
@@ -209,8 +219,11 @@ def test_gpu_settings_of_the_training_location_make_a_valid_gpu_pod(helm_values)
         },
     }
     k8s_config = get_user_defined_k8s_config({"dagster-k8s/config": json.dumps(tag)})
-    job_config = DagsterK8sJobConfig(job_image="turbine-dagster-gpu:test", dagster_home="/opt/dagster/dagster_home",
-                                     instance_config_map="turbine-dagster-instance")
+    job_config = DagsterK8sJobConfig(
+        job_image="turbine-dagster-gpu:test",
+        dagster_home="/opt/dagster/dagster_home",
+        instance_config_map="turbine-dagster-instance",
+    )
     pod = construct_dagster_k8s_job(job_config, ["dagster"], "dagster-run-test", k8s_config).spec.template.spec
 
     assert pod.containers[0].resources.limits == {"nvidia.com/gpu": gpus} and int(gpus) >= 1
@@ -244,21 +257,39 @@ def chart_pod_labels() -> dict[str, dict[str, str]]:
     common = {"app.kubernetes.io/instance": RELEASE}
     return {
         "webserver": {**common, "app.kubernetes.io/name": "dagster", "component": "dagster-webserver"},
-        "daemon": {**common, "app.kubernetes.io/name": "dagster", "component": "dagster-daemon",
-                   "deployment": "daemon"},
-        **{f"helm {name}": {**common, "app.kubernetes.io/name": "dagster-user-deployments",
-                            "component": "user-deployments", "deployment": name}
-           for name in ("turbine-training", "turbine-prediction")},
+        "daemon": {
+            **common,
+            "app.kubernetes.io/name": "dagster",
+            "component": "dagster-daemon",
+            "deployment": "daemon",
+        },
+        **{
+            f"helm {name}": {
+                **common,
+                "app.kubernetes.io/name": "dagster-user-deployments",
+                "component": "user-deployments",
+                "deployment": name,
+            }
+            for name in ("turbine-training", "turbine-prediction")
+        },
     }
 
 
 def launched_pod_labels() -> dict[str, dict[str, str]]:
     """Labels of run and step pods, from dagster-k8s's own job builder."""
-    job_config = DagsterK8sJobConfig(job_image="turbine-dagster:test", dagster_home="/opt/dagster/dagster_home",
-                                     instance_config_map="turbine-dagster-instance")
+    job_config = DagsterK8sJobConfig(
+        job_image="turbine-dagster:test",
+        dagster_home="/opt/dagster/dagster_home",
+        instance_config_map="turbine-dagster-instance",
+    )
     return {
-        component: construct_dagster_k8s_job(job_config, ["dagster"], f"dagster-{component}", component=component,
-                                              labels={"dagster/job": "training_pipeline"}).spec.template.metadata.labels
+        component: construct_dagster_k8s_job(
+            job_config,
+            ["dagster"],
+            f"dagster-{component}",
+            component=component,
+            labels={"dagster/job": "training_pipeline"},
+        ).spec.template.metadata.labels
         for component in ("run_worker", "step_worker")
     }
 
@@ -275,17 +306,27 @@ def test_the_manifests_are_valid_kubernetes_objects():
 
 def test_only_the_webserver_and_the_daemon_reach_the_code_servers(helm_values):
     (policy,) = manifests("network-policy.yaml")
-    pods = {**chart_pod_labels(), **launched_pod_labels(),
-            **{f"manifest {name}": doc["spec"]["template"]["metadata"]["labels"]
-               for name, doc in manifest_deployments().items()}}
+    pods = {
+        **chart_pod_labels(),
+        **launched_pod_labels(),
+        **{
+            f"manifest {name}": doc["spec"]["template"]["metadata"]["labels"]
+            for name, doc in manifest_deployments().items()
+        },
+    }
     protected = {name for name, labels in pods.items() if matches(policy["spec"]["podSelector"], labels)}
-    assert protected == {"helm turbine-training", "helm turbine-prediction", "manifest turbine-training",
-                         "manifest turbine-prediction"}
+    assert protected == {
+        "helm turbine-training",
+        "helm turbine-prediction",
+        "manifest turbine-training",
+        "manifest turbine-prediction",
+    }
 
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = policy["spec"]["ingress"]
-    allowed = {name for name, labels in pods.items()
-               if any(matches(peer["podSelector"], labels) for peer in rule["from"])}
+    allowed = {
+        name for name, labels in pods.items() if any(matches(peer["podSelector"], labels) for peer in rule["from"])
+    }
     assert allowed == {"webserver", "daemon"}
     assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # no namespace or address blocks
     ports = {deployment["port"] for deployment in helm_values["dagster-user-deployments"]["deployments"]}
@@ -329,9 +370,13 @@ def build_arguments() -> dict[str, str]:
 def simulate_install(tmp_path, variant: str) -> subprocess.CompletedProcess:
     """Run the Dockerfile's RUN step with pip, useradd and chown replaced by recorders."""
     (run_step,) = instruction("RUN")
-    stubs = "pip() { echo \"pip $*\"; }; useradd() { :; }; chown() { :; }; "
-    environment = {**build_arguments(), "VARIANT": variant, "DAGSTER_HOME": str(tmp_path / "home"),
-                   "PATH": "/usr/bin:/bin"}
+    stubs = 'pip() { echo "pip $*"; }; useradd() { :; }; chown() { :; }; '
+    environment = {
+        **build_arguments(),
+        "VARIANT": variant,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "PATH": "/usr/bin:/bin",
+    }
     return subprocess.run(["sh", "-c", stubs + run_step], env=environment, capture_output=True, text=True, check=False)
 
 

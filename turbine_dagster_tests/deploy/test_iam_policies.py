@@ -47,8 +47,12 @@ class Credentials:
 
 def set_enforcement(server: str, on: bool) -> None:
     # text/plain: a form content type would leave moto's handler an empty body.
-    request = urllib.request.Request(f"{server}/moto-api/reset-auth", data=b"0" if on else b"inf", method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        f"{server}/moto-api/reset-auth",
+        data=b"0" if on else b"inf",
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
     urllib.request.urlopen(request, timeout=10).read()
 
 
@@ -85,9 +89,14 @@ def deployment(s3_server, week):
     from turbine_dagster_tests.defs.test_training_assets import FAST_TRAINING, TRAINING_GRAPH
 
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-                            "AWS_ENDPOINT_URL": s3_server, "TURBINE_S3_ENDPOINT_URL": s3_server}.items():
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": s3_server,
+            "TURBINE_S3_ENDPOINT_URL": s3_server,
+        }.items():
             monkeypatch.setenv(name, value)
         s3 = boto3.client("s3")
         for bucket in {UPath(LANDING_ROOT).drive, UPath(STORAGE_ROOT).drive, LOG_BUCKET}:
@@ -97,27 +106,47 @@ def deployment(s3_server, week):
         for component in COMPONENTS:
             user = f"turbine-{component}-{uuid.uuid4().hex[:6]}"
             iam.create_user(UserName=user)
-            iam.put_user_policy(UserName=user, PolicyName=f"turbine-{component}",
-                                PolicyDocument=(DEPLOY_DIR / "iam" / f"{component}.json").read_text())
+            iam.put_user_policy(
+                UserName=user,
+                PolicyName=f"turbine-{component}",
+                PolicyDocument=(DEPLOY_DIR / "iam" / f"{component}.json").read_text(),
+            )
             key = iam.create_access_key(UserName=user)["AccessKey"]
             credentials[component] = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
         write_demo_data(UPath(LANDING_ROOT), [TEAM], [week], labeled_rows=200, scoring_rows=300)
 
-        settings = dataclasses.replace(Settings.from_env({}), environment="production", landing_root=LANDING_ROOT,
-                                       storage_root=STORAGE_ROOT)
+        settings = dataclasses.replace(
+            Settings.from_env({}), environment="production", landing_root=LANDING_ROOT, storage_root=STORAGE_ROOT
+        )
         with acting_as(s3_server, credentials["training"], monkeypatch):
-            trained = dg.materialize(TRAINING_GRAPH, partition_key=f"{TEAM}|{week}",
-                                     resources=production_resources(settings), run_config={"ops": FAST_TRAINING},
-                                     raise_on_error=False)
+            trained = dg.materialize(
+                TRAINING_GRAPH,
+                partition_key=f"{TEAM}|{week}",
+                resources=production_resources(settings),
+                run_config={"ops": FAST_TRAINING},
+                raise_on_error=False,
+            )
             registry = ModelRegistry(f"{STORAGE_ROOT}/registry")
             if trained.success:  # a second version, promoted: v0001 becomes one that served
                 first = registry.serving(TEAM)
-                second = registry.register(TEAM, registry.load_model(first), threshold=first.threshold,
-                                           metrics=first.metrics, partition=first.partition, run_id="second",
-                                           data_version=first.data_version, reference=registry.load_reference(first))
+                second = registry.register(
+                    TEAM,
+                    registry.load_model(first),
+                    threshold=first.threshold,
+                    metrics=first.metrics,
+                    partition=first.partition,
+                    run_id="second",
+                    data_version=first.data_version,
+                    reference=registry.load_reference(first),
+                )
                 registry.promote_if(TEAM, second.version, lambda serving: GateDecision(True, "second"))
-        yield {"server": s3_server, "credentials": credentials, "settings": settings,
-               "training": (trained.success, failure_messages(trained)), "monkeypatch": monkeypatch}
+        yield {
+            "server": s3_server,
+            "credentials": credentials,
+            "settings": settings,
+            "training": (trained.success, failure_messages(trained)),
+            "monkeypatch": monkeypatch,
+        }
 
 
 def registry_as(deployment, component: str) -> ModelRegistry:
@@ -151,11 +180,17 @@ def test_the_prediction_pipeline_runs_with_the_prediction_policy(deployment, wee
     from turbine_dagster_tests.defs.helpers import failure_messages
 
     with enforced_as(deployment, "prediction"):
-        result = dg.materialize([*prediction_assets, *prediction_checks], partition_key=f"{TEAM}|{week}",
-                                resources=production_resources(deployment["settings"]), raise_on_error=False)
+        result = dg.materialize(
+            [*prediction_assets, *prediction_checks],
+            partition_key=f"{TEAM}|{week}",
+            resources=production_resources(deployment["settings"]),
+            raise_on_error=False,
+        )
     assert result.success, failure_messages(result)
     assert {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()} >= {
-        "batch_predictions", "drift_report"}
+        "batch_predictions",
+        "drift_report",
+    }
 
 
 def test_prediction_reads_the_registry_and_its_models_but_cannot_change_them(deployment):
@@ -171,8 +206,16 @@ def test_prediction_reads_the_registry_and_its_models_but_cannot_change_them(dep
         with pytest.raises(PermissionError):
             registry.rollback(TEAM, 1, reason="prediction must not do this")
         with pytest.raises(PermissionError):
-            registry.register(TEAM, registry.load_model(serving), threshold=0.5, metrics={}, partition=None,
-                              run_id=None, data_version=None, reference=registry.load_reference(serving))
+            registry.register(
+                TEAM,
+                registry.load_model(serving),
+                threshold=0.5,
+                metrics={},
+                partition=None,
+                run_id=None,
+                data_version=None,
+                reference=registry.load_reference(serving),
+            )
         with pytest.raises(PermissionError):
             path_as(deployment, "prediction", serving.artifact_uri).write_bytes(b"not a model")
         with pytest.raises(PermissionError):
@@ -181,16 +224,19 @@ def test_prediction_reads_the_registry_and_its_models_but_cannot_change_them(dep
         assert [e["kind"] for e in registry.events(TEAM)][-1] == "promoted"
 
 
-@pytest.mark.parametrize(("component", "uri"), [
-    ("prediction", f"{LANDING_ROOT}/team={TEAM}/week=2026-01-04/cases.csv"),
-    ("prediction", f"{STORAGE_ROOT}/assets/tf_model/{TEAM}/2026-01-04.keras"),
-    ("prediction", f"{STORAGE_ROOT}/checkpoints/team={TEAM}/week=2026-01-04/epoch-0001.keras"),
-    ("training", f"{LANDING_ROOT}/team={TEAM}/week=2026-01-04/cases.csv"),
-    ("training", f"{STORAGE_ROOT}/predictions/team={TEAM}/week=2026-01-04/predictions.parquet"),
-    ("training", f"{STORAGE_ROOT}/assets/drift_report/{TEAM}/2026-01-04.json"),
-    ("webserver", f"{STORAGE_ROOT}/registry/{TEAM}/serving.json"),
-    ("daemon", f"{STORAGE_ROOT}/registry/{TEAM}/serving.json"),
-])
+@pytest.mark.parametrize(
+    ("component", "uri"),
+    [
+        ("prediction", f"{LANDING_ROOT}/team={TEAM}/week=2026-01-04/cases.csv"),
+        ("prediction", f"{STORAGE_ROOT}/assets/tf_model/{TEAM}/2026-01-04.keras"),
+        ("prediction", f"{STORAGE_ROOT}/checkpoints/team={TEAM}/week=2026-01-04/epoch-0001.keras"),
+        ("training", f"{LANDING_ROOT}/team={TEAM}/week=2026-01-04/cases.csv"),
+        ("training", f"{STORAGE_ROOT}/predictions/team={TEAM}/week=2026-01-04/predictions.parquet"),
+        ("training", f"{STORAGE_ROOT}/assets/drift_report/{TEAM}/2026-01-04.json"),
+        ("webserver", f"{STORAGE_ROOT}/registry/{TEAM}/serving.json"),
+        ("daemon", f"{STORAGE_ROOT}/registry/{TEAM}/serving.json"),
+    ],
+)
 def test_no_component_writes_outside_its_own_prefixes(deployment, component, uri):
     with enforced_as(deployment, component), pytest.raises(PermissionError):
         path_as(deployment, component, uri).write_bytes(b"{}")
@@ -209,8 +255,12 @@ def test_compute_logs_are_written_by_runs_sensors_and_backfills_and_read_by_the_
     from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 
     def manager():
-        return S3ComputeLogManager(bucket=LOG_BUCKET, prefix=LOG_PREFIX, local_dir=str(tmp_path / uuid.uuid4().hex),
-                                   endpoint_url=deployment["server"])
+        return S3ComputeLogManager(
+            bucket=LOG_BUCKET,
+            prefix=LOG_PREFIX,
+            local_dir=str(tmp_path / uuid.uuid4().hex),
+            endpoint_url=deployment["server"],
+        )
 
     written = {}
     for component in ("training", "prediction", "daemon"):
@@ -231,10 +281,14 @@ def test_compute_logs_are_written_by_runs_sensors_and_backfills_and_read_by_the_
 
 
 def test_every_policy_names_only_the_configured_buckets_and_prefixes():
-    allowed = {f"arn:aws:s3:::{UPath(LANDING_ROOT).drive}", f"arn:aws:s3:::{UPath(STORAGE_ROOT).drive}",
-               f"arn:aws:s3:::{LOG_BUCKET}"}
+    allowed = {
+        f"arn:aws:s3:::{UPath(LANDING_ROOT).drive}",
+        f"arn:aws:s3:::{UPath(STORAGE_ROOT).drive}",
+        f"arn:aws:s3:::{LOG_BUCKET}",
+    }
     prefixes = tuple(f"arn:aws:s3:::{root.removeprefix('s3://')}/" for root in (LANDING_ROOT, STORAGE_ROOT)) + (
-        f"arn:aws:s3:::{LOG_BUCKET}/{LOG_PREFIX}/",)
+        f"arn:aws:s3:::{LOG_BUCKET}/{LOG_PREFIX}/",
+    )
     for component in COMPONENTS:
         policy = json.loads((DEPLOY_DIR / "iam" / f"{component}.json").read_text())
         for statement in policy["Statement"]:

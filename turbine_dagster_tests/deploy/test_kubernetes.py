@@ -79,8 +79,9 @@ def test_training_runs_carry_the_same_request_in_run_tags(production):
 
 def test_production_refuses_local_roots():
     env = {**os.environ, **PRODUCTION_ENV, "TURBINE_STORAGE_ROOT": "/tmp/storage"}
-    completed = subprocess.run([sys.executable, "-c", "import turbine_dagster.locations.training"], env=env,
-                               capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", "import turbine_dagster.locations.training"], env=env, capture_output=True, text=True
+    )
     assert completed.returncode != 0
     assert "TURBINE_ENV=production needs TURBINE_STORAGE_ROOT to be an s3:// URI" in completed.stderr
 
@@ -133,14 +134,27 @@ def launching_instance(tmp_path, deploy_instance_config, postgres_db, monkeypatc
     """The daemon's instance: deploy/dagster.yaml on the test Postgres, with a kubeconfig instead of the cluster's."""
     import dagster as dg
 
-    daemon_environment = {**postgres_db.environment(), "TURBINE_COMPUTE_LOG_BUCKET": "turbine-dagster-logs",
-                          "TURBINE_COMPUTE_LOG_PREFIX": "turbine/compute-logs", "AWS_REGION": "eu-central-1"}
+    daemon_environment = {
+        **postgres_db.environment(),
+        "TURBINE_COMPUTE_LOG_BUCKET": "turbine-dagster-logs",
+        "TURBINE_COMPUTE_LOG_PREFIX": "turbine/compute-logs",
+        "AWS_REGION": "eu-central-1",
+    }
     for name, value in daemon_environment.items():
         monkeypatch.setenv(name, value)
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)
     launcher = deploy_instance_config["run_launcher"]
-    config = {**deploy_instance_config, "run_launcher": {**launcher, "config": {
-        **launcher["config"], "load_incluster_config": False, "kubeconfig_file": str(tmp_path / "kubeconfig")}}}
+    config = {
+        **deploy_instance_config,
+        "run_launcher": {
+            **launcher,
+            "config": {
+                **launcher["config"],
+                "load_incluster_config": False,
+                "kubeconfig_file": str(tmp_path / "kubeconfig"),
+            },
+        },
+    }
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
@@ -157,9 +171,15 @@ def launch_run_pod(instance, location: str, module: str, job_name: str, containe
     from dagster._core.storage.dagster_run import DagsterRun
     from dagster._core.utils import make_new_run_id
 
-    origin = JobPythonOrigin(job_name, RepositoryPythonOrigin(
-        executable_path="/usr/local/bin/python", code_pointer=ModuleCodePointer(module, "defs", working_directory=None),
-        container_image=f"registry.example.com/{location}:test", container_context=container_context))
+    origin = JobPythonOrigin(
+        job_name,
+        RepositoryPythonOrigin(
+            executable_path="/usr/local/bin/python",
+            code_pointer=ModuleCodePointer(module, "defs", working_directory=None),
+            container_image=f"registry.example.com/{location}:test",
+            container_context=container_context,
+        ),
+    )
     run = instance.add_run(DagsterRun(job_name=job_name, run_id=make_new_run_id(), job_code_origin=origin))
     instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     namespace, job = instance.run_launcher._api_client.jobs[-1]
@@ -183,10 +203,13 @@ def pod_environment(container, cluster: dict[str, dict[str, str]]) -> dict[str, 
     return environment
 
 
-@pytest.mark.parametrize(("location", "job_name", "own_secret", "other_secret"), [
-    ("turbine-training", "training_pipeline", "turbine-aws-training", "turbine-aws-prediction"),
-    ("turbine-prediction", "prediction_pipeline", "turbine-aws-prediction", "turbine-aws-training"),
-])
+@pytest.mark.parametrize(
+    ("location", "job_name", "own_secret", "other_secret"),
+    [
+        ("turbine-training", "training_pipeline", "turbine-aws-training", "turbine-aws-prediction"),
+        ("turbine-prediction", "prediction_pipeline", "turbine-aws-prediction", "turbine-aws-training"),
+    ],
+)
 def test_a_run_pod_loads_the_instance_with_its_own_environment_and_its_locations_keys_only(
     launching_instance, postgres_db, location, job_name, own_secret, other_secret
 ):
@@ -208,7 +231,9 @@ def test_a_run_pod_loads_the_instance_with_its_own_environment_and_its_locations
     worker = subprocess.run(
         [sys.executable, "-c", LOAD_THE_INSTANCE_AS_A_RUN_WORKER, container.args[-1]],
         env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **environment},
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert worker.returncode == 0, worker.stderr[-3000:]
     assert worker.stdout.strip().splitlines()[-1] == job_name

@@ -60,7 +60,9 @@ def test_materialization_history_is_read_back_from_postgres_by_another_instance(
         records = reader.fetch_materializations(dg.AssetKey("raw_data"), limit=10).records
         assert [record.partition_key for record in records] == [partition_key]
         assert records[0].asset_materialization.metadata["dagster/row_count"].value == 200
-        assert all(reader.get_materialized_partitions(dg.AssetKey(name)) == {partition_key} for name in SPLIT_DESCRIPTIONS)
+        assert all(
+            reader.get_materialized_partitions(dg.AssetKey(name)) == {partition_key} for name in SPLIT_DESCRIPTIONS
+        )
 
         check_keys = list(raw_data.check_keys)
         latest = reader.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)

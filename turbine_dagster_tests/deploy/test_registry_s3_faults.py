@@ -16,7 +16,11 @@ from turbine_dagster.core.registry import ModelRegistry
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
 from turbine_dagster_tests.conftest import create_bucket
 from turbine_dagster_tests.deploy.s3_faults import (
-    Fault, S3FaultProxy, promote_in_process, promote_versions, recall_decision,
+    Fault,
+    S3FaultProxy,
+    promote_in_process,
+    promote_versions,
+    recall_decision,
 )
 
 BUCKET = "registry-faults"
@@ -52,8 +56,14 @@ def register(root: str, model, recalls: list[float], team: str = "team_a") -> di
     numbers = {}
     for recall in recalls:
         version = registry.register(
-            team, classifier, threshold=0.3, metrics={"malignant_recall": recall}, partition=None,
-            run_id=f"run-{recall}", data_version=None, reference=cases,
+            team,
+            classifier,
+            threshold=0.3,
+            metrics={"malignant_recall": recall},
+            partition=None,
+            run_id=f"run-{recall}",
+            data_version=None,
+            reference=cases,
         )
         numbers[version.version] = recall
     return numbers
@@ -73,8 +83,11 @@ def recall_gate(recalls: dict[int, float], version: int, seen: list | None = Non
 
 
 def moves(registry: ModelRegistry, team: str = "team_a") -> list[tuple[str, int, int | None]]:
-    return [(e["kind"], e["version"], e["previous_version"]) for e in registry.events(team)
-            if e["kind"] in ("promoted", "rollback")]
+    return [
+        (e["kind"], e["version"], e["previous_version"])
+        for e in registry.events(team)
+        if e["kind"] in ("promoted", "rollback")
+    ]
 
 
 def test_a_409_on_the_pointer_write_is_a_lost_race_and_the_promotion_decides_again(proxy, root, model):
@@ -163,6 +176,7 @@ def test_a_pointer_write_that_fails_leaves_no_event_for_a_move_that_did_not_happ
 
 # -- many promotions at once, with faults everywhere ---------------------------------------------------
 
+
 def rising_recalls(n: int) -> list[float]:
     """Mostly rising recalls (0.900, 0.910, 0.905, 0.920, ...): later versions often win, so the pointer moves a lot."""
     steps = [k + 1 if k % 2 else max(k - 1, 0) for k in range(n)]  # 0, 2, 1, 4, 3, 6, 5, ...
@@ -230,8 +244,9 @@ def test_concurrent_promotions_in_processes_under_faults_leave_one_pointer_histo
     start, results = context.Barrier(workers), context.Queue()
     shares = [list(recalls)[index::workers] for index in range(workers)]
     processes = [
-        context.Process(target=promote_in_process,
-                        args=(root, proxy.url, "team_a", share, recalls, start, 0.02, results))
+        context.Process(
+            target=promote_in_process, args=(root, proxy.url, "team_a", share, recalls, start, 0.02, results)
+        )
         for share in shares
     ]
     for process in processes:

@@ -25,8 +25,12 @@ def production_settings(s3_environment, week):
     create_bucket(LANDING)
     create_bucket(ARTIFACTS)
     write_demo_data(UPath(f"s3://{LANDING}/landing"), [TEAM], [week], labeled_rows=200, scoring_rows=700)
-    return dataclasses.replace(Settings.from_env({}), environment="production",
-                               landing_root=f"s3://{LANDING}/landing", storage_root=f"s3://{ARTIFACTS}/storage")
+    return dataclasses.replace(
+        Settings.from_env({}),
+        environment="production",
+        landing_root=f"s3://{LANDING}/landing",
+        storage_root=f"s3://{ARTIFACTS}/storage",
+    )
 
 
 def keys(bucket: str) -> set[str]:
@@ -41,20 +45,28 @@ def test_training_and_predictions_run_on_s3(production_settings, week):
 
     resources = production_resources(production_settings)
     partition = f"{TEAM}|{week}"
-    trained = dg.materialize(TRAINING_GRAPH, partition_key=partition, resources=resources,
-                             run_config={"ops": FAST_TRAINING}, raise_on_error=False)
+    trained = dg.materialize(
+        TRAINING_GRAPH,
+        partition_key=partition,
+        resources=resources,
+        run_config={"ops": FAST_TRAINING},
+        raise_on_error=False,
+    )
     assert trained.success, failure_messages(trained)
     scored = dg.materialize([batch_predictions], partition_key=partition, resources=resources, raise_on_error=False)
     assert scored.success, failure_messages(scored)
 
     stored = keys(ARTIFACTS)
-    for expected in (f"storage/assets/tf_model/{TEAM}/{week}.keras", f"storage/assets/catboost_model/{TEAM}/{week}.cbm",
-                     f"storage/assets/train_split/{TEAM}/{week}.parquet",
-                     f"storage/assets/champion_model/{TEAM}/{week}.json",
-                     f"storage/registry/{TEAM}/serving.json",
-                     f"storage/registry/{TEAM}/versions/v0001/entry.json",
-                     f"storage/registry/{TEAM}/versions/v0001/reference.parquet",
-                     f"storage/predictions/team={TEAM}/week={week}/predictions.parquet"):
+    for expected in (
+        f"storage/assets/tf_model/{TEAM}/{week}.keras",
+        f"storage/assets/catboost_model/{TEAM}/{week}.cbm",
+        f"storage/assets/train_split/{TEAM}/{week}.parquet",
+        f"storage/assets/champion_model/{TEAM}/{week}.json",
+        f"storage/registry/{TEAM}/serving.json",
+        f"storage/registry/{TEAM}/versions/v0001/entry.json",
+        f"storage/registry/{TEAM}/versions/v0001/reference.parquet",
+        f"storage/predictions/team={TEAM}/week={week}/predictions.parquet",
+    ):
         assert expected in stored, expected
     assert not [key for key in stored if ".tmp-" in key]
 
@@ -63,6 +75,8 @@ def test_training_and_predictions_run_on_s3(production_settings, week):
     registry = ModelRegistry(f"s3://{ARTIFACTS}/storage/registry")
     serving = registry.serving(TEAM)
     assert serving.version == 1 and registry.load_model(serving) is not None
-    with UPath(f"s3://{ARTIFACTS}/storage/predictions/team={TEAM}/week={week}/predictions.parquet").open("rb") as handle:
+    with UPath(f"s3://{ARTIFACTS}/storage/predictions/team={TEAM}/week={week}/predictions.parquet").open(
+        "rb"
+    ) as handle:
         predictions = pd.read_parquet(handle)
     assert len(predictions) == 700 and set(predictions["model_version"]) == {"v0001"}

@@ -51,20 +51,29 @@ class RunLog:
 
     def step_failures(self) -> dict[str, str]:
         """Step key -> the error and its cause, as the UI shows them."""
-        return {e["stepKey"]: f"{e['error']['message']} {(e['error']['cause'] or {}).get('message', '')}"
-                for e in self.events if e["__typename"] == "ExecutionStepFailureEvent"}
+        return {
+            e["stepKey"]: f"{e['error']['message']} {(e['error']['cause'] or {}).get('message', '')}"
+            for e in self.events
+            if e["__typename"] == "ExecutionStepFailureEvent"
+        }
 
     def started_steps(self) -> set[str]:
         return {e["stepKey"] for e in self.events if e["__typename"] == "ExecutionStepStartEvent"}
 
     def materialized(self) -> list[tuple[str, str]]:
         """(asset, partition) of every materialization the run reported."""
-        return [("/".join(e["assetKey"]["path"]), e["partition"]) for e in self.events
-                if e["__typename"] == "MaterializationEvent"]
+        return [
+            ("/".join(e["assetKey"]["path"]), e["partition"])
+            for e in self.events
+            if e["__typename"] == "MaterializationEvent"
+        ]
 
     def check_evaluations(self) -> dict[str, dict]:
-        return {e["evaluation"]["checkName"]: e["evaluation"] for e in self.events
-                if e["__typename"] == "AssetCheckEvaluationEvent"}
+        return {
+            e["evaluation"]["checkName"]: e["evaluation"]
+            for e in self.events
+            if e["__typename"] == "AssetCheckEvaluationEvent"
+        }
 
     def run_worker_pid(self) -> int:
         """The pid in the run's "Started process for run (pid: N)." engine event."""
@@ -79,14 +88,23 @@ def run_log(platform: Platform, run_id: str) -> RunLog:
     return RunLog(platform.graphql(RUN_EVENTS_QUERY, id=run_id)["logsForRun"]["events"])
 
 
-def launch_raw(platform: Platform, location: str, job: str, partition: str, run_config: dict | None = None,
-               asset_selection: list[str] | None = None) -> dict:
+def launch_raw(
+    platform: Platform,
+    location: str,
+    job: str,
+    partition: str,
+    run_config: dict | None = None,
+    asset_selection: list[str] | None = None,
+) -> dict:
     """launchRun as the UI sends it, for any partition key; the mutation's answer, whatever it is."""
     selector = {"repositoryLocationName": location, "repositoryName": "__repository__", "jobName": job}
     if asset_selection:
         selector["assetSelection"] = [{"path": [asset]} for asset in asset_selection]
-    params = {"selector": selector, "runConfigData": run_config or {},
-              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]}}
+    params = {
+        "selector": selector,
+        "runConfigData": run_config or {},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+    }
     return platform.graphql(LAUNCH_MUTATION, params=params)["launchRun"]
 
 
@@ -195,8 +213,11 @@ def files_of_materializations(storage_root: Path, materialized: list[tuple[str, 
         if path.suffix == ".json" and path.exists():
             value = json.loads(path.read_bytes())
             if isinstance(value, list):
-                files |= {Path(item["artifact_uri"]).relative_to(storage_root).as_posix()
-                          for item in value if isinstance(item, dict) and item.get("artifact_uri")}
+                files |= {
+                    Path(item["artifact_uri"]).relative_to(storage_root).as_posix()
+                    for item in value
+                    if isinstance(item, dict) and item.get("artifact_uri")
+                }
     return files
 
 
@@ -220,11 +241,21 @@ def seed_serving_champion(registry_root: Path, team: str, week: str) -> int:
     model = catboost.CatBoostClassifier(iterations=40, depth=4, random_seed=0, thread_count=1, verbose=False)
     model.fit(train.loc[:, list(FEATURE_COLUMNS)], train[TARGET])
     p_malignant = model.predict_proba(test.loc[:, list(FEATURE_COLUMNS)])[:, list(model.classes_).index(0)]
-    metrics = {"malignant_recall": float(recall_score(test[TARGET], (p_malignant >= 0.5).astype(int), pos_label=0)),
-               "roc_auc": float(roc_auc_score(test[TARGET] == 0, p_malignant))}
+    metrics = {
+        "malignant_recall": float(recall_score(test[TARGET], (p_malignant >= 0.5).astype(int), pos_label=0)),
+        "roc_auc": float(roc_auc_score(test[TARGET] == 0, p_malignant)),
+    }
     registry = ModelRegistry(registry_root)
-    version = registry.register(team, model, threshold=0.5, metrics=metrics, partition=f"{team}|{week}", run_id=None,
-                                data_version=None, reference=train)
+    version = registry.register(
+        team,
+        model,
+        threshold=0.5,
+        metrics=metrics,
+        partition=f"{team}|{week}",
+        run_id=None,
+        data_version=None,
+        reference=train,
+    )
     registry.promote_if(team, version.version, lambda serving: GateDecision(True, "seeded for the reliability drills"))
     return version.version
 
@@ -272,32 +303,73 @@ def _csv_and_stray_file(team: str, week: str) -> Callable[[Path], None]:
     def write(folder: Path) -> None:
         _csv(_cases(team, week))(folder)
         (folder / "notes.txt").write_text("not data\n")
+
     return write
 
 
 # Every bad input of the spine issue: name, landed file, the blocking raw_data check that must fail (None:
 # raw_data itself fails), fragments the error must contain, and how to build the writer for a team and week.
 _BAD_INPUT_KINDS = (
-    ("missing column", "cases.csv", None, ("column 'mean radius' missing in {file}",),
-     lambda t, w: _csv(_cases(t, w).drop(columns=["mean radius"]))),
-    ("text in a numeric column", "cases.csv", "feature_columns_numeric",
-     ("column 'mean radius' is not numeric: 1 row(s) in {file}",),
-     lambda t, w: _csv(_with_cell(_cases(t, w), 5, "mean radius", "twelve"))),
-    ("NaN", "cases.parquet", "no_missing_or_infinite_values", ("column 'mean texture' is NaN: 1 row(s) in {file}",),
-     lambda t, w: lambda folder: _with_cell(_cases(t, w), 3, "mean texture", np.nan).to_parquet(
-         folder / "cases.parquet", index=False)),
-    ("inf", "cases.csv", "no_missing_or_infinite_values", ("column 'mean area' is infinite: 1 row(s) in {file}",),
-     lambda t, w: _csv(_with_cell(_cases(t, w), 4, "mean area", np.inf))),
-    ("unknown label", "cases.csv", "labels_valid",
-     ("column 'target' holds a label other than 0 (malignant) or 1 (benign): 1 row(s) in {file}",),
-     lambda t, w: _csv(_with_cell(_cases(t, w), 2, TARGET, 2))),
-    ("duplicate case_id", "cases.csv", "case_ids_unique",
-     ("column 'case_id' repeats a case id: 2 row(s) in {file}",),
-     lambda t, w: (lambda frame: _csv(_with_cell(frame, 7, CASE_ID, frame.loc[6, CASE_ID])))(_cases(t, w))),
-    ("empty partition", "cases.csv", None, ("no labeled cases for {team} up to week {week}",),
-     lambda t, w: _csv(_cases(t, w).iloc[0:0])),
-    ("file that is not CSV or Parquet", "notes.txt", None, ("{file} is not a CSV or Parquet file",),
-     _csv_and_stray_file),
+    (
+        "missing column",
+        "cases.csv",
+        None,
+        ("column 'mean radius' missing in {file}",),
+        lambda t, w: _csv(_cases(t, w).drop(columns=["mean radius"])),
+    ),
+    (
+        "text in a numeric column",
+        "cases.csv",
+        "feature_columns_numeric",
+        ("column 'mean radius' is not numeric: 1 row(s) in {file}",),
+        lambda t, w: _csv(_with_cell(_cases(t, w), 5, "mean radius", "twelve")),
+    ),
+    (
+        "NaN",
+        "cases.parquet",
+        "no_missing_or_infinite_values",
+        ("column 'mean texture' is NaN: 1 row(s) in {file}",),
+        lambda t, w: (
+            lambda folder: _with_cell(_cases(t, w), 3, "mean texture", np.nan).to_parquet(
+                folder / "cases.parquet", index=False
+            )
+        ),
+    ),
+    (
+        "inf",
+        "cases.csv",
+        "no_missing_or_infinite_values",
+        ("column 'mean area' is infinite: 1 row(s) in {file}",),
+        lambda t, w: _csv(_with_cell(_cases(t, w), 4, "mean area", np.inf)),
+    ),
+    (
+        "unknown label",
+        "cases.csv",
+        "labels_valid",
+        ("column 'target' holds a label other than 0 (malignant) or 1 (benign): 1 row(s) in {file}",),
+        lambda t, w: _csv(_with_cell(_cases(t, w), 2, TARGET, 2)),
+    ),
+    (
+        "duplicate case_id",
+        "cases.csv",
+        "case_ids_unique",
+        ("column 'case_id' repeats a case id: 2 row(s) in {file}",),
+        lambda t, w: (lambda frame: _csv(_with_cell(frame, 7, CASE_ID, frame.loc[6, CASE_ID])))(_cases(t, w)),
+    ),
+    (
+        "empty partition",
+        "cases.csv",
+        None,
+        ("no labeled cases for {team} up to week {week}",),
+        lambda t, w: _csv(_cases(t, w).iloc[0:0]),
+    ),
+    (
+        "file that is not CSV or Parquet",
+        "notes.txt",
+        None,
+        ("{file} is not a CSV or Parquet file",),
+        _csv_and_stray_file,
+    ),
 )
 BAD_INPUT_NAMES = tuple(kind[0] for kind in _BAD_INPUT_KINDS)
 
@@ -309,9 +381,15 @@ def bad_inputs(teams: tuple[str, ...], weeks: list[str]) -> dict[str, BadInput]:
     for name, file, failing_check, needles, build in _BAD_INPUT_KINDS:
         team, week = next(slots)
         folder = f"labeled/team={team}/week={week}"
-        made[name] = BadInput(name, team, week, f"{folder}/{file}", failing_check,
-                              tuple(n.format(file=f"{folder}/{file}", team=team, week=week) for n in needles),
-                              build(team, week))
+        made[name] = BadInput(
+            name,
+            team,
+            week,
+            f"{folder}/{file}",
+            failing_check,
+            tuple(n.format(file=f"{folder}/{file}", team=team, week=week) for n in needles),
+            build(team, week),
+        )
     return made
 
 
@@ -328,15 +406,21 @@ DRIFT_SENSOR = "drift_retraining_sensor"
 
 def report_drift(instance: dg.DagsterInstance, partition: str) -> int:
     """A drift_report materialization saying drift, as the prediction side records it; its storage id."""
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        "drift_report", partition=partition, metadata={"drift_detected": True},
-        description="reported by the reliability drill"))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "drift_report",
+            partition=partition,
+            metadata={"drift_detected": True},
+            description="reported by the reliability drill",
+        )
+    )
     return instance.fetch_materializations(dg.AssetKey("drift_report"), limit=1, ascending=False).records[0].storage_id
 
 
 def sensor_state(instance: dg.DagsterInstance, name: str = DRIFT_SENSOR):
-    return next((s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.name == name),
-                None)
+    return next(
+        (s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.name == name), None
+    )
 
 
 def sensor_ticks(instance: dg.DagsterInstance, name: str = DRIFT_SENSOR) -> list:
@@ -344,8 +428,11 @@ def sensor_ticks(instance: dg.DagsterInstance, name: str = DRIFT_SENSOR) -> list
     state = sensor_state(instance, name)
     if state is None:
         return []
-    return [t for t in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=50)
-            if t.status != TickStatus.STARTED]
+    return [
+        t
+        for t in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=50)
+        if t.status != TickStatus.STARTED
+    ]
 
 
 def set_sensor_cursor(instance: dg.DagsterInstance, cursor: str | None, name: str = DRIFT_SENSOR) -> None:

@@ -45,8 +45,6 @@ query Events($id: ID!) { logsForRun(runId: $id, limit: 5000) { ... on EventConne
 """
 
 
-
-
 @dataclass
 class Platform:
     url: str
@@ -72,8 +70,13 @@ class Platform:
         params = {
             "selector": {"repositoryLocationName": location, "repositoryName": "__repository__", "jobName": job},
             "runConfigData": run_config or {},
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition},
-                                           {"key": "team", "value": team}, {"key": "trigger", "value": "manual"}]},
+            "executionMetadata": {
+                "tags": [
+                    {"key": "dagster/partition", "value": partition},
+                    {"key": "team", "value": team},
+                    {"key": "trigger", "value": "manual"},
+                ]
+            },
         }
         result = self.graphql(LAUNCH_MUTATION, params=params)["launchRun"]
         assert result["__typename"] == "LaunchRunSuccess", result
@@ -90,8 +93,11 @@ class Platform:
 
     def step_failures(self, run_id: str) -> list[str]:
         events = self.graphql(STEP_FAILURES_QUERY, id=run_id)["logsForRun"]["events"]
-        return [f"{e['stepKey']}: {e['error']['message']} {(e['error']['cause'] or {}).get('message', '')}"
-                for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+        return [
+            f"{e['stepKey']}: {e['error']['message']} {(e['error']['cause'] or {}).get('message', '')}"
+            for e in events
+            if e["__typename"] == "ExecutionStepFailureEvent"
+        ]
 
     def latest_metadata(self, asset: str, partition: str) -> dict:
         asset_data = self.graphql(MATERIALIZATION_QUERY, key={"path": [asset]}, partition=partition)["assetOrError"]
@@ -100,8 +106,14 @@ class Platform:
             return {}
         values = {}
         for entry in materializations[0]["metadataEntries"]:
-            values[entry["label"]] = next((entry[k] for k in ("text", "mdStr", "intValue", "floatValue", "boolValue",
-                                                              "jsonString", "schema") if k in entry), None)
+            values[entry["label"]] = next(
+                (
+                    entry[k]
+                    for k in ("text", "mdStr", "intValue", "floatValue", "boolValue", "jsonString", "schema")
+                    if k in entry
+                ),
+                None,
+            )
         return values
 
     def asset_nodes(self, partition: str) -> dict[str, dict]:
@@ -113,8 +125,13 @@ class Platform:
         stop_process_group(self.process)
 
 
-def start_platform(tmp: Path, as_of: dt.date, demo_args: str = "--weeks 2 --scoring-rows 3000",
-                   extra_env: dict | None = None, timeout: float = 240) -> Platform:
+def start_platform(
+    tmp: Path,
+    as_of: dt.date,
+    demo_args: str = "--weeks 2 --scoring-rows 3000",
+    extra_env: dict | None = None,
+    timeout: float = 240,
+) -> Platform:
     """``make dev`` with a temporary DAGSTER_HOME, landing zone and storage, on a free port.
 
     Demo data is written for the weeks up to the one holding ``as_of`` (the tests' fixed today); the
@@ -122,13 +139,26 @@ def start_platform(tmp: Path, as_of: dt.date, demo_args: str = "--weeks 2 --scor
     """
     port = free_port()
     home, landing_root, storage_root, log = tmp / "dagster_home", tmp / "landing", tmp / "storage", tmp / "dev.log"
-    env = {**os.environ, "TURBINE_LANDING_ROOT": str(landing_root), "TURBINE_STORAGE_ROOT": str(storage_root),
-           **(extra_env or {})}
-    subprocess.run([str(REPO / ".venv/bin/turbine-demo-data"), *demo_args.split(), "--as-of", as_of.isoformat()],
-                   env=env, check=True, capture_output=True)
-    process = subprocess.Popen(["make", "--no-print-directory", "dev", f"DAGSTER_HOME={home}", f"PORT={port}"],
-                               cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    env = {
+        **os.environ,
+        "TURBINE_LANDING_ROOT": str(landing_root),
+        "TURBINE_STORAGE_ROOT": str(storage_root),
+        **(extra_env or {}),
+    }
+    subprocess.run(
+        [str(REPO / ".venv/bin/turbine-demo-data"), *demo_args.split(), "--as-of", as_of.isoformat()],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "dev", f"DAGSTER_HOME={home}", f"PORT={port}"],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     platform = Platform(f"http://127.0.0.1:{port}", process, home, landing_root, storage_root, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -12,23 +12,48 @@ pytestmark = pytest.mark.slow
 TEAM = "team_a"
 # Enough training to make a real diagnostic model, little enough for CI's two cores.
 # Quality bars and precision floor low: this test checks the wiring, not the luck of a small partition.
-TRAINING_CONFIG = {"ops": {
-    "splits": {"config": {"folds": 3}},
-    "tf_model": {"config": {"epochs": 40, "patience": 8}},
-    "catboost_model": {"config": {"iterations": 150, "depth": [4], "learning_rate": [0.1], "l2_leaf_reg": [1.0, 3.0],
-                                  "cv_folds": 2}},
-    "tf_evaluation": {"config": {"n_bootstrap": 200}},
-    "catboost_evaluation": {"config": {"n_bootstrap": 200}},
-    "champion_model": {"config": {"n_bootstrap": 200, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
-    "serving_champion": {"config": {"min_precision": 0.0}},
-}}
-TRAINING_ASSETS = {"raw_data", "train_split", "test_split", "tf_model", "catboost_model", "tf_model_out_of_fold",
-                   "catboost_model_out_of_fold", "tf_evaluation", "catboost_evaluation", "champion_model",
-                   "serving_champion"}
+TRAINING_CONFIG = {
+    "ops": {
+        "splits": {"config": {"folds": 3}},
+        "tf_model": {"config": {"epochs": 40, "patience": 8}},
+        "catboost_model": {
+            "config": {
+                "iterations": 150,
+                "depth": [4],
+                "learning_rate": [0.1],
+                "l2_leaf_reg": [1.0, 3.0],
+                "cv_folds": 2,
+            }
+        },
+        "tf_evaluation": {"config": {"n_bootstrap": 200}},
+        "catboost_evaluation": {"config": {"n_bootstrap": 200}},
+        "champion_model": {"config": {"n_bootstrap": 200, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
+        "serving_champion": {"config": {"min_precision": 0.0}},
+    }
+}
+TRAINING_ASSETS = {
+    "raw_data",
+    "train_split",
+    "test_split",
+    "tf_model",
+    "catboost_model",
+    "tf_model_out_of_fold",
+    "catboost_model_out_of_fold",
+    "tf_evaluation",
+    "catboost_evaluation",
+    "champion_model",
+    "serving_champion",
+}
 PREDICTION_ASSETS = {"batch_predictions", "drift_report"}
 ARTIFACTS = REPO / "test-artifacts"
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"]
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +85,9 @@ def test_both_code_locations_load_without_errors(platform):
 
 
 def test_every_asset_is_listed(platform):
-    keys = {node["assetKey"]["path"][-1] for node in platform.graphql("{ assetNodes { assetKey { path } } }")["assetNodes"]}
+    keys = {
+        node["assetKey"]["path"][-1] for node in platform.graphql("{ assetNodes { assetKey { path } } }")["assetNodes"]
+    }
     assert TRAINING_ASSETS | PREDICTION_ASSETS <= keys
 
 
@@ -76,7 +103,9 @@ def test_training_graph_runs_and_champion_metadata_reads_back(platform, partitio
 def test_code_versions_schemas_and_sync_reach_the_ui(platform, partition, trained):
     nodes = platform.asset_nodes(partition)
     assert all(len(node["opVersion"] or "") == 12 for node in nodes.values()), nodes
-    assert nodes["tf_model"]["opVersion"] == nodes["tf_model_out_of_fold"]["opVersion"] != nodes["raw_data"]["opVersion"]
+    assert (
+        nodes["tf_model"]["opVersion"] == nodes["tf_model_out_of_fold"]["opVersion"] != nodes["raw_data"]["opVersion"]
+    )
     assert {name for name in TRAINING_ASSETS if nodes[name]["staleStatus"] != "FRESH"} == set()
     raw = platform.latest_metadata("raw_data", partition)
     columns = {column["name"]: column["type"] for column in raw["dagster/column_schema"]["columns"]}
@@ -99,7 +128,9 @@ def test_webserver_listens_on_loopback_only(platform):
         with socket.socket() as probe:
             probe.settimeout(2)
             assert probe.connect_ex((address, port)) != 0, f"the webserver answers on {address}"
-    listening = [line for line in open("/proc/net/tcp").read().splitlines()[1:] if f":{port:04X} " in line.split()[1] + " "]
+    listening = [
+        line for line in open("/proc/net/tcp").read().splitlines()[1:] if f":{port:04X} " in line.split()[1] + " "
+    ]
     assert listening and all(line.split()[1].startswith("0100007F:") for line in listening), listening
 
 
@@ -126,8 +157,14 @@ def test_browser_shows_the_asset_graph_and_champion_plot(platform, partition, tr
         page.goto(f"{platform.url}/locations/turbine-training/asset-groups/champion", wait_until="networkidle")
         page.get_by_text("champion_model").first.wait_for(timeout=60_000)
         dismiss_welcome_dialog(page)
-        for asset in ("serving_champion", "tf_model", "catboost_model", "tf_evaluation", "batch_predictions",
-                      "drift_report"):
+        for asset in (
+            "serving_champion",
+            "tf_model",
+            "catboost_model",
+            "tf_evaluation",
+            "batch_predictions",
+            "drift_report",
+        ):
             assert page.get_by_text(asset, exact=True).first.is_visible(), asset
         page.screenshot(path=ARTIFACTS / "asset_graph.png", full_page=True)
 

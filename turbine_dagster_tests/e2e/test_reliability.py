@@ -40,8 +40,9 @@ DEMO_ARGS = "--weeks 2 --scoring-rows 0"  # labeled data for the two latest week
 SMALL_TRAINING = {
     "splits": {"config": {"folds": 3}},
     "tf_model": {"config": {"epochs": 15, "patience": 5}},
-    "catboost_model": {"config": {"iterations": 60, "depth": [4], "learning_rate": [0.1], "l2_leaf_reg": [3.0],
-                                  "cv_folds": 2}},
+    "catboost_model": {
+        "config": {"iterations": 60, "depth": [4], "learning_rate": [0.1], "l2_leaf_reg": [3.0], "cv_folds": 2}
+    },
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
     "champion_model": {"config": {"n_bootstrap": 100, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
@@ -134,11 +135,12 @@ def site(tmp_path_factory, today, weeks, bad_inputs, drift_partition, traversal_
         for bad in bad_inputs.values():
             site.bad_runs[bad.name] = platform.launch("turbine-training", "training_pipeline", bad.partition, one_week)
         for name, (key, _) in traversal_keys.items():
-            site.traversal_runs[name] = drills.launch_raw(platform, "turbine-training", "training_pipeline", key,
-                                                          drills.IN_PROCESS)
+            site.traversal_runs[name] = drills.launch_raw(
+                platform, "turbine-training", "training_pipeline", key, drills.IN_PROCESS
+            )
         site.traversal_runs["prediction, relative team"] = drills.launch_raw(
-            platform, "turbine-prediction", "prediction_pipeline", traversal_keys["relative team"][0],
-            drills.IN_PROCESS)
+            platform, "turbine-prediction", "prediction_pipeline", traversal_keys["relative team"][0], drills.IN_PROCESS
+        )
         yield site
     finally:
         drills.crash(site.platform)
@@ -177,8 +179,16 @@ def test_bad_landing_data_fails_the_run_with_a_named_error_and_nothing_downstrea
 
     # Nothing downstream ran, nothing downstream was written.
     assert log.started_steps() == {"raw_data"}
-    for asset in ("train_split", "test_split", "tf_model", "catboost_model", "tf_evaluation",
-                  "catboost_evaluation", "champion_model", "serving_champion"):
+    for asset in (
+        "train_split",
+        "test_split",
+        "tf_model",
+        "catboost_model",
+        "tf_evaluation",
+        "catboost_evaluation",
+        "champion_model",
+        "serving_champion",
+    ):
         assert not drills.asset_file(site.storage, asset, bad.partition).exists(), asset
     # The team's serving champion and every registry entry are exactly as seeded.
     assert drills.snapshot(site.storage, drills.team_registry(bad.team)) == seeded_registry_of(site, bad.team)
@@ -230,8 +240,14 @@ def test_an_asset_subset_cannot_read_or_write_outside_the_storage_root(site, cur
     key = f"../../../planted-by-drill|{current_week}"
     assert (site.storage / "assets" / "raw_data" / key.split("|")[0] / f"{current_week}.parquet").resolve() == planted
 
-    result = drills.launch_raw(site.platform, "turbine-training", "training_pipeline", key, drills.IN_PROCESS,
-                               asset_selection=["train_split", "test_split"])
+    result = drills.launch_raw(
+        site.platform,
+        "turbine-training",
+        "training_pipeline",
+        key,
+        drills.IN_PROCESS,
+        asset_selection=["train_split", "test_split"],
+    )
     if result["__typename"] == "LaunchRunSuccess":
         run_id = result["run"]["runId"]
         assert site.platform.wait_for_run(run_id, timeout=300) == "FAILURE"
@@ -309,8 +325,9 @@ def test_kill_9_mid_epoch_leaves_registry_and_artifacts_intact_and_the_partition
     drills.wait_for_runs(platform, [*site.bad_runs.values(), *site.launched_traversal_runs()], timeout=480)
     before = drills.snapshot(storage)  # nothing else writes from here on
 
-    run_id = platform.launch("turbine-training", "training_pipeline", killed_partition,
-                             {**drills.IN_PROCESS, "ops": LONG_TRAINING})
+    run_id = platform.launch(
+        "turbine-training", "training_pipeline", killed_partition, {**drills.IN_PROCESS, "ops": LONG_TRAINING}
+    )
 
     def epoch_lines() -> list[str]:
         return [m for m in drills.run_log(platform, run_id).messages() if m.startswith("fold ") and " epoch " in m]
@@ -337,8 +354,9 @@ def test_kill_9_mid_epoch_leaves_registry_and_artifacts_intact_and_the_partition
     assert not drills.asset_file(storage, "tf_model", killed_partition).exists()
     assert drills.artifact_problems(storage) == []
 
-    rerun_id = platform.launch("turbine-training", "training_pipeline", killed_partition,
-                               {**drills.IN_PROCESS, "ops": SMALL_TRAINING})
+    rerun_id = platform.launch(
+        "turbine-training", "training_pipeline", killed_partition, {**drills.IN_PROCESS, "ops": SMALL_TRAINING}
+    )
     assert platform.wait_for_run(rerun_id, timeout=480) == "SUCCESS", platform.step_failures(rerun_id)
     versions = site.registry().versions(team)
     assert [(v.version, v.run_id) for v in versions] == [(1, None), (2, rerun_id)]
@@ -372,8 +390,11 @@ def test_daemon_crash_between_sensor_ticks_creates_no_duplicate_retraining_run(s
     key = f"drift-{site.drift_storage_id}"
     home = site.platform.home
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        ticks = drills.wait_for(lambda: [t for t in drills.sensor_ticks(instance) if key in t.run_keys], timeout=180,
-                                what=f"a drift sensor tick requesting {key}")
+        ticks = drills.wait_for(
+            lambda: [t for t in drills.sensor_ticks(instance) if key in t.run_keys],
+            timeout=180,
+            what=f"a drift sensor tick requesting {key}",
+        )
         requesting = ticks[-1]
         assert len(requesting.run_ids) == 1
         first_run = requesting.run_ids[0]
@@ -391,8 +412,11 @@ def test_daemon_crash_between_sensor_ticks_creates_no_duplicate_retraining_run(s
     site.platform = start_platform(site.tmp, as_of=today, demo_args=f"{DEMO_ARGS} --if-missing")
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        after = drills.wait_for(lambda: [t for t in drills.sensor_ticks(instance) if t.timestamp > restarted_at],
-                                timeout=180, what="a drift sensor tick after the restart")
+        after = drills.wait_for(
+            lambda: [t for t in drills.sensor_ticks(instance) if t.timestamp > restarted_at],
+            timeout=180,
+            what="a drift sensor tick after the restart",
+        )
         replayed = after[-1]
         assert key in replayed.run_keys, replayed  # the crash window was replayed: the same key asked for again
         assert replayed.run_ids == [] and replayed.status == TickStatus.SKIPPED, replayed
@@ -404,5 +428,8 @@ def test_daemon_crash_between_sensor_ticks_creates_no_duplicate_retraining_run(s
             cursor = drills.sensor_state(instance).instigator_data.cursor
             return json.loads(cursor)["after"] if cursor else 0
 
-        drills.wait_for(lambda: saved_after() >= site.drift_storage_id, timeout=30,
-                        what=f"the drift sensor's saved cursor past drift event {site.drift_storage_id}")
+        drills.wait_for(
+            lambda: saved_after() >= site.drift_storage_id,
+            timeout=30,
+            what=f"the drift sensor's saved cursor past drift event {site.drift_storage_id}",
+        )

@@ -20,8 +20,11 @@ REPOSITORY = "__repository__"
 
 def per_team_rules(config: dict) -> list[dict]:
     """The ``tag_concurrency_limits`` entries that limit runs per unique tag value (the per-team limit)."""
-    return [rule for rule in config["concurrency"]["runs"].get("tag_concurrency_limits") or []
-            if rule.get("value") == {"applyLimitPerUniqueValue": True}]
+    return [
+        rule
+        for rule in config["concurrency"]["runs"].get("tag_concurrency_limits") or []
+        if rule.get("value") == {"applyLimitPerUniqueValue": True}
+    ]
 
 
 def lowered_instance(home: Path, gpu_limit: int, team_limit: int) -> dict:
@@ -39,8 +42,21 @@ def lowered_instance(home: Path, gpu_limit: int, team_limit: int) -> dict:
 
 
 def write_workspace(path: Path, module: str) -> Path:
-    path.write_text(yaml.safe_dump({"load_from": [{"python_module": {
-        "module_name": module, "location_name": LOCATION, "working_directory": str(REPO)}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "load_from": [
+                    {
+                        "python_module": {
+                            "module_name": module,
+                            "location_name": LOCATION,
+                            "working_directory": str(REPO),
+                        }
+                    }
+                ]
+            }
+        )
+    )
     return path
 
 
@@ -50,8 +66,14 @@ def setup_instance(env: dict) -> None:
 
 
 def start(command: list, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(part) for part in command], env=env, cwd=REPO, start_new_session=True,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [str(part) for part in command],
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -60,8 +82,6 @@ def stop(process: subprocess.Popen) -> None:
 
 def start_daemon(workspace: Path, env: dict, log: Path) -> subprocess.Popen:
     return start([BIN / "dagster-daemon", "run", "-w", workspace], env, log)
-
-
 
 
 @dataclass

@@ -18,8 +18,11 @@ def drift_report() -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"drift_detected": False})
 
 
-prediction_job = team_week_job("prediction_pipeline", dg.AssetSelection.groups("prediction", "monitoring"),
-                               "Instant stand-ins for the prediction assets.")
+prediction_job = team_week_job(
+    "prediction_pipeline",
+    dg.AssetSelection.groups("prediction", "monitoring"),
+    "Instant stand-ins for the prediction assets.",
+)
 
 defs = dg.Definitions(
     assets=[batch_predictions, drift_report],

@@ -12,7 +12,15 @@ import pytest
 from turbine_dagster.core.capacity import predicted_makespan, queue_limits_from_instance_yaml
 from turbine_dagster.core.demo_data import recent_weeks
 from turbine_dagster_tests.queue.harness import (
-    BIN, REPO, lowered_instance, max_overlap, setup_instance, start_daemon, stop, write_workspace)
+    BIN,
+    REPO,
+    lowered_instance,
+    max_overlap,
+    setup_instance,
+    start_daemon,
+    stop,
+    write_workspace,
+)
 
 TEAM_TAG = "dagster/partition/team"  # the tag the per-team limit counts
 GPU_LIMIT, TEAM_LIMIT = 2, 1
@@ -32,8 +40,24 @@ def test_gpu_queue_holds_the_pool_and_team_limits(tmp_path, today):
 
     weeks = recent_weeks(2, today=today)  # past weeks: partitions for the daemon, which keeps the real clock
     partitions = [f"{team}|{week}" for team in TEAMS for week in weeks]  # team-major: the team limit must skip
-    subprocess.run([BIN / "dagster", "job", "backfill", "-w", workspace, "-j", "gpu_probe_job", "--noprompt",
-                    "--partitions", ",".join(partitions)], env=env, check=True, capture_output=True, cwd=REPO)
+    subprocess.run(
+        [
+            BIN / "dagster",
+            "job",
+            "backfill",
+            "-w",
+            workspace,
+            "-j",
+            "gpu_probe_job",
+            "--noprompt",
+            "--partitions",
+            ",".join(partitions),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
 
     instance = dg.DagsterInstance.from_config(str(home))
     runs = instance.get_runs()
@@ -70,8 +94,13 @@ def test_gpu_queue_holds_the_pool_and_team_limits(tmp_path, today):
     mean_run = sum(end - start for start, end in intervals) / len(intervals)
     measured = max(end for _, end in intervals) - min(start for start, _ in intervals)
     predicted = predicted_makespan(len(partitions), mean_run, limits.gpu_runs, limits.per_team_runs, teams=len(TEAMS))
-    report = {"runs": len(partitions), "mean_run_s": round(mean_run, 2), "measured_makespan_s": round(measured, 2),
-              "predicted_makespan_s": round(predicted, 2), "measured_over_predicted": round(measured / predicted, 3)}
+    report = {
+        "runs": len(partitions),
+        "mean_run_s": round(mean_run, 2),
+        "measured_makespan_s": round(measured, 2),
+        "predicted_makespan_s": round(predicted, 2),
+        "measured_over_predicted": round(measured / predicted, 3),
+    }
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     (artifacts / "gpu_queue_makespan.json").write_text(json.dumps(report, indent=1))

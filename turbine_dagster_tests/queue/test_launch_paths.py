@@ -78,31 +78,39 @@ class Launcher:
         self.paths: dict[str, str] = {}  # run id -> launch path
 
     def _launch(self, path: str, job: str, tags: list[dict], assets: bool) -> None:
-        selector = {**REPOSITORY, "pipelineName": job, **({"assetSelection": [ASSET], "assetCheckSelection": []}
-                                                          if assets else {})}
-        params = {"mode": "default", "runConfigData": "{}", "selector": selector,
-                  "executionMetadata": {"tags": tags}}
+        selector = {
+            **REPOSITORY,
+            "pipelineName": job,
+            **({"assetSelection": [ASSET], "assetCheckSelection": []} if assets else {}),
+        }
+        params = {"mode": "default", "runConfigData": "{}", "selector": selector, "executionMetadata": {"tags": tags}}
         result = self.server.graphql(LAUNCH, executionParams=params)["launchPipelineExecution"]
         assert result["__typename"] == "LaunchRunSuccess", result
         self.paths[result["run"]["runId"]] = path
 
     def materialize(self, path: str, job: str, partition: str) -> None:
         """The Materialize dialog with one partition: the partition's tags, fetched from the host, launched."""
-        tags = self.server.graphql(ASSET_JOB_PARTITION_TAGS, **REPOSITORY, jobName=job, partitionName=partition,
-                                   assetKeys=[ASSET])["pipelineOrError"]["partition"]["tagsOrError"]["results"]
+        tags = self.server.graphql(
+            ASSET_JOB_PARTITION_TAGS, **REPOSITORY, jobName=job, partitionName=partition, assetKeys=[ASSET]
+        )["pipelineOrError"]["partition"]["tagsOrError"]["results"]
         self._launch(path, job, tags, assets=True)
 
     def launchpad(self, partition: str) -> None:
         """The job's Launchpad with a partition chosen: the partition set's tags, launched with the job."""
-        partition_set = self.server.graphql(PARTITION_SET_TAGS, repositorySelector=REPOSITORY,
-                                            partitionSetName=PARTITION_SET, partitionName=partition)
+        partition_set = self.server.graphql(
+            PARTITION_SET_TAGS, repositorySelector=REPOSITORY, partitionSetName=PARTITION_SET, partitionName=partition
+        )
         tags = partition_set["partitionSetOrError"]["partition"]["tagsOrError"]["results"]
         self._launch("Launchpad (job)", JOB, tags, assets=False)
 
     def api_with_partition_only(self, job: str, partition: str) -> None:
         tags = [{"key": "dagster/partition", "value": partition}]
-        self._launch(f"GraphQL launchRun, only dagster/partition ({'asset job' if job == ASSET_JOB else 'job'})",
-                     job, tags, assets=job == ASSET_JOB)
+        self._launch(
+            f"GraphQL launchRun, only dagster/partition ({'asset job' if job == ASSET_JOB else 'job'})",
+            job,
+            tags,
+            assets=job == ASSET_JOB,
+        )
 
     def backfill(self, partitions: list[str], job: bool) -> None:
         params = {"partitionNames": partitions, "fromFailure": False, "tags": []}
@@ -125,8 +133,11 @@ class Launcher:
         if "dagster/sensor_name" in run.tags:
             return f"sensor {run.tags['dagster/sensor_name']}"
         if "dagster/backfill" in run.tags:
-            return "asset backfill (UI Materialize, several partitions)" if run.job_name == ASSET_JOB else \
-                "job backfill (UI, job's partitions)"
+            return (
+                "asset backfill (UI Materialize, several partitions)"
+                if run.job_name == ASSET_JOB
+                else "job backfill (UI, job's partitions)"
+            )
         return "unknown"
 
 
@@ -136,8 +147,10 @@ def team_of(run: dg.DagsterRun) -> str:
 
 
 def tag_table(rows: dict[str, list[dg.DagsterRun]], limit_keys: list[str]) -> str:
-    lines = ["| launch path | runs | tags written | " + " | ".join(f"`{k}`" for k in limit_keys) + " |",
-             "|---|---|---|" + "---|" * len(limit_keys)]
+    lines = [
+        "| launch path | runs | tags written | " + " | ".join(f"`{k}`" for k in limit_keys) + " |",
+        "|---|---|---|" + "---|" * len(limit_keys),
+    ]
     for path, runs in sorted(rows.items()):
         keys = sorted({key for run in runs for key in run.tags if not key.startswith(".")})  # not Dagster's hidden
         marks = ["yes" if all(key in run.tags for run in runs) else "no" for key in limit_keys]
@@ -151,8 +164,12 @@ def test_team_limit_holds_on_every_launch_path(tmp_path, today):
     config = harness.lowered_instance(home, GPU_LIMIT, TEAM_LIMIT)
     limit_keys = [rule["key"] for rule in harness.per_team_rules(config)]
     workspace = harness.write_workspace(tmp_path / "workspace.yaml", "turbine_dagster_tests.queue.launch_paths_defs")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "TURBINE_PROBE_SECONDS": "2",
-           "TURBINE_PROBE_LANDING_ROOT": str(landing)}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "TURBINE_PROBE_SECONDS": "2",
+        "TURBINE_PROBE_LANDING_ROOT": str(landing),
+    }
     harness.setup_instance(env)
 
     weeks = recent_weeks(4, today=today)  # past weeks: partitions for the daemon, which keeps the real clock
@@ -160,8 +177,11 @@ def test_team_limit_holds_on_every_launch_path(tmp_path, today):
         DemoDataWriter().write_labeled(landing, TEAM, week, 20)
     instance = dg.DagsterInstance.from_config(str(home))
     for team in (TEAM, "team_b"):  # drift reports: one drift retraining each (the team cooldown allows one)
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            asset_key="drift_report", partition=f"{team}|{weeks[3]}", metadata={"drift_detected": True}))
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key="drift_report", partition=f"{team}|{weeks[3]}", metadata={"drift_detected": True}
+            )
+        )
 
     server = harness.start_webserver(workspace, env, tmp_path / "webserver.log")
     daemon = None
@@ -170,8 +190,11 @@ def test_team_limit_holds_on_every_launch_path(tmp_path, today):
     try:
         launcher = Launcher(server)
         # The landing sensor's first tick would only record a baseline: start it from an empty one.
-        server.graphql(SET_SENSOR_CURSOR, sensorSelector={**REPOSITORY, "sensorName": "new_landing_data_sensor"},
-                       cursor=json.dumps({"runnable": {}, "early": {}, "strays": []}))
+        server.graphql(
+            SET_SENSOR_CURSOR,
+            sensorSelector={**REPOSITORY, "sensorName": "new_landing_data_sensor"},
+            cursor=json.dumps({"runnable": {}, "early": {}, "strays": []}),
+        )
         # Queued while no daemon runs, so that the burst starts at once.
         launcher.materialize("UI Materialize, one partition (asset graph)", ASSET_JOB, f"{TEAM}|{weeks[0]}")
         launcher.materialize("UI Materialize, one partition (job page)", JOB, f"{TEAM}|{weeks[1]}")
@@ -208,19 +231,32 @@ def test_team_limit_holds_on_every_launch_path(tmp_path, today):
     for run in runs:
         by_path[launcher.path_of(run)].append(run)
     intervals = [(r.start_time, r.end_time) for r in records if r.start_time and r.end_time]
-    team_peaks = {team: harness.max_overlap([(r.start_time, r.end_time) for r in records
-                                             if team_of(r.dagster_run) == team and r.start_time and r.end_time])
-                  for team in sorted({team_of(run) for run in runs})}
+    team_peaks = {
+        team: harness.max_overlap(
+            [
+                (r.start_time, r.end_time)
+                for r in records
+                if team_of(r.dagster_run) == team and r.start_time and r.end_time
+            ]
+        )
+        for team in sorted({team_of(run) for run in runs})
+    }
     print(f"\nlimit keys: {limit_keys}; limits: gpu {GPU_LIMIT}, per team {TEAM_LIMIT}")
     print(tag_table(by_path, limit_keys))
-    print(f"peak in progress, all runs: {harness.max_overlap(intervals)} (sampled {sampled_all}); per team: "
-          f"{team_peaks} (sampled {dict(sampled_team)}); runs per team: "
-          f"{ {t: sum(team_of(r) == t for r in runs) for t in team_peaks} }")
+    print(
+        f"peak in progress, all runs: {harness.max_overlap(intervals)} (sampled {sampled_all}); per team: "
+        f"{team_peaks} (sampled {dict(sampled_team)}); runs per team: "
+        f"{ {t: sum(team_of(r) == t for r in runs) for t in team_peaks} }"
+    )
 
     assert len(runs) >= expected_at_least, f"only {len(runs)} of {expected_at_least} runs were created"
-    assert set(by_path) >= {"schedule", "sensor drift_retraining_sensor", "sensor new_landing_data_sensor",
-                            "asset backfill (UI Materialize, several partitions)",
-                            "job backfill (UI, job's partitions)"}, sorted(by_path)
+    assert set(by_path) >= {
+        "schedule",
+        "sensor drift_retraining_sensor",
+        "sensor new_landing_data_sensor",
+        "asset backfill (UI Materialize, several partitions)",
+        "job backfill (UI, job's partitions)",
+    }, sorted(by_path)
     assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(runs)
     assert all(run.tags.get("dagster/schedule_name") is None or team_of(run) == SCHEDULED_TEAM for run in runs)
     # The limit counts a tag every run carries, with the run's own team as its value.

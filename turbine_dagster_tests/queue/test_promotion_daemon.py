@@ -32,10 +32,17 @@ def _wait(condition, what: str, timeout: float = 180):
 
 
 def _decision(instance, partition: str, promoted: bool, version: int) -> None:
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key="serving_champion", partition=partition,
-        metadata={"promoted": promoted, "serving_version": version if promoted else version - 1,
-                  "challenger_version": version}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="serving_champion",
+            partition=partition,
+            metadata={
+                "promoted": promoted,
+                "serving_version": version if promoted else version - 1,
+                "challenger_version": version,
+            },
+        )
+    )
 
 
 @pytest.mark.slow
@@ -47,17 +54,24 @@ def test_a_promotion_reruns_the_teams_predictions_once_with_the_daemon(tmp_path,
     harness.setup_instance(env)
     weeks = recent_weeks(3, today=today)
     instance = dg.DagsterInstance.from_config(str(home))
-    instance.report_runless_asset_event(dg.AssetMaterialization(  # a later week already scored
-        asset_key="batch_predictions", partition=f"team_a|{weeks[2]}"))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(  # a later week already scored
+            asset_key="batch_predictions", partition=f"team_a|{weeks[2]}"
+        )
+    )
 
     daemon = harness.start_daemon(workspace, env, tmp_path / "daemon.log")
     try:
-        state = _wait(lambda: (s := _sensor_state(instance)) and s.instigator_data and s.instigator_data.cursor and s,
-                      "the sensor's first tick")
+        state = _wait(
+            lambda: (s := _sensor_state(instance)) and s.instigator_data and s.instigator_data.cursor and s,
+            "the sensor's first tick",
+        )
         _decision(instance, f"team_a|{weeks[1]}", promoted=True, version=2)
         _decision(instance, f"team_b|{weeks[1]}", promoted=False, version=2)
-        _wait(lambda: len(runs := instance.get_runs()) >= 2 and all(r.status in FINISHED for r in runs),
-              "two finished runs")
+        _wait(
+            lambda: len(runs := instance.get_runs()) >= 2 and all(r.status in FINISHED for r in runs),
+            "two finished runs",
+        )
         ticks = _ticks(instance, state)
         _wait(lambda: _ticks(instance, state) >= ticks + 3, "three more sensor ticks")
     finally:
@@ -67,7 +81,10 @@ def test_a_promotion_reruns_the_teams_predictions_once_with_the_daemon(tmp_path,
     assert [r.tags["dagster/partition"] for r in runs] == [f"team_a|{weeks[1]}", f"team_a|{weeks[2]}"]
     for run in runs:
         assert run.status == dg.DagsterRunStatus.SUCCESS
-        assert (run.job_name, run.tags["trigger"], run.tags["promoted_version"]) == \
-            ("prediction_pipeline", "promotion", "2")
+        assert (run.job_name, run.tags["trigger"], run.tags["promoted_version"]) == (
+            "prediction_pipeline",
+            "promotion",
+            "2",
+        )
         assert run.asset_selection == {dg.AssetKey("batch_predictions"), dg.AssetKey("drift_report")}
         assert run.tags["dagster/partition/team"] == "team_a"

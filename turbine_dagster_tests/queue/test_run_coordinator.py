@@ -12,16 +12,23 @@ from dagster._core.test_utils import create_run_for_test
 
 from turbine_dagster_tests.queue.probe_defs import defs
 
-COORDINATOR = {"run_coordinator": {"module": "turbine_dagster.run_coordinator",
-                                   "class": "PartitionTaggingRunCoordinator"}}
+COORDINATOR = {
+    "run_coordinator": {"module": "turbine_dagster.run_coordinator", "class": "PartitionTaggingRunCoordinator"}
+}
 JOB = "gpu_probe_job"
 ORIGIN = RemoteJobOrigin(
     repository_origin=RemoteRepositoryOrigin(
         code_location_origin=GrpcServerCodeLocationOrigin(host="localhost", port=4000, location_name="probe"),
-        repository_name="__repository__"),
-    job_name=JOB)
-CODE_ORIGIN = JobPythonOrigin(JOB, RepositoryPythonOrigin(
-    executable_path=sys.executable, code_pointer=ModuleCodePointer("turbine_dagster_tests.queue.probe_defs", "defs")))
+        repository_name="__repository__",
+    ),
+    job_name=JOB,
+)
+CODE_ORIGIN = JobPythonOrigin(
+    JOB,
+    RepositoryPythonOrigin(
+        executable_path=sys.executable, code_pointer=ModuleCodePointer("turbine_dagster_tests.queue.probe_defs", "defs")
+    ),
+)
 
 
 class Workspace:
@@ -36,13 +43,20 @@ class Workspace:
         if self.fail:
             return PartitionExecutionErrorSnap(error=None)
         job = defs.resolve_job_def(job_name)
-        return PartitionTagsSnap(name=partition_name,
-                                 tags=job.get_tags_for_partition_key(partition_name, selected_asset_keys=None))
+        return PartitionTagsSnap(
+            name=partition_name, tags=job.get_tags_for_partition_key(partition_name, selected_asset_keys=None)
+        )
 
 
 def _submit(instance, tags: dict, workspace: Workspace) -> dg.DagsterRun:
-    run = create_run_for_test(instance, job_name=JOB, tags=tags, remote_job_origin=ORIGIN,
-                              job_code_origin=CODE_ORIGIN, status=dg.DagsterRunStatus.NOT_STARTED)
+    run = create_run_for_test(
+        instance,
+        job_name=JOB,
+        tags=tags,
+        remote_job_origin=ORIGIN,
+        job_code_origin=CODE_ORIGIN,
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
     instance.submit_run(run.run_id, workspace)
     return instance.get_run_by_id(run.run_id)
 
@@ -71,8 +85,17 @@ def test_a_partition_without_tags_still_queues_the_run(week):
 
 
 def test_the_coordinator_keeps_the_instances_run_queue_limits():
-    config = {**COORDINATOR, "concurrency": {"runs": {"max_concurrent_runs": 3, "tag_concurrency_limits": [
-        {"key": "dagster/partition/team", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]}}}
+    config = {
+        **COORDINATOR,
+        "concurrency": {
+            "runs": {
+                "max_concurrent_runs": 3,
+                "tag_concurrency_limits": [
+                    {"key": "dagster/partition/team", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+                ],
+            }
+        },
+    }
     with dg.instance_for_test(overrides=config) as instance:
         queue = instance.get_concurrency_config().run_queue_config
     assert queue.max_concurrent_runs == 3 and queue.tag_concurrency_limits[0]["key"] == "dagster/partition/team"

@@ -10,9 +10,16 @@ from turbine_dagster.defs.resources import executor_for, resources_for
 from turbine_dagster.defs.schedules import team_schedules
 
 # Imported once per run by the executor's fork server: every step process starts with them loaded.
-PRELOAD_MODULES = ("turbine_dagster.locations.prediction", "tensorflow", "keras", "catboost",
-                   "turbine_dagster.core.scoring", "turbine_dagster.core.model_store", "turbine_dagster.core.drift",
-                   "turbine_dagster.core.comparison")
+PRELOAD_MODULES = (
+    "turbine_dagster.locations.prediction",
+    "tensorflow",
+    "keras",
+    "catboost",
+    "turbine_dagster.core.scoring",
+    "turbine_dagster.core.model_store",
+    "turbine_dagster.core.drift",
+    "turbine_dagster.core.comparison",
+)
 
 prediction_job = team_week_job(
     "prediction_pipeline",

@@ -46,21 +46,28 @@ def _scored_weeks(instance: dg.DagsterInstance, team: str) -> set[str]:
 
 
 def promotion_rescoring_sensor_for(job, minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
-    @dg.sensor(name="promotion_rescoring_sensor", job=job, minimum_interval_seconds=minimum_interval_seconds,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="When serving_champion promotes a new version, re-runs batch_predictions and drift_report "
-                           "of the week it was trained for and of the team's later weeks already scored, once, from "
-                           "the new champion. Refusals trigger nothing. The first tick records where to start.")
+    @dg.sensor(
+        name="promotion_rescoring_sensor",
+        job=job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="When serving_champion promotes a new version, re-runs batch_predictions and drift_report "
+        "of the week it was trained for and of the team's later weeks already scored, once, from "
+        "the new champion. Refusals trigger nothing. The first tick records where to start.",
+    )
     def promotion_rescoring_sensor(context: dg.SensorEvaluationContext):
         if not context.cursor:
             after = _latest_storage_id(context.instance)
             return dg.SensorResult(
                 cursor=json.dumps({"after": after}),
-                skip_reason=f"first tick: acting on serving_champion events after storage id {after}")
+                skip_reason=f"first tick: acting on serving_champion events after storage id {after}",
+            )
         state = json.loads(context.cursor)
         result = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=SERVING_CHAMPION, after_storage_id=state["after"]),
-            limit=EVENTS_PER_TICK, ascending=True)
+            limit=EVENTS_PER_TICK,
+            ascending=True,
+        )
         # Per team, the promotions of this tick: several (a training backfill) re-score each week once.
         promotions: dict[str, dict] = {}
         refused = []
@@ -84,19 +91,27 @@ def promotion_rescoring_sensor_for(job, minimum_interval_seconds: int = 60) -> d
         for team, promotion in sorted(promotions.items()):
             first = min(promotion["weeks"])
             weeks = promotion["weeks"] | {w for w in _scored_weeks(context.instance, team) if w > first}
-            context.log.info(f"{team}: version {promotion['version']} promoted (trained on "
-                             f"{', '.join(sorted(promotion['weeks']))}); re-scoring {', '.join(sorted(weeks))}")
-            requests += [dg.RunRequest(
-                run_key=f"promotion-{promotion['storage_id']}-{team}-{week}",  # once per promotion and week
-                partition_key=team_week_key(team, week),
-                asset_selection=list(RESCORED),
-                tags={**run_tags(team, TRIGGER), PROMOTED_VERSION_TAG: str(promotion["version"])},
-            ) for week in sorted(weeks)]
+            context.log.info(
+                f"{team}: version {promotion['version']} promoted (trained on "
+                f"{', '.join(sorted(promotion['weeks']))}); re-scoring {', '.join(sorted(weeks))}"
+            )
+            requests += [
+                dg.RunRequest(
+                    run_key=f"promotion-{promotion['storage_id']}-{team}-{week}",  # once per promotion and week
+                    partition_key=team_week_key(team, week),
+                    asset_selection=list(RESCORED),
+                    tags={**run_tags(team, TRIGGER), PROMOTED_VERSION_TAG: str(promotion["version"])},
+                )
+                for week in sorted(weeks)
+            ]
         skip = None
         if not requests:
-            skip = (f"{len(result.records)} new serving_champion decision(s), none a promotion"
-                    + (f" (refused: {', '.join(refused)})" if refused else "")
-                    if result.records else "no new serving_champion materializations")
+            skip = (
+                f"{len(result.records)} new serving_champion decision(s), none a promotion"
+                + (f" (refused: {', '.join(refused)})" if refused else "")
+                if result.records
+                else "no new serving_champion materializations"
+            )
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(state), skip_reason=skip)
 
     return promotion_rescoring_sensor

@@ -15,31 +15,59 @@ from turbine_dagster.defs.resources import ModelRegistryResource
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 
 OWNERS = ["team:data-science"]
-champion_side_asset = functools.partial(dg.asset, partitions_def=team_week_partitions, group_name="champion",
-                                        kinds={"python"}, owners=OWNERS, io_manager_key="json_io_manager",
-                                        retry_policy=STORAGE_RETRY_POLICY)
+champion_side_asset = functools.partial(
+    dg.asset,
+    partitions_def=team_week_partitions,
+    group_name="champion",
+    kinds={"python"},
+    owners=OWNERS,
+    io_manager_key="json_io_manager",
+    retry_policy=STORAGE_RETRY_POLICY,
+)
 
 
 class ChampionConfig(dg.Config):
     policy: Literal["recall_first", "win_count"] = Field(
-        "recall_first", description="recall_first: malignant recall, then benign precision, then malignant F1. "
-                                    "win_count: most classification_report keys won. Both decide on out-of-fold "
-                                    "reports, never on the holdout.")
+        "recall_first",
+        description="recall_first: malignant recall, then benign precision, then malignant F1. "
+        "win_count: most classification_report keys won. Both decide on out-of-fold "
+        "reports, never on the holdout.",
+    )
     tie_tolerance: float = Field(0.0, ge=0, description="recall_first: differences up to this are ties.")
     n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the holdout report's 95% intervals.")
-    min_malignant_recall: float = Field(0.95, ge=0, le=1, description="Quality bar (check champion_meets_quality_bars):"
-                                                                     " on the holdout, at the champion's threshold.")
-    min_roc_auc: float = Field(0.98, ge=0, le=1, description="Quality bar (check champion_meets_quality_bars): on the "
-                                                            "holdout.")
+    min_malignant_recall: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="Quality bar (check champion_meets_quality_bars): on the holdout, at the champion's threshold.",
+    )
+    min_roc_auc: float = Field(
+        0.98, ge=0, le=1, description="Quality bar (check champion_meets_quality_bars): on the holdout."
+    )
 
 
 class PromotionConfig(dg.Config):
-    margin: float = Field(selection.GateRule.margin, ge=0, lt=1, description="Non-inferiority margin: share of holdout malignant cases the "
-                                                       "candidate may miss beyond the serving champion's misses.")
-    alpha: float = Field(selection.GateRule.alpha, gt=0, lt=1, description="Refuse when the one-sided exact binomial test says the "
-                                                      "candidate is worse than the margin at this level.")
-    min_precision: float = Field(selection.GateRule.min_precision, ge=0, le=1, description="Refuse a candidate whose holdout malignant precision "
-                                                               "is below this floor (more false alarms than cancers).")
+    margin: float = Field(
+        selection.GateRule.margin,
+        ge=0,
+        lt=1,
+        description="Non-inferiority margin: share of holdout malignant cases the "
+        "candidate may miss beyond the serving champion's misses.",
+    )
+    alpha: float = Field(
+        selection.GateRule.alpha,
+        gt=0,
+        lt=1,
+        description="Refuse when the one-sided exact binomial test says the "
+        "candidate is worse than the margin at this level.",
+    )
+    min_precision: float = Field(
+        selection.GateRule.min_precision,
+        ge=0,
+        le=1,
+        description="Refuse a candidate whose holdout malignant precision "
+        "is below this floor (more false alarms than cancers).",
+    )
 
 
 def quality_bars_result(champion: dict, bars: selection.QualityBars) -> dg.AssetCheckResult:
@@ -50,24 +78,43 @@ def quality_bars_result(champion: dict, bars: selection.QualityBars) -> dg.Asset
         passed=not failures,
         severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(failures) or f"{champion['champion']} passes every quality bar",
-        metadata={"malignant_recall": champion["metrics"]["malignant_recall"], "roc_auc": champion["metrics"]["roc_auc"],
-                  "min_malignant_recall": bars.min_malignant_recall, "min_roc_auc": bars.min_roc_auc},
+        metadata={
+            "malignant_recall": champion["metrics"]["malignant_recall"],
+            "roc_auc": champion["metrics"]["roc_auc"],
+            "min_malignant_recall": bars.min_malignant_recall,
+            "min_roc_auc": bars.min_roc_auc,
+        },
     )
 
 
 @versioned
 @champion_side_asset(
     description="Applies both selection policies to the out-of-fold evaluations, grades the chosen model once on "
-                "the holdout, and registers it as a candidate version in the model registry.",
-    check_specs=[dg.AssetCheckSpec("champion_meets_quality_bars", asset="champion_model", blocking=True,
-                                   partitions_def=team_week_partitions,
-                                   description="The champion must reach the minimum quality bars on the holdout "
-                                               "before the gate may promote it.")],
+    "the holdout, and registers it as a candidate version in the model registry.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "champion_meets_quality_bars",
+            asset="champion_model",
+            blocking=True,
+            partitions_def=team_week_partitions,
+            description="The champion must reach the minimum quality bars on the holdout "
+            "before the gate may promote it.",
+        )
+    ],
 )
-def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, registry: ModelRegistryResource,
-                   tf_model: Any, catboost_model: Any, tf_evaluation: dict, catboost_evaluation: dict,
-                   tf_model_checkpoints: list, catboost_model_checkpoints: list,
-                   train_split: pd.DataFrame, test_split: pd.DataFrame):  # a MaterializeResult, with its check
+def champion_model(
+    context: dg.AssetExecutionContext,
+    config: ChampionConfig,
+    registry: ModelRegistryResource,
+    tf_model: Any,
+    catboost_model: Any,
+    tf_evaluation: dict,
+    catboost_evaluation: dict,
+    tf_model_checkpoints: list,
+    catboost_model_checkpoints: list,
+    train_split: pd.DataFrame,
+    test_split: pd.DataFrame,
+):  # a MaterializeResult, with its check
     from turbine_dagster.core.checkpoints import Checkpoint
     from turbine_dagster.core.models import predict_malignant_proba
 
@@ -93,29 +140,44 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, re
         run_id=context.run.run_id,
         data_version=data.fingerprint(train_split),
         reference=train_split.loc[:, list(FEATURE_COLUMNS)],
-        checkpoints=[Checkpoint.from_dict(c) for c in
-                     {"tf_model": tf_model_checkpoints, "catboost_model": catboost_model_checkpoints}[chosen.champion]],
+        checkpoints=[
+            Checkpoint.from_dict(c)
+            for c in {"tf_model": tf_model_checkpoints, "catboost_model": catboost_model_checkpoints}[chosen.champion]
+        ],
         split_scheme=scheme,
     )
     context.log.info(f"{chosen.reason} Registered as {version.label} for {team}.")
     verdicts = {name: verdict.to_dict() for name, verdict in chosen.verdicts.items()}
     choice = decision_report["threshold_choice"]
-    champion = {"team": team, "week": week, **chosen.to_dict(), "version": version.version,
-                "model_type": version.model_type, "threshold": threshold, "metrics": metrics,
-                "decision_data": "out-of-fold", "threshold_choice": choice, "split_scheme": scheme,
-                "holdout_report": holdout}
+    champion = {
+        "team": team,
+        "week": week,
+        **chosen.to_dict(),
+        "version": version.version,
+        "model_type": version.model_type,
+        "threshold": threshold,
+        "metrics": metrics,
+        "decision_data": "out-of-fold",
+        "threshold_choice": choice,
+        "split_scheme": scheme,
+        "holdout_report": holdout,
+    }
     return dg.MaterializeResult(
         value=champion,
-        check_results=[quality_bars_result(champion, selection.QualityBars(config.min_malignant_recall,
-                                                                           config.min_roc_auc))],
+        check_results=[
+            quality_bars_result(champion, selection.QualityBars(config.min_malignant_recall, config.min_roc_auc))
+        ],
         metadata={
             "champion": chosen.champion,
             "policy": config.policy,
             "reason": chosen.reason,
             "decision_data": dg.MetadataValue.md(
-                "\n".join(f"- **{policy.replace('_', ' ')}**: out-of-fold classification reports of both models "
-                           f"({decision_report['n']} development cases); the holdout was not read"
-                           for policy in selection.POLICIES)),
+                "\n".join(
+                    f"- **{policy.replace('_', ' ')}**: out-of-fold classification reports of both models "
+                    f"({decision_report['n']} development cases); the holdout was not read"
+                    for policy in selection.POLICIES
+                )
+            ),
             "registry_version": version.version,
             "checkpoints": ", ".join(c.checkpoint_id for c in version.checkpoints),
             "threshold": threshold,
@@ -137,12 +199,17 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, re
 @versioned
 @champion_side_asset(
     description="The promotion gate: candidate and serving champion are scored on the same holdout cases, which "
-                "neither trained, early-stopped nor chose its threshold on, and compared paired as a "
-                "non-inferiority rule on malignant recall, with a precision floor. Promotions are serialised by "
-                "the registry.",
+    "neither trained, early-stopped nor chose its threshold on, and compared paired as a "
+    "non-inferiority rule on malignant recall, with a precision floor. Promotions are serialised by "
+    "the registry.",
 )
-def serving_champion(context: dg.AssetExecutionContext, config: PromotionConfig, registry: ModelRegistryResource,
-                     champion_model: dict, test_split: pd.DataFrame) -> dg.Output[dict]:
+def serving_champion(
+    context: dg.AssetExecutionContext,
+    config: PromotionConfig,
+    registry: ModelRegistryResource,
+    champion_model: dict,
+    test_split: pd.DataFrame,
+) -> dg.Output[dict]:
     from turbine_dagster.core.models import predict_malignant_proba
 
     store = registry.registry()
@@ -159,8 +226,10 @@ def serving_champion(context: dg.AssetExecutionContext, config: PromotionConfig,
         if serving is None:
             return selection.promotion_decision(labels, flags(challenger), None, rule)
         if serving.split_scheme != scheme:
-            why = (f"serving {serving.label} was trained under split scheme {serving.split_scheme or 'none recorded'}, "
-                   f"not {scheme}, and may have trained on these holdout cases: no paired comparison")
+            why = (
+                f"serving {serving.label} was trained under split scheme {serving.split_scheme or 'none recorded'}, "
+                f"not {scheme}, and may have trained on these holdout cases: no paired comparison"
+            )
             return selection.promotion_decision(labels, flags(challenger), None, rule, unpaired_reason=why)
         return selection.promotion_decision(labels, flags(challenger), flags(serving), rule)
 
@@ -169,10 +238,16 @@ def serving_champion(context: dg.AssetExecutionContext, config: PromotionConfig,
     context.log.info(f"{team}: {decision.reason}")
     details = {f"gate_{name}": value for name, value in decision.details.items()}
     return dg.Output(
-        {"team": team, "serving_version": serving.version if serving else None,
-         "challenger_version": challenger.version, "promoted": decision.promote, "reason": decision.reason,
-         "details": decision.details, "model_type": serving.model_type if serving else None,
-         "threshold": serving.threshold if serving else None},
+        {
+            "team": team,
+            "serving_version": serving.version if serving else None,
+            "challenger_version": challenger.version,
+            "promoted": decision.promote,
+            "reason": decision.reason,
+            "details": decision.details,
+            "model_type": serving.model_type if serving else None,
+            "threshold": serving.threshold if serving else None,
+        },
         metadata={
             "serving_version": serving.version if serving else -1,
             "challenger_version": challenger.version,

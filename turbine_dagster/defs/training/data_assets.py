@@ -20,14 +20,20 @@ OWNERS = ["team:ml-platform"]
 
 class RawDataConfig(dg.Config):
     window_weeks: int = Field(0, ge=0, description="Weeks of labeled history up to this week to use; 0 = all.")
-    min_cases_per_class: int = Field(10, ge=1, description="Check enough_rows_per_class: fewest cases of each class "
-                                                           "a training set may hold.")
+    min_cases_per_class: int = Field(
+        10, ge=1, description="Check enough_rows_per_class: fewest cases of each class a training set may hold."
+    )
 
 
 class SplitConfig(dg.Config):
-    test_fraction: float = Field(data.SplitParams.test_fraction, gt=0, lt=1, description="Share of case ids in the fixed holdout (chosen by a "
-                                 "hash of the case id: a case never changes split). Changing it starts a new split "
-                                 "scheme: the gate then cannot pair the next candidate with the serving champion.")
+    test_fraction: float = Field(
+        data.SplitParams.test_fraction,
+        gt=0,
+        lt=1,
+        description="Share of case ids in the fixed holdout (chosen by a "
+        "hash of the case id: a case never changes split). Changing it starts a new split "
+        "scheme: the gate then cannot pair the next candidate with the serving champion.",
+    )
     folds: int = Field(data.SplitParams.folds, ge=2, description="Cross-fitting folds over the development cases.")
     seed: int = Field(data.SplitParams.seed, description="Seed of the stratified fold assignment.")
 
@@ -47,12 +53,16 @@ def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
 
 RAW_DATA_CHECKS: dict[str, tuple[str, Callable[..., data.CheckOutcome]]] = {
     "feature_columns_numeric": ("The 30 feature columns hold numbers only.", data.check_numeric_features),
-    "no_missing_or_infinite_values": ("No NaN, infinite, beyond-float32 (infinite to the model) or negative (no "
-                                      "measurement is) feature values.", data.check_finite_features),
+    "no_missing_or_infinite_values": (
+        "No NaN, infinite, beyond-float32 (infinite to the model) or negative (no measurement is) feature values.",
+        data.check_finite_features,
+    ),
     "labels_valid": ("Every target is 0 (malignant) or 1 (benign).", data.check_labels),
     "case_ids_unique": ("No case id appears twice.", data.check_unique_case_ids),
-    "enough_rows_per_class": ("Each class has the minimum number of cases (config min_cases_per_class).",
-                              data.check_rows_per_class),
+    "enough_rows_per_class": (
+        "Each class has the minimum number of cases (config min_cases_per_class).",
+        data.check_rows_per_class,
+    ),
 }
 """raw_data's blocking checks, evaluated in raw_data's own step: an ERROR stops every downstream asset of the run."""
 
@@ -62,13 +72,15 @@ def raw_data_check_results(frame: pd.DataFrame, config: RawDataConfig) -> list[d
     for name, (_, rule) in RAW_DATA_CHECKS.items():
         outcome = rule(frame, minimum=config.min_cases_per_class) if name == "enough_rows_per_class" else rule(frame)
         problems = pd.DataFrame([vars(p) for p in outcome.problems], columns=["column", "file", "rows", "detail"])
-        results.append(dg.AssetCheckResult(
-            check_name=name,
-            passed=outcome.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=outcome.description(),
-            metadata={"failing_rows": int(problems["rows"].sum()), "problems": markdown_table(problems)},
-        ))
+        results.append(
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=outcome.description(),
+                metadata={"failing_rows": int(problems["rows"].sum()), "problems": markdown_table(problems)},
+            )
+        )
     return results
 
 
@@ -79,13 +91,17 @@ def raw_data_check_results(frame: pd.DataFrame, config: RawDataConfig) -> list[d
     kinds={"pandas", "parquet"},
     owners=OWNERS,
     description="The team's labeled landing data up to this week (window configurable), as one table.",
-    check_specs=[dg.AssetCheckSpec(name, asset="raw_data", description=description, blocking=True,
-                                   partitions_def=team_week_partitions)
-                 for name, (description, _) in RAW_DATA_CHECKS.items()],
+    check_specs=[
+        dg.AssetCheckSpec(
+            name, asset="raw_data", description=description, blocking=True, partitions_def=team_week_partitions
+        )
+        for name, (description, _) in RAW_DATA_CHECKS.items()
+    ],
     retry_policy=STORAGE_RETRY_POLICY,
 )
-def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig,
-             landing_zone: LandingZone):  # a MaterializeResult: the table, and its checks' results
+def raw_data(
+    context: dg.AssetExecutionContext, config: RawDataConfig, landing_zone: LandingZone
+):  # a MaterializeResult: the table, and its checks' results
     team, week = team_and_week(context)
     strays = landing.stray_entries(landing_zone.path(), landing.LABELED, team)
     if strays:
@@ -94,8 +110,12 @@ def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig,
         frame = data.load_labeled_cases(landing_zone.path(), team, week, config.window_weeks)
     except (LandingError, data.EmptyPartitionError) as error:
         raise dg.Failure(description=f"raw_data for {context.partition_key}: {error}", allow_retries=False) from error
-    files = frame.groupby([data.SOURCE_FILE, data.LAYOUT], sort=True).size().rename_axis(["file", "layout"]) \
+    files = (
+        frame.groupby([data.SOURCE_FILE, data.LAYOUT], sort=True)
+        .size()
+        .rename_axis(["file", "layout"])
         .reset_index(name="rows")
+    )
     preview = frame.loc[:, [CASE_ID, *data.FEATURE_COLUMNS[:4], TARGET, data.WEEK]].head(10)
     unusual = data.unusually_large(frame)
     return dg.MaterializeResult(
@@ -117,9 +137,9 @@ def raw_data(context: dg.AssetExecutionContext, config: RawDataConfig,
 
 SPLIT_DESCRIPTIONS = {
     "train_split": "Development cases of raw_data with their cross-fitting fold: models are fitted, early-stopped, "
-                   "thresholded and compared on these only.",
+    "thresholded and compared on these only.",
     "test_split": "The fixed holdout: cases whose id hashes into the holdout share, the same every week. Only the "
-                  "champion's final report, the quality bars and the promotion gate read it.",
+    "champion's final report, the quality bars and the promotion gate read it.",
 }
 
 
@@ -141,7 +161,9 @@ def splits(context: dg.AssetExecutionContext, config: SplitConfig, raw_data: pd.
         raise dg.Failure(description=f"splits for {context.partition_key}: {error}", allow_retries=False) from error
     holdout = holdout.assign(**{data.HOLDOUT_SCHEME_COLUMN: params.scheme})
     for name, part in (("train_split", development), ("test_split", holdout)):
-        yield dg.Output(part, output_name=name, metadata={**class_balance_metadata(part), "split_scheme": params.scheme})
+        yield dg.Output(
+            part, output_name=name, metadata={**class_balance_metadata(part), "split_scheme": params.scheme}
+        )
 
 
 data_assets = [raw_data, splits]

@@ -14,9 +14,16 @@ from turbine_dagster.defs.training.sensors import drift_retraining_sensor_for, n
 
 TRAINING_GROUPS = ("data", "training", "evaluation", "champion")
 # Imported once per run by the executor's fork server: every step process starts with them loaded.
-PRELOAD_MODULES = ("turbine_dagster.locations.training", "tensorflow", "keras", "catboost",
-                   "turbine_dagster.core.tf_model", "turbine_dagster.core.catboost_model",
-                   "turbine_dagster.core.registry", "turbine_dagster.core.model_store")
+PRELOAD_MODULES = (
+    "turbine_dagster.locations.training",
+    "tensorflow",
+    "keras",
+    "catboost",
+    "turbine_dagster.core.tf_model",
+    "turbine_dagster.core.catboost_model",
+    "turbine_dagster.core.registry",
+    "turbine_dagster.core.model_store",
+)
 
 training_job = team_week_job(
     "training_pipeline",

@@ -18,8 +18,13 @@ OWNERS = ["team:data-science"]
 
 
 class EvaluationConfig(dg.Config):
-    target_recall: float = Field(evaluation.DEFAULT_TARGET_RECALL, gt=0, lt=1, description="Malignant recall the operating threshold promises on "
-                                                               "new cases (split-conformal on out-of-fold scores).")
+    target_recall: float = Field(
+        evaluation.DEFAULT_TARGET_RECALL,
+        gt=0,
+        lt=1,
+        description="Malignant recall the operating threshold promises on "
+        "new cases (split-conformal on out-of-fold scores).",
+    )
     n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the 95% intervals.")
     seed: int = Field(0)
 
@@ -37,19 +42,24 @@ def report_metadata(report: dict, plots: dict[str, str]) -> dict:
 
 
 def evaluate_out_of_fold(out_of_fold: pd.DataFrame, config: EvaluationConfig) -> dg.Output[dict]:
-    report = evaluation.evaluate_out_of_fold(out_of_fold[TARGET], out_of_fold[P_MALIGNANT], config.target_recall,
-                                             config.n_bootstrap, config.seed)
-    plots = evaluation.evaluation_plots_markdown(out_of_fold[TARGET], out_of_fold[P_MALIGNANT], report["threshold"],
-                                                 "out-of-fold")
+    report = evaluation.evaluate_out_of_fold(
+        out_of_fold[TARGET], out_of_fold[P_MALIGNANT], config.target_recall, config.n_bootstrap, config.seed
+    )
+    plots = evaluation.evaluation_plots_markdown(
+        out_of_fold[TARGET], out_of_fold[P_MALIGNANT], report["threshold"], "out-of-fold"
+    )
     choice = report["threshold_choice"]
-    return dg.Output(report, metadata={
-        **report_metadata(report, plots),
-        "threshold_method": choice["method"],
-        "threshold_n_malignant": choice["n_malignant"],
-        "threshold_k": choice["k"],
-        "threshold_expected_recall": choice["expected_recall"],
-        "threshold_certifiable": choice["certifiable"],
-    })
+    return dg.Output(
+        report,
+        metadata={
+            **report_metadata(report, plots),
+            "threshold_method": choice["method"],
+            "threshold_n_malignant": choice["n_malignant"],
+            "threshold_k": choice["k"],
+            "threshold_expected_recall": choice["expected_recall"],
+            "threshold_certifiable": choice["certifiable"],
+        },
+    )
 
 
 def evaluation_asset(model_name: str, kind: str) -> dg.AssetsDefinition:
@@ -63,7 +73,7 @@ def evaluation_asset(model_name: str, kind: str) -> dg.AssetsDefinition:
         io_manager_key="json_io_manager",
         retry_policy=STORAGE_RETRY_POLICY,
         description=f"Operating threshold of {model_name} (split-conformal on its out-of-fold scores) and its "
-                    "classification_report, ROC/PR-AUC, confusion matrix and intervals on those scores.",
+        "classification_report, ROC/PR-AUC, confusion matrix and intervals on those scores.",
     )
     def _evaluation(config: EvaluationConfig, out_of_fold: pd.DataFrame) -> dg.Output[dict]:
         return evaluate_out_of_fold(out_of_fold, config)

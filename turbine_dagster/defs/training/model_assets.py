@@ -31,8 +31,12 @@ class TFModelConfig(dg.Config):
     patience: int = Field(20, ge=0, description="Epochs without a better early-stopping loss before stopping.")
     seed: int = Field(42, description="Seeds Python, NumPy and TensorFlow; CPU training is deterministic.")
     checkpoint_epochs: list[int] = Field([], description="Epochs kept as checkpoints besides the best one.")
-    early_stopping_fraction: float = Field(data.EARLY_STOPPING_FRACTION, gt=0, lt=1, description="Share of each fold's training cases "
-                                           "held back for early stopping.")
+    early_stopping_fraction: float = Field(
+        data.EARLY_STOPPING_FRACTION,
+        gt=0,
+        lt=1,
+        description="Share of each fold's training cases held back for early stopping.",
+    )
 
 
 class CatBoostConfig(dg.Config):
@@ -48,15 +52,20 @@ class CatBoostConfig(dg.Config):
     seed: int = Field(42)
     use_gpu: bool = Field(False, description="task_type=GPU when a GPU is present; CPU otherwise.")
     checkpoint_iterations: list[int] = Field([], description="Tree counts kept as snapshots besides the best one.")
-    early_stopping_fraction: float = Field(data.EARLY_STOPPING_FRACTION, gt=0, lt=1, description="Share of each fold's training cases "
-                                           "held back for early stopping.")
+    early_stopping_fraction: float = Field(
+        data.EARLY_STOPPING_FRACTION,
+        gt=0,
+        lt=1,
+        description="Share of each fold's training cases held back for early stopping.",
+    )
 
     def search_params(self) -> Any:
         from turbine_dagster.core.catboost_model import CatBoostSearchParams
 
         grid = {"depth": self.depth, "learning_rate": self.learning_rate, "l2_leaf_reg": self.l2_leaf_reg}
-        settings = self.model_dump(exclude={"depth", "learning_rate", "l2_leaf_reg", "balanced_class_weight",
-                                            "early_stopping_fraction"})
+        settings = self.model_dump(
+            exclude={"depth", "learning_rate", "l2_leaf_reg", "balanced_class_weight", "early_stopping_fraction"}
+        )
         return CatBoostSearchParams(param_grid=grid, class_weight=_class_weight(self.balanced_class_weight), **settings)
 
 
@@ -65,32 +74,54 @@ def model_outs(name: str, io_manager_key: str, kinds: set[str], description: str
     return {
         name: dg.AssetOut(io_manager_key=io_manager_key, kinds=kinds, owners=OWNERS, description=description),
         f"{name}_checkpoints": dg.AssetOut(
-            io_manager_key="json_io_manager", kinds={"json"}, owners=OWNERS,
+            io_manager_key="json_io_manager",
+            kinds={"json"},
+            owners=OWNERS,
             description=f"Checkpoints of {name} (configured steps and the best one): native artifacts, out-of-fold "
-                        "metrics and thresholds."),
+            "metrics and thresholds.",
+        ),
         f"{name}_out_of_fold": dg.AssetOut(
-            kinds={"pandas", "parquet"}, owners=OWNERS,
+            kinds={"pandas", "parquet"},
+            owners=OWNERS,
             description=f"P(malignant) of every train_split case from the {name} fold model that neither fitted "
-                        "nor early-stopped on it: what the threshold and the champion are chosen on."),
+            "nor early-stopped on it: what the threshold and the champion are chosen on.",
+        ),
     }
 
 
-def _crossfit_outputs(context: dg.AssetExecutionContext, store: PartitionFolders, name: str, result: Any,
-                      metadata: dict[str, Any]) -> Iterator[dg.Output]:
+def _crossfit_outputs(
+    context: dg.AssetExecutionContext, store: PartitionFolders, name: str, result: Any, metadata: dict[str, Any]
+) -> Iterator[dg.Output]:
     from turbine_dagster.core.checkpoints import save_checkpoints
 
     team, week = team_and_week(context)
     with final_unless_transient(f"{name} for {context.partition_key}: saving checkpoints"):
         saved = save_checkpoints(result.checkpoints, store.folder(team, week, name))
-    table = pd.DataFrame([{"checkpoint": c.checkpoint_id, "step": c.step, "threshold": round(c.threshold, 4),
-                           **{k: round(v, 4) for k, v in c.metrics.items()}} for c in saved])
-    yield dg.Output(result.model, output_name=name, metadata={
-        **metadata, "folds": len(result.fold_results), "training_seconds": round(result.seconds, 2)})
-    yield dg.Output([c.to_dict() for c in saved], output_name=f"{name}_checkpoints",
-                    metadata={"checkpoints": dg.MetadataValue.md(table.to_markdown(index=False)), "count": len(saved)})
+    table = pd.DataFrame(
+        [
+            {
+                "checkpoint": c.checkpoint_id,
+                "step": c.step,
+                "threshold": round(c.threshold, 4),
+                **{k: round(v, 4) for k, v in c.metrics.items()},
+            }
+            for c in saved
+        ]
+    )
+    yield dg.Output(
+        result.model,
+        output_name=name,
+        metadata={**metadata, "folds": len(result.fold_results), "training_seconds": round(result.seconds, 2)},
+    )
+    yield dg.Output(
+        [c.to_dict() for c in saved],
+        output_name=f"{name}_checkpoints",
+        metadata={"checkpoints": dg.MetadataValue.md(table.to_markdown(index=False)), "count": len(saved)},
+    )
     out_of_fold = result.out_of_fold
-    yield dg.Output(out_of_fold, output_name=f"{name}_out_of_fold",
-                    metadata={"folds": int(out_of_fold["fold"].nunique())})
+    yield dg.Output(
+        out_of_fold, output_name=f"{name}_out_of_fold", metadata={"folds": int(out_of_fold["fold"].nunique())}
+    )
 
 
 def _class_weight(balanced: bool) -> str | None:
@@ -100,77 +131,121 @@ def _class_weight(balanced: bool) -> str | None:
 @versioned
 @dg.multi_asset(
     name="tf_model",
-    outs=model_outs("tf_model", "keras_io_manager", {"tensorflow", "keras"},
-                    "Keras classifier, the mean of one network per cross-fitting fold: input normalisation, a stack "
-                    "of FCN blocks, a sigmoid P(malignant)."),
+    outs=model_outs(
+        "tf_model",
+        "keras_io_manager",
+        {"tensorflow", "keras"},
+        "Keras classifier, the mean of one network per cross-fitting fold: input normalisation, a stack "
+        "of FCN blocks, a sigmoid P(malignant).",
+    ),
     partitions_def=team_week_partitions,
     group_name="training",
     pool=GPU_POOL,
     op_tags=gpu_op_tags(),
     retry_policy=STORAGE_RETRY_POLICY,
 )
-def tf_model(context: dg.AssetExecutionContext, config: TFModelConfig, checkpoint_store: PartitionFolders,
-             train_split: pd.DataFrame):
+def tf_model(
+    context: dg.AssetExecutionContext,
+    config: TFModelConfig,
+    checkpoint_store: PartitionFolders,
+    train_split: pd.DataFrame,
+):
     from turbine_dagster.core.tf_model import TFTrainingParams, cross_fit_tf_model, learning_curve_markdown
 
     def log_epoch(fold: int, epoch: int, logs: dict[str, float]) -> None:
-        context.log.info(f"fold {fold} epoch {epoch}/{config.epochs}: loss {logs['loss']:.4f}, "
-                         f"val_loss {logs['val_loss']:.4f}")
+        context.log.info(
+            f"fold {fold} epoch {epoch}/{config.epochs}: loss {logs['loss']:.4f}, val_loss {logs['val_loss']:.4f}"
+        )
 
     with final_unless_transient(f"tf_model for {context.partition_key}"):  # a retry would train again
-        result = cross_fit_tf_model(train_split, TFTrainingParams(
-            class_weight=_class_weight(config.balanced_class_weight),
-            **config.model_dump(exclude={"balanced_class_weight", "early_stopping_fraction"})),
-            early_stopping_fraction=config.early_stopping_fraction, on_epoch_end=log_epoch,
-            where=context.partition_key)
+        result = cross_fit_tf_model(
+            train_split,
+            TFTrainingParams(
+                class_weight=_class_weight(config.balanced_class_weight),
+                **config.model_dump(exclude={"balanced_class_weight", "early_stopping_fraction"}),
+            ),
+            early_stopping_fraction=config.early_stopping_fraction,
+            on_epoch_end=log_epoch,
+            where=context.partition_key,
+        )
     folds = result.fold_results
-    context.log.info(f"cross-fitted {len(folds)} folds on {folds[0].device} in {result.seconds:.1f} s; best epochs "
-                     f"{[fold.best_epoch for fold in folds]}")
-    yield from _crossfit_outputs(context, checkpoint_store, "tf_model", result, metadata={
-        "param_count": result.model.count_params(),
-        "epochs_run": sum(fold.epochs_run for fold in folds),
-        "best_epochs": dg.MetadataValue.json([fold.best_epoch for fold in folds]),
-        "mean_best_val_loss": float(sum(fold.best_val_loss for fold in folds) / len(folds)),
-        "device": folds[0].device,
-        "learning_curves": dg.MetadataValue.md(learning_curve_markdown([fold.history for fold in folds])),
-    })
+    context.log.info(
+        f"cross-fitted {len(folds)} folds on {folds[0].device} in {result.seconds:.1f} s; best epochs "
+        f"{[fold.best_epoch for fold in folds]}"
+    )
+    yield from _crossfit_outputs(
+        context,
+        checkpoint_store,
+        "tf_model",
+        result,
+        metadata={
+            "param_count": result.model.count_params(),
+            "epochs_run": sum(fold.epochs_run for fold in folds),
+            "best_epochs": dg.MetadataValue.json([fold.best_epoch for fold in folds]),
+            "mean_best_val_loss": float(sum(fold.best_val_loss for fold in folds) / len(folds)),
+            "device": folds[0].device,
+            "learning_curves": dg.MetadataValue.md(learning_curve_markdown([fold.history for fold in folds])),
+        },
+    )
 
 
 @versioned
 @dg.multi_asset(
     name="catboost_model",
-    outs=model_outs("catboost_model", "catboost_io_manager", {"catboost"},
-                    "CatBoost classifier, the mean of one model per cross-fitting fold, each tuned by CatBoost's own "
-                    "cross-validated search on its fold's training cases and early-stopped."),
+    outs=model_outs(
+        "catboost_model",
+        "catboost_io_manager",
+        {"catboost"},
+        "CatBoost classifier, the mean of one model per cross-fitting fold, each tuned by CatBoost's own "
+        "cross-validated search on its fold's training cases and early-stopped.",
+    ),
     partitions_def=team_week_partitions,
     group_name="training",
     pool=GPU_POOL,
     op_tags=gpu_op_tags(),
     retry_policy=STORAGE_RETRY_POLICY,
 )
-def catboost_model(context: dg.AssetExecutionContext, config: CatBoostConfig, checkpoint_store: PartitionFolders,
-                   train_split: pd.DataFrame):
+def catboost_model(
+    context: dg.AssetExecutionContext,
+    config: CatBoostConfig,
+    checkpoint_store: PartitionFolders,
+    train_split: pd.DataFrame,
+):
     from turbine_dagster.core.catboost_model import cross_fit_catboost_model, feature_importance_markdown
 
     def log_candidate(fold: int, line: str) -> None:
         context.log.info(f"fold {fold} {line}")
 
     with final_unless_transient(f"catboost_model for {context.partition_key}"):  # a retry would train again
-        result = cross_fit_catboost_model(train_split, config.search_params(),
-                                          early_stopping_fraction=config.early_stopping_fraction,
-                                          on_candidate=log_candidate, where=context.partition_key)
+        result = cross_fit_catboost_model(
+            train_split,
+            config.search_params(),
+            early_stopping_fraction=config.early_stopping_fraction,
+            on_candidate=log_candidate,
+            where=context.partition_key,
+        )
     folds = result.fold_results
-    importance = (pd.concat([fold.feature_importance for fold in folds]).groupby("feature", as_index=False)
-                  ["importance"].mean().sort_values("importance", ascending=False, ignore_index=True))
-    yield from _crossfit_outputs(context, checkpoint_store, "catboost_model", result, metadata={
-        "chosen_parameters": dg.MetadataValue.json([fold.best_params for fold in folds]),
-        f"mean_cv_{folds[0].cv_metric}": float(sum(fold.cv_score for fold in folds) / len(folds)),
-        "best_iterations": dg.MetadataValue.json([fold.best_iteration for fold in folds]),
-        "device": folds[0].device,
-        "feature_importance": dg.MetadataValue.md(
-            importance.head(10).to_markdown(index=False) + "\n\n" + feature_importance_markdown(importance)
-        ),
-    })
+    importance = (
+        pd.concat([fold.feature_importance for fold in folds])
+        .groupby("feature", as_index=False)["importance"]
+        .mean()
+        .sort_values("importance", ascending=False, ignore_index=True)
+    )
+    yield from _crossfit_outputs(
+        context,
+        checkpoint_store,
+        "catboost_model",
+        result,
+        metadata={
+            "chosen_parameters": dg.MetadataValue.json([fold.best_params for fold in folds]),
+            f"mean_cv_{folds[0].cv_metric}": float(sum(fold.cv_score for fold in folds) / len(folds)),
+            "best_iterations": dg.MetadataValue.json([fold.best_iteration for fold in folds]),
+            "device": folds[0].device,
+            "feature_importance": dg.MetadataValue.md(
+                importance.head(10).to_markdown(index=False) + "\n\n" + feature_importance_markdown(importance)
+            ),
+        },
+    )
 
 
 model_assets = [tf_model, catboost_model]

@@ -22,15 +22,21 @@ EVENTS_PER_TICK = 500
 
 
 def drift_retraining_sensor_for(job, cooldown_hours: float = SETTINGS.drift_cooldown_hours) -> dg.SensorDefinition:
-    @dg.sensor(name="drift_retraining_sensor", job=job, minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Retrains a team's partition when its drift_report says drift; at most one drift "
-                           f"retraining per team every {cooldown_hours:g} h.")
+    @dg.sensor(
+        name="drift_retraining_sensor",
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Retrains a team's partition when its drift_report says drift; at most one drift "
+        f"retraining per team every {cooldown_hours:g} h.",
+    )
     def drift_retraining_sensor(context: dg.SensorEvaluationContext):
         state = json.loads(context.cursor) if context.cursor else {"after": 0, "last_retraining": {}}
         result = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=state["after"]),
-            limit=EVENTS_PER_TICK, ascending=True)
+            limit=EVENTS_PER_TICK,
+            ascending=True,
+        )
         requests, skipped = [], []
         for record in result.records:
             state["after"] = record.storage_id
@@ -45,18 +51,24 @@ def drift_retraining_sensor_for(job, cooldown_hours: float = SETTINGS.drift_cool
                 skipped.append(f"{partition} (team {team} retrained {(record.timestamp - last) / 3600:.1f} h ago)")
                 continue
             state["last_retraining"][team] = record.timestamp
-            requests.append(dg.RunRequest(
-                run_key=f"drift-{record.storage_id}",  # one run per drift event, however often re-evaluated
-                partition_key=partition,
-                tags=run_tags(team, "drift"),
-            ))
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"drift-{record.storage_id}",  # one run per drift event, however often re-evaluated
+                    partition_key=partition,
+                    tags=run_tags(team, "drift"),
+                )
+            )
         if skipped:
             context.log.info(f"cooldown: not retraining {', '.join(skipped)}")
         skip = None
         if not requests:
             seen = len(result.records)
-            skip = (f"{seen} new drift report(s), none to act on" + (f"; in cooldown: {', '.join(skipped)}" if skipped else "")
-                    if seen else "no new drift_report materializations")
+            skip = (
+                f"{seen} new drift report(s), none to act on"
+                + (f"; in cooldown: {', '.join(skipped)}" if skipped else "")
+                if seen
+                else "no new drift_report materializations"
+            )
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(state), skip_reason=skip)
 
     return drift_retraining_sensor
@@ -78,11 +90,15 @@ def _landing_state(cursor: str | None) -> dict | None:
 
 
 def new_landing_data_sensor_for(job, teams=SETTINGS.teams) -> dg.SensorDefinition:
-    @dg.sensor(name="new_landing_data_sensor", job=job, minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Reruns raw_data and everything downstream for a team's week when its labeled landing "
-                           "files are new or changed. The first tick records what is there without running. Files "
-                           "landed for a week that is not a partition yet run once the week begins.")
+    @dg.sensor(
+        name="new_landing_data_sensor",
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Reruns raw_data and everything downstream for a team's week when its labeled landing "
+        "files are new or changed. The first tick records what is there without running. Files "
+        "landed for a week that is not a partition yet run once the week begins.",
+    )
     def new_landing_data_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
         root = landing_zone.path()
         known = _landing_state(context.cursor)
@@ -99,16 +115,23 @@ def new_landing_data_sensor_for(job, teams=SETTINGS.teams) -> dg.SensorDefinitio
                 if week not in valid_weeks:
                     state["early"][partition] = fingerprint
                     if known is None or known["early"].get(partition) != fingerprint:
-                        when = ("before the first weekly partition " + str(first_week) + ": it is never run"
-                                if first_week and week < first_week else
-                                "not a partition yet: it runs once the week begins")
+                        when = (
+                            "before the first weekly partition " + str(first_week) + ": it is never run"
+                            if first_week and week < first_week
+                            else "not a partition yet: it runs once the week begins"
+                        )
                         context.log.warning(f"{partition}: labeled files landed for a week that is {when}")
                     continue
                 state["runnable"][partition] = fingerprint
                 if known is None or known["runnable"].get(partition) == fingerprint:
                     continue
-                requests.append(dg.RunRequest(run_key=f"landing-{partition}-{fingerprint}",
-                                              partition_key=team_week_key(team, week), tags=run_tags(team, "sensor")))
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"landing-{partition}-{fingerprint}",
+                        partition_key=team_week_key(team, week),
+                        tags=run_tags(team, "sensor"),
+                    )
+                )
             state["strays"] += landing.stray_entries(root, landing.LABELED, team)
         new_strays = [s for s in state["strays"] if known is None or s not in known["strays"]]
         if new_strays:
