@@ -286,7 +286,7 @@ def drift_distributions_markdown(
     """
     features = list(result.features["feature"].head(top))
     fig, axes = plt.subplots(len(features), 2, figsize=(10, 2.6 * len(features)), squeeze=False)
-    for (histogram_axis, ecdf_axis), feature in zip(axes, features):
+    for (histogram_axis, ecdf_axis), feature in zip(axes, features, strict=True):
         reference_values = reference[feature].to_numpy(dtype=float)
         current_values = current[feature].to_numpy(dtype=float)
         # Shared bin edges over both samples, so a shift outside the reference range stays visible.

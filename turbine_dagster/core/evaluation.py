@@ -348,7 +348,7 @@ def evaluation_plots_markdown(y_true: Any, p_malignant: Any, threshold: float, d
     pr_markdown = figure_markdown(fig, "Precision-recall curve")
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), sharey=True, layout="constrained")
-    for ax, at in zip(axes, (DEFAULT_THRESHOLD, threshold)):
+    for ax, at in zip(axes, (DEFAULT_THRESHOLD, threshold), strict=True):
         matrix = confusion_matrix(labels, predict_labels(scores, at), labels=LABELS)
         ax.imshow(matrix, cmap="Blues")
         for (row, column), count in np.ndenumerate(matrix):

@@ -14,9 +14,9 @@ from upath import UPath
 
 from turbine_dagster.core import landing
 from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.io_managers import ArtifactIOManager
 from turbine_dagster.defs.object_store import s3fs_options
-from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.settings import Settings
 
 GPU_POOL = "gpu"

@@ -1,3 +1,4 @@
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,7 @@ def test_no_vm_runs_two_runs_at_once():
     plan = plan_capacity(CapacityInputs(runs_per_team_per_week=5, allow_multi_vm_runs=True, vms_per_run=3))
     for vm in range(1, 8):
         on_vm = sorted((a.start, a.end) for a in plan.assignments if vm in a.vms)
-        assert all(end <= next_start for (_, end), (next_start, _) in zip(on_vm, on_vm[1:]))
+        assert all(end <= next_start for (_, end), (next_start, _) in pairwise(on_vm))
 
 
 def test_zero_runs_give_an_empty_plan():

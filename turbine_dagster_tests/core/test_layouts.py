@@ -103,7 +103,7 @@ def test_m_is_malignant_and_b_benign(root):
 
     frame = data.load_labeled_cases(root, TEAM, WEEK)
 
-    assert dict(zip(frame[CASE_ID], frame[TARGET])) == {"1": MALIGNANT, "2": BENIGN, "3": MALIGNANT}
+    assert dict(zip(frame[CASE_ID], frame[TARGET], strict=True)) == {"1": MALIGNANT, "2": BENIGN, "3": MALIGNANT}
 
 
 def test_a_layout_without_id_gets_ids_from_the_row_content_not_its_position(root, tmp_path):
@@ -125,7 +125,9 @@ def test_content_ids_ignore_the_label_so_scored_and_labeled_rows_of_a_case_meet(
     assert layouts.content_id(*features).equals(layouts.content_id(*as_text))
     labeled = layouts.recognise_columns([*FEATURE_COLUMNS, TARGET], None, landing.LABELED, "f", text=False)
     scoring = layouts.recognise_columns(list(FEATURE_COLUMNS), None, landing.SCORING, "f", text=False)
-    table = pa.table({**{f: a for f, a in zip(FEATURE_COLUMNS, features)}, TARGET: pa.array([0, 1, 0, 1, 1])})
+    table = pa.table(
+        {**{f: a for f, a in zip(FEATURE_COLUMNS, features, strict=True)}, TARGET: pa.array([0, 1, 0, 1, 1])}
+    )
     assert (
         labeled.to_internal(table, "f")
         .column(CASE_ID)

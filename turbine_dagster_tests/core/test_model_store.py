@@ -1,4 +1,3 @@
-from turbine_dagster_tests.conftest import create_bucket
 import catboost
 import numpy as np
 import pandas as pd
@@ -11,6 +10,7 @@ from turbine_dagster.core.model_store import MODEL_SUFFIX, load_model, model_kin
 from turbine_dagster.core.models import feature_matrix, predict_malignant_proba
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster.core.tf_model import TFTrainingParams, build_tf_model
+from turbine_dagster_tests.conftest import create_bucket
 
 BUCKET = "models"
 

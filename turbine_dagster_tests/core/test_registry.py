@@ -6,7 +6,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: keep its C++ start-up chatter out
 
-from turbine_dagster_tests.conftest import create_bucket  # noqa: E402
 import catboost  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -18,6 +17,7 @@ from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
 from turbine_dagster.core.registry import REFERENCE_MAX_ROWS, ModelRegistry, RegistryLookupError  # noqa: E402
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET  # noqa: E402
 from turbine_dagster.core.selection import GateDecision  # noqa: E402
+from turbine_dagster_tests.conftest import create_bucket  # noqa: E402
 
 TEAM = "team_a"
 BUCKET = "registry"
@@ -191,7 +191,7 @@ def test_a_version_that_served_stays_retired_when_its_event_is_lost(registry, mo
 
 
 def test_a_registry_written_before_pointer_histories_reads_and_promotes_on(registry, model, cases):
-    for number, recall in ((1, 0.96), (2, 0.98), (3, 0.99)):
+    for _number, recall in ((1, 0.96), (2, 0.98), (3, 0.99)):
         register(registry, model, cases, recall=recall)
     for number, recall in ((1, 0.96), (2, 0.98)):
         registry.promote_if(TEAM, number, recall_gate(recall))
@@ -234,7 +234,7 @@ def assert_consistent(registry: ModelRegistry) -> None:
     assert sorted(event["version"] for event in decisions) == registered  # every version was decided once
 
     promoted = [event for event in decisions if event["kind"] == "promoted"]
-    for before, after in zip([None, *promoted], promoted):
+    for before, after in zip([None, *promoted], promoted, strict=False):
         # Each promotion replaced exactly the version the previous one installed: none decided on a stale pointer.
         assert after["previous_version"] == (before["version"] if before else None)
     serving = registry.serving(TEAM)

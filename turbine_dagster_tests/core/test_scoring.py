@@ -9,11 +9,11 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
 from upath import UPath  # noqa: E402
 
 from turbine_dagster.core import landing  # noqa: E402
 from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
 from turbine_dagster.core.demo_data import DemoDataWriter  # noqa: E402
 from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, SOURCE_FILE, TARGET  # noqa: E402
@@ -359,7 +359,7 @@ def test_values_beyond_float32_and_negative_values_are_quarantined_with_reasons(
 
     summary = score(files, root, models["catboost"], tmp_path)
 
-    reasons = dict(zip(*read(summary.quarantine_uri)[[CASE_ID, "reason"]].T.to_numpy()))
+    reasons = dict(zip(*read(summary.quarantine_uri)[[CASE_ID, "reason"]].T.to_numpy(), strict=True))
     assert reasons == {
         frame.loc[1, CASE_ID]: "'worst area' is beyond float32 range (infinite to the model)",
         frame.loc[2, CASE_ID]: "'mean radius' is negative (no measurement is)",

@@ -5,8 +5,8 @@ from sklearn.metrics import classification_report
 from turbine_dagster.core.evaluation import evaluate_scores
 from turbine_dagster.core.schema import BENIGN, MALIGNANT
 from turbine_dagster.core.selection import (
-    GateRule,
     WIN_COUNT_KEYS,
+    GateRule,
     QualityBars,
     check_quality_bars,
     comparison_table_markdown,

@@ -14,7 +14,7 @@ from turbine_dagster.defs.prediction.assets import prediction_assets
 from turbine_dagster.defs.training.champion_assets import champion_assets
 from turbine_dagster.defs.training.data_assets import data_assets
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
-from turbine_dagster.defs.training.model_assets import model_assets, tf_model
+from turbine_dagster.defs.training.model_assets import model_assets
 from turbine_dagster_tests.conftest import TEAM
 from turbine_dagster_tests.defs.helpers import failure_messages, materialize
 from turbine_dagster_tests.defs.test_training_assets import FAST_TRAINING

@@ -94,7 +94,7 @@ def test_bad_rows_are_quarantined_with_reasons(settings, landing_root, week, par
     assert (metadata["rows_scored"].value, metadata["rows_quarantined"].value) == (517, 3)
     folder = f"{settings.storage_root}/predictions/team={TEAM}/week={week}"
     quarantine = pd.read_parquet(f"{folder}/predictions-quarantine.parquet")
-    reasons = dict(zip(quarantine[CASE_ID], quarantine["reason"]))
+    reasons = dict(zip(quarantine[CASE_ID], quarantine["reason"], strict=True))
     assert "is not numeric" in reasons[extra.loc[0, CASE_ID]] and "is NaN" in reasons[extra.loc[1, CASE_ID]]
     assert "is infinite" in reasons[extra.loc[2, CASE_ID]]
 

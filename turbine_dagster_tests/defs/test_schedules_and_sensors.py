@@ -33,7 +33,7 @@ def test_each_team_schedule_requests_its_current_week_only(index, team):
     from turbine_dagster.locations.training import defs
 
     schedule = defs.get_schedule_def(f"training_pipeline_{team}")
-    when = dt.datetime(2026, 11, 26, 2, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 11, 26, 2, 0, tzinfo=dt.UTC)
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(
             instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
@@ -124,7 +124,7 @@ def test_landing_sensor_requests_new_and_changed_partitions_only(landing_root, t
         assert [str(r.partition_key) for r in changed.run_requests] == [f"team_a|{week}"]
 
 
-LANDING_NOW = dt.datetime(2026, 11, 11, 12, 0, tzinfo=dt.timezone.utc)  # a Wednesday; its week is 2026-11-08
+LANDING_NOW = dt.datetime(2026, 11, 11, 12, 0, tzinfo=dt.UTC)  # a Wednesday; its week is 2026-11-08
 
 
 def _landing_tick(sensor, instance, resources, cursor, now: dt.datetime):

@@ -2,11 +2,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, TARGET
 from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, TARGET
 from turbine_dagster.core.selection import QualityBars
-from turbine_dagster.defs.training.champion_assets import champion_assets, quality_bars_result
 from turbine_dagster.defs.resources import PartitionFolders, local_resources
+from turbine_dagster.defs.training.champion_assets import champion_assets, quality_bars_result
 from turbine_dagster.defs.training.data_assets import raw_data, splits
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
 from turbine_dagster.defs.training.model_assets import TFModelConfig, model_assets, tf_model
@@ -47,9 +47,10 @@ def trained(tmp_path_factory, week):
     """One materialization of data → models → evaluation, shared by the assertions below."""
     import dataclasses
 
+    from upath import UPath
+
     from turbine_dagster.core.demo_data import write_demo_data
     from turbine_dagster.settings import Settings
-    from upath import UPath
 
     root = tmp_path_factory.mktemp("training")
     write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=200, scoring_rows=0)

@@ -22,8 +22,8 @@ import threading
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 

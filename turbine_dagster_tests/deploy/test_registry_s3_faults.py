@@ -194,7 +194,7 @@ NOISE = (
 def assert_one_history(registry: ModelRegistry, recalls: dict[int, float], decisions: list[dict]) -> dict:
     """The pointer history is one chain, each caller's decision is recorded once, and nothing else is."""
     history = registry.pointer_history("team_a")
-    for before, after in zip([None, *history], history):
+    for before, after in zip([None, *history], history, strict=False):
         assert after["previous_version"] == (before["version"] if before else None), history
     assert registry.serving("team_a").version == history[-1]["version"]
 

@@ -33,7 +33,8 @@ query Latest($key: AssetKeyInput!, $partition: String!) { assetOrError(assetKey:
   assetMaterializations(limit: 1, partitions: [$partition]) { partition runId metadataEntries { label __typename
     ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } ... on IntMetadataEntry { intValue }
     ... on FloatMetadataEntry { floatValue } ... on BoolMetadataEntry { boolValue }
-    ... on JsonMetadataEntry { jsonString } ... on TableSchemaMetadataEntry { schema { columns { name type } } } } } } } }
+    ... on JsonMetadataEntry { jsonString }
+    ... on TableSchemaMetadataEntry { schema { columns { name type } } } } } } } }
 """
 ASSET_NODES_QUERY = """
 query Nodes($partition: String!) { assetNodes { assetKey { path } opVersion staleStatus(partition: $partition) } }

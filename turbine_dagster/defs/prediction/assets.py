@@ -241,7 +241,7 @@ def batch_predictions(
             "output_uri": dg.MetadataValue.path(summary.output_uri),
             **({"quarantine_uri": dg.MetadataValue.path(summary.quarantine_uri)} if summary.quarantine_uri else {}),
             "source_files": dg.MetadataValue.md(
-                "\n".join(f"- {name} ({layout})" for name, layout in zip(summary.files, summary.layouts))
+                "\n".join(f"- {name} ({layout})" for name, layout in zip(summary.files, summary.layouts, strict=True))
             ),
             **summary_metadata(summary),
             **(
