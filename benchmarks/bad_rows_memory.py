@@ -83,13 +83,13 @@ def main() -> None:
 
 
 def scoring_file(landing_root: UPath, case: str) -> UPath:
-    from turbine_dagster.core import landing
+    from turbine_dagster.core.data import landing
 
     return landing.partition_dir(landing_root, landing.SCORING, TEAM, WEEKS[case]) / "cases.parquet"
 
 
 def ensure_scoring_file(landing_root: UPath, case: str, rows: int) -> None:
-    from turbine_dagster.core.demo_data import DemoDataWriter
+    from turbine_dagster.core.data.demo import DemoDataWriter
 
     path = scoring_file(landing_root, case)
     if path.exists() and pq.ParquetFile(path.path).metadata.num_rows == rows:
@@ -114,7 +114,7 @@ def ensure_scoring_file(landing_root: UPath, case: str, rows: int) -> None:
 def ensure_predictions(folder: Path, rows: int) -> None:
     """Champion and challenger predictions of the same ``rows`` cases, the challenger's rows in another order
     (blocks of 100 k shuffled, then rows within each block), as the scoring output schema has them."""
-    from turbine_dagster.core.scoring import OUTPUT_SCHEMA
+    from turbine_dagster.core.serving.scoring import OUTPUT_SCHEMA
 
     paths = {role: folder / f"{role}.parquet" for role in ("champion", "challenger")}
     if all(p.exists() and pq.ParquetFile(p).metadata.num_rows == rows for p in paths.values()):
@@ -176,7 +176,7 @@ def run_child(args, out: Path, kind: str, source: str) -> dict:
 
 def child(args, out: Path, kind: str, source: str, result: str) -> None:
     if kind == "scoring":
-        from turbine_dagster.core.scoring import score_partition
+        from turbine_dagster.core.serving.scoring import score_partition
 
         model = tiny_catboost()
         landing_root = UPath(out / "landing")
@@ -201,7 +201,7 @@ def child(args, out: Path, kind: str, source: str, result: str) -> None:
                 "rows_per_second": summary.rows_per_second,
             }
     else:
-        from turbine_dagster.core.comparison import compare_prediction_files
+        from turbine_dagster.core.serving.comparison import compare_prediction_files
 
         folder = out / "predictions" / source
 

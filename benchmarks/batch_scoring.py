@@ -44,7 +44,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
 from upath import UPath  # noqa: E402
 
-from turbine_dagster.core import landing  # noqa: E402
+from turbine_dagster.core.data import landing  # noqa: E402
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT  # noqa: E402
 
 TEAM = "bench"
@@ -151,7 +151,7 @@ def partition_files(landing_root: UPath, week: str) -> list[UPath]:
 
 
 def ensure_scoring_data(landing_root: UPath, week: str, rows: int) -> None:
-    from turbine_dagster.core.demo_data import DemoDataWriter
+    from turbine_dagster.core.data.demo import DemoDataWriter
 
     files = partition_files(landing_root, week)
     if len(files) == 1 and pq.ParquetFile(files[0].path).metadata.num_rows == rows:
@@ -168,8 +168,8 @@ def ensure_scoring_data(landing_root: UPath, week: str, rows: int) -> None:
 def train_models() -> dict:
     from sklearn.model_selection import train_test_split
 
-    from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model
-    from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model, training_device
+    from turbine_dagster.core.models.catboost_model import CatBoostSearchParams, train_catboost_model
+    from turbine_dagster.core.models.tf_model import TFTrainingParams, train_tf_model, training_device
 
     frame = load_breast_cancer(as_frame=True).frame
     frame.insert(0, CASE_ID, [f"wdbc-{i}" for i in range(len(frame))])
@@ -192,7 +192,7 @@ def train_models() -> dict:
 
 
 def save_models(models: dict, folder: Path) -> dict[str, Path]:
-    from turbine_dagster.core.model_store import MODEL_SUFFIX, save_model
+    from turbine_dagster.core.storage.model_files import MODEL_SUFFIX, save_model
 
     files = {}
     for kind, model in models.items():
@@ -214,7 +214,7 @@ def features_in_memory(files: list[UPath], row_major: bool) -> np.ndarray:
 
 def library_p_malignant(model, matrix: np.ndarray, batch_size: int) -> np.ndarray:
     """(b): the library's own batch prediction, nothing around it."""
-    from turbine_dagster.core.model_store import model_kind
+    from turbine_dagster.core.storage.model_files import model_kind
 
     if model_kind(model) == "tensorflow":
         return model.predict(matrix, batch_size=batch_size, verbose=0).reshape(-1)
@@ -222,7 +222,7 @@ def library_p_malignant(model, matrix: np.ndarray, batch_size: int) -> np.ndarra
 
 
 def measure_throughput(kind: str, model, landing_root: UPath, out: Path, args) -> Throughput:
-    from turbine_dagster.core.scoring import score_partition
+    from turbine_dagster.core.serving.scoring import score_partition
 
     files = partition_files(landing_root, WEEK_BY_SIZE["default"])
     matrix = features_in_memory(files, row_major=kind == "tensorflow")
@@ -317,8 +317,8 @@ def reset_peak_rss() -> bool:
 
 
 def child(args, model_file: str, week: str, result: str) -> None:
-    from turbine_dagster.core.model_store import load_model
-    from turbine_dagster.core.scoring import score_partition
+    from turbine_dagster.core.serving.scoring import score_partition
+    from turbine_dagster.core.storage.model_files import load_model
 
     out = args.out.resolve()
     landing_root = UPath(out / "landing")

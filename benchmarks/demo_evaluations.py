@@ -39,7 +39,7 @@ def main() -> None:
     import dagster as dg
     from upath import UPath
 
-    from turbine_dagster.core.demo_data import recent_weeks, write_demo_data
+    from turbine_dagster.core.data.demo import recent_weeks, write_demo_data
     from turbine_dagster.locations.training import defs
 
     weeks = recent_weeks(args.weeks, today=dt.date(2026, 11, 22))

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
-from turbine_dagster.core.drift import DriftRule, detect_drift
+from turbine_dagster.core.monitoring.drift import DriftRule, detect_drift
 from turbine_dagster.core.schema import FEATURE_COLUMNS
 
 NOISE_SD = 0.1

@@ -82,7 +82,7 @@ def logistic_baselines(
     train: pd.DataFrame, development: pd.DataFrame, test: pd.DataFrame, target_recall: float, features: list[str]
 ) -> dict[str, dict]:
     """The plain LR at 0.5 on all outer-training cases; LR cross-fitted on the platform's development folds."""
-    from turbine_dagster.core.evaluation import conformal_threshold
+    from turbine_dagster.core.evaluation.metrics import conformal_threshold
 
     plain = logistic_regression().fit(train[features], train["target"])
     out_of_fold = np.empty(len(development))
@@ -103,10 +103,10 @@ def logistic_baselines(
 def run_fold(fold: int, train: pd.DataFrame, test: pd.DataFrame, base: Path, target_recall: float, quick: bool) -> dict:
     import dagster as dg
 
-    from turbine_dagster.core.model_store import load_model
-    from turbine_dagster.core.models import predict_malignant_proba
-    from turbine_dagster.core.registry import ModelRegistry
+    from turbine_dagster.core.models.interface import predict_malignant_proba
+    from turbine_dagster.core.registry.registry import ModelRegistry
     from turbine_dagster.core.schema import FEATURE_COLUMNS
+    from turbine_dagster.core.storage.model_files import load_model
     from turbine_dagster.locations.prediction import defs as prediction_defs
     from turbine_dagster.locations.training import defs as training_defs
 

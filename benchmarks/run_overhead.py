@@ -224,7 +224,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="turbine-run-overhead-"))
     os.environ.update(TURBINE_LANDING_ROOT=str(base / "landing"), TURBINE_STORAGE_ROOT=str(base / "storage"))
     subprocess.run([BIN / "turbine-demo-data"], check=True, capture_output=True)
-    from turbine_dagster.core.demo_data import recent_weeks
+    from turbine_dagster.core.data.demo import recent_weeks
 
     partition = f"{args.team}|{recent_weeks(1)[0]}"  # the current week, as make dev's demo data
     platform = Platform(base)

@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from upath import UPath  # noqa: E402
 
-from turbine_dagster.core.demo_data import recent_weeks, write_demo_data  # noqa: E402
+from turbine_dagster.core.data.demo import recent_weeks, write_demo_data  # noqa: E402
 from turbine_dagster.settings import Settings  # noqa: E402
 
 TEAM = "team_a"

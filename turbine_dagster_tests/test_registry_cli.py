@@ -3,10 +3,10 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from turbine_dagster.cli.registry import main
-from turbine_dagster.core.checkpoints import Checkpoint
-from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.core.evaluation.selection import GateDecision
+from turbine_dagster.core.models.checkpoints import Checkpoint
+from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
-from turbine_dagster.core.selection import GateDecision
 
 TEAM = "team_a"
 

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from turbine_dagster.core.capacity import (
+from turbine_dagster.core.planning.capacity import (
     CapacityInputs,
     QueueLimits,
     assignment_table,

@@ -4,8 +4,8 @@ import argparse
 import datetime as dt
 import sys
 
-from turbine_dagster.core import landing
-from turbine_dagster.core.demo_data import DriftInjection, recent_weeks, write_demo_data
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.data.demo import DriftInjection, recent_weeks, write_demo_data
 from turbine_dagster.settings import Settings
 
 

@@ -11,7 +11,7 @@ import sys
 
 from upath import UPath
 
-from turbine_dagster.core.registry import (
+from turbine_dagster.core.registry.registry import (
     ConcurrentPromotionError,
     ModelRegistry,
     ModelVersion,

@@ -16,7 +16,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 from upath import UPath
 
-from turbine_dagster.core import landing, storage
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.storage import files as storage
 from turbine_dagster.defs.object_store import s3fs_options
 from turbine_dagster.defs.retries import final_unless_transient
 from turbine_dagster.defs.table_metadata import table_metadata
@@ -47,7 +48,9 @@ class _NativeFormatIOManager(dg.UPathIOManager):
             elif self.file_format == "json":
                 storage.write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
             else:
-                from turbine_dagster.core.model_store import save_model  # TensorFlow loads only where models are
+                from turbine_dagster.core.storage.model_files import (
+                    save_model,  # TensorFlow loads only where models are
+                )
 
                 save_model(obj, path)
 
@@ -58,7 +61,7 @@ class _NativeFormatIOManager(dg.UPathIOManager):
                     return pd.read_parquet(handle)
             if self.file_format == "json":
                 return json.loads(path.read_bytes())
-            from turbine_dagster.core.model_store import load_model
+            from turbine_dagster.core.storage.model_files import load_model
 
             return load_model(path)
 

@@ -12,8 +12,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 from upath import UPath
 
-from turbine_dagster.core import landing
-from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.io_managers import ArtifactIOManager
 from turbine_dagster.defs.object_store import s3fs_options

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from turbine_dagster.core.storage import is_transient
+from turbine_dagster.core.storage.files import is_transient
 
 STORAGE_RETRY_POLICY = dg.RetryPolicy(
     max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS

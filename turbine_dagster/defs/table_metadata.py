@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from turbine_dagster.core.data import FOLD, HOLDOUT_SCHEME_COLUMN, LAYOUT, WEEK
+from turbine_dagster.core.data.cases import FOLD, HOLDOUT_SCHEME_COLUMN, LAYOUT, WEEK
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, SOURCE_FILE, TARGET
 
 COLUMN_SCHEMA = "dagster/column_schema"

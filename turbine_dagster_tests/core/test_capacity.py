@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from turbine_dagster.core.capacity import (
+from turbine_dagster.core.planning.capacity import (
     HOURS_PER_WEEK,
     CapacityInputs,
     CapacityPlan,

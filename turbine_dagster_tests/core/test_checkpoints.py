@@ -5,13 +5,18 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model
-from turbine_dagster.core.checkpoints import VALIDATION_METRICS, Checkpoint, save_checkpoints
-from turbine_dagster.core.models import predict_malignant_proba
-from turbine_dagster.core.registry import ModelRegistry, RegistryLookupError, model_reference, scoring_threshold
+from turbine_dagster.core.evaluation.selection import GateDecision
+from turbine_dagster.core.models.catboost_model import CatBoostSearchParams, train_catboost_model
+from turbine_dagster.core.models.checkpoints import VALIDATION_METRICS, Checkpoint, save_checkpoints
+from turbine_dagster.core.models.interface import predict_malignant_proba
+from turbine_dagster.core.models.tf_model import TFTrainingParams, train_tf_model
+from turbine_dagster.core.registry.registry import (
+    ModelRegistry,
+    RegistryLookupError,
+    model_reference,
+    scoring_threshold,
+)
 from turbine_dagster.core.schema import MALIGNANT, TARGET
-from turbine_dagster.core.selection import GateDecision
-from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model
 
 TEAM = "team_a"
 # Early stopping ends this run after 5 of 12 epochs (best epoch 2), so epoch 12 is never reached.

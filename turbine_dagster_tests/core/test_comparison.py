@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from turbine_dagster.core import comparison
-from turbine_dagster.core.comparison import compare_predictions, comparison_markdown, p_malignant_plot_markdown
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
+from turbine_dagster.core.serving import comparison
+from turbine_dagster.core.serving.comparison import compare_predictions, comparison_markdown, p_malignant_plot_markdown
 
 THRESHOLD = 0.5
 # case: (champion P(malignant), challenger P(malignant)); both predict malignant at P >= 0.5.
@@ -183,7 +183,7 @@ def test_plot_is_an_embedded_png(champion, challenger):
 
 
 def test_column_names_are_those_of_the_scoring_output():
-    from turbine_dagster.core import scoring
+    from turbine_dagster.core.serving import scoring
 
     assert (comparison.P_MALIGNANT, comparison.PREDICTED_LABEL, comparison.MODEL_VERSION, comparison.THRESHOLD) == (
         scoring.P_MALIGNANT,

@@ -3,13 +3,17 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from turbine_dagster.core import data
-from turbine_dagster.core.catboost_model import CatBoostSearchParams, cross_fit_catboost_model, train_catboost_model
-from turbine_dagster.core.crossfit import P_MALIGNANT, cross_fit
-from turbine_dagster.core.model_store import load_model, save_model
-from turbine_dagster.core.models import predict_malignant_proba
+from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.models.catboost_model import (
+    CatBoostSearchParams,
+    cross_fit_catboost_model,
+    train_catboost_model,
+)
+from turbine_dagster.core.models.crossfit import P_MALIGNANT, cross_fit
+from turbine_dagster.core.models.interface import predict_malignant_proba
+from turbine_dagster.core.models.tf_model import TFTrainingParams, average_models, cross_fit_tf_model
 from turbine_dagster.core.schema import CASE_ID
-from turbine_dagster.core.tf_model import TFTrainingParams, average_models, cross_fit_tf_model
+from turbine_dagster.core.storage.model_files import load_model, save_model
 
 TINY_CATBOOST = CatBoostSearchParams(
     param_grid={"depth": [3]}, cv_folds=2, iterations=30, early_stopping_rounds=5, checkpoint_iterations=(5, 29)

@@ -4,8 +4,9 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
-from turbine_dagster.core import data, landing
-from turbine_dagster.core.demo_data import write_demo_data
+from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.data.demo import write_demo_data
 from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster_tests.conftest import TEAM
 

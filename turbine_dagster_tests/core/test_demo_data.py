@@ -12,8 +12,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from upath import UPath
 
-from turbine_dagster.core import landing
-from turbine_dagster.core.demo_data import DemoDataWriter, DriftInjection, recent_weeks, write_demo_data
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.data.demo import DemoDataWriter, DriftInjection, recent_weeks, write_demo_data
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, TARGET
 
 

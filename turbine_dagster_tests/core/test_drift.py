@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from turbine_dagster.core.drift import (
+from turbine_dagster.core.monitoring.drift import (
     DriftResult,
     DriftRule,
     adjust_p_values,

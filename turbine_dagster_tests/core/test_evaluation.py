@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from turbine_dagster.core.evaluation import (
+from turbine_dagster.core.evaluation.metrics import (
     conformal_threshold,
     evaluate_out_of_fold,
     evaluate_scores,

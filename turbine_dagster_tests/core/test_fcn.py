@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from turbine_dagster.core.fcn import FCNBlock
+from turbine_dagster.core.models.fcn import FCNBlock
 
 FEATURES = 30
 

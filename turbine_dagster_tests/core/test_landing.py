@@ -1,7 +1,7 @@
 import pytest
 from upath import UPath
 
-from turbine_dagster.core import landing
+from turbine_dagster.core.data import landing
 
 
 @pytest.mark.parametrize("team", ["../etc", "/abs", "team_a/..", "Team_A", "", "a" * 40])
@@ -34,7 +34,7 @@ def test_a_file_that_is_not_csv_or_parquet_is_named(tmp_path):
 
 
 def test_unreadable_file_is_named(tmp_path):
-    from turbine_dagster.core import layouts
+    from turbine_dagster.core.data import layouts
 
     root = UPath(tmp_path)
     path = root / "broken.parquet"

@@ -7,7 +7,8 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
-from turbine_dagster.core import data, landing, layouts
+from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.data import landing, layouts
 from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
 
 TEAM, WEEK = "team_a", "2026-11-08"

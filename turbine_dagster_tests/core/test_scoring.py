@@ -12,13 +12,13 @@ from sklearn.datasets import load_breast_cancer  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from upath import UPath  # noqa: E402
 
-from turbine_dagster.core import landing  # noqa: E402
-from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model  # noqa: E402
-from turbine_dagster.core.demo_data import DemoDataWriter  # noqa: E402
-from turbine_dagster.core.models import predict_malignant_proba  # noqa: E402
+from turbine_dagster.core.data import landing  # noqa: E402
+from turbine_dagster.core.data.demo import DemoDataWriter  # noqa: E402
+from turbine_dagster.core.models.catboost_model import CatBoostSearchParams, train_catboost_model  # noqa: E402
+from turbine_dagster.core.models.interface import predict_malignant_proba  # noqa: E402
+from turbine_dagster.core.models.tf_model import TFTrainingParams, train_tf_model  # noqa: E402
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, SOURCE_FILE, TARGET  # noqa: E402
-from turbine_dagster.core.scoring import OUTPUT_SCHEMA, QUARANTINE_SCHEMA, score_frame, score_partition  # noqa: E402
-from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model  # noqa: E402
+from turbine_dagster.core.serving.scoring import OUTPUT_SCHEMA, QUARANTINE_SCHEMA, score_frame, score_partition  # noqa: E402
 
 TEAM, WEEK = "team_a", "2026-11-22"
 SCORED_AT = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
@@ -325,7 +325,7 @@ def test_on_s3_files_are_read_and_results_published_as_locally(models, s3_enviro
 
 
 def test_each_published_layout_is_scored_with_the_case_ids_training_gives_it(models, root, folder, tmp_path):
-    from turbine_dagster.core import data
+    from turbine_dagster.core.data import cases as data
     from turbine_dagster_tests.core.test_layouts import UCI_IDS, WDBC, kaggle_csv_text, sklearn_frame, uci_text
 
     write_csv(sklearn_frame(labeled=False).head(40), folder / "sklearn.csv")
@@ -370,7 +370,7 @@ def test_values_beyond_float32_and_negative_values_are_quarantined_with_reasons(
 
 
 def test_unusually_large_values_are_scored_and_counted(models, root, folder, tmp_path):
-    from turbine_dagster.core.data import UNUSUALLY_LARGE
+    from turbine_dagster.core.data.cases import UNUSUALLY_LARGE
 
     frame = cases(50, "P")
     frame.loc[[3, 4], "worst area"] = UNUSUALLY_LARGE["worst area"] * 2
@@ -389,7 +389,7 @@ def test_unusually_large_values_are_scored_and_counted(models, root, folder, tmp
 def test_a_model_output_that_is_no_probability_fails_the_run_naming_version_and_rows(
     models, root, folder, tmp_path, monkeypatch, bad
 ):
-    from turbine_dagster.core import scoring
+    from turbine_dagster.core.serving import scoring
 
     frame = cases(300, "P")
     files = [write_parquet(frame, folder / "a.parquet")]

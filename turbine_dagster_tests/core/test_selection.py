@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report
 
-from turbine_dagster.core.evaluation import evaluate_scores
-from turbine_dagster.core.schema import BENIGN, MALIGNANT
-from turbine_dagster.core.selection import (
+from turbine_dagster.core.evaluation.metrics import evaluate_scores
+from turbine_dagster.core.evaluation.selection import (
     WIN_COUNT_KEYS,
     GateRule,
     QualityBars,
@@ -15,6 +14,7 @@ from turbine_dagster.core.selection import (
     select_champion,
     win_count_verdict,
 )
+from turbine_dagster.core.schema import BENIGN, MALIGNANT
 
 
 def report_from_counts(caught: int, missed: int, false_alarms: int, cleared: int) -> dict:

@@ -6,7 +6,7 @@ import filelock
 import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
-from turbine_dagster.core.storage import is_transient
+from turbine_dagster.core.storage.files import is_transient
 
 
 def raised_from(error: BaseException, cause: BaseException) -> BaseException:

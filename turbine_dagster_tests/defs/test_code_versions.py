@@ -76,7 +76,7 @@ def test_a_change_to_the_fcn_block_changes_tf_model_and_nothing_else(monkeypatch
     before = versions(ASSETS)
     with_source_changed(
         monkeypatch,
-        "turbine_dagster.core.fcn",
+        "turbine_dagster.core.models.fcn",
         'keras.layers.LayerNormalization(name="norm")',
         'keras.layers.LayerNormalization(epsilon=1e-5, name="norm")',
     )
@@ -99,7 +99,7 @@ def test_a_changed_model_default_changes_that_model_only(monkeypatch):
 def test_a_change_in_shared_core_code_changes_every_asset_that_runs_it(monkeypatch):
     before = versions(ASSETS)
     with_source_changed(
-        monkeypatch, "turbine_dagster.core.data", "UNUSUALLY_LARGE_FACTOR = 1.25", "UNUSUALLY_LARGE_FACTOR = 1.5"
+        monkeypatch, "turbine_dagster.core.data.cases", "UNUSUALLY_LARGE_FACTOR = 1.25", "UNUSUALLY_LARGE_FACTOR = 1.5"
     )
     after = versions(reversioned(ASSETS))
     changed = {key for key in before if before[key] != after[key]}
@@ -111,7 +111,7 @@ def test_comments_docstrings_and_descriptions_change_no_version(monkeypatch):
     before = versions(ASSETS)
     with_source_changed(
         monkeypatch,
-        "turbine_dagster.core.fcn",
+        "turbine_dagster.core.models.fcn",
         "    def build(self, input_shape):\n",
         '    def build(self, input_shape):\n        """Builds."""  # a comment\n',
     )
@@ -128,7 +128,7 @@ def test_comments_docstrings_and_descriptions_change_no_version(monkeypatch):
 @pytest.fixture(scope="module")
 def materialized_everything(tmp_path_factory, week):
     """The whole graph, data to predictions, materialized once for one partition on a persistent instance."""
-    from turbine_dagster.core.demo_data import write_demo_data
+    from turbine_dagster.core.data.demo import write_demo_data
     from turbine_dagster.settings import Settings
 
     root = tmp_path_factory.mktemp("versions")
@@ -157,7 +157,7 @@ def test_after_a_change_to_the_fcn_block_the_model_and_then_everything_downstrea
 
     with_source_changed(
         monkeypatch,
-        "turbine_dagster.core.fcn",
+        "turbine_dagster.core.models.fcn",
         'keras.layers.LayerNormalization(name="norm")',
         'keras.layers.LayerNormalization(epsilon=1e-5, name="norm")',
     )

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from turbine_dagster.core import landing
+from turbine_dagster.core.data import landing
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, TARGET
 from turbine_dagster.defs.training.data_assets import SPLIT_DESCRIPTIONS, raw_data, splits
 from turbine_dagster_tests.conftest import TEAM
@@ -167,7 +167,7 @@ def test_raw_data_records_the_layout_of_each_file(settings, landing_root, week, 
 
 
 def test_unusually_large_values_are_kept_and_flagged(settings, landing_root, week, partition_key):
-    from turbine_dagster.core.data import UNUSUALLY_LARGE
+    from turbine_dagster.core.data.cases import UNUSUALLY_LARGE
 
     _edit(
         landing_root,

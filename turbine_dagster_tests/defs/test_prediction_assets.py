@@ -5,14 +5,14 @@ import pytest
 from sklearn.model_selection import train_test_split
 from upath import UPath
 
-from turbine_dagster.core import landing
-from turbine_dagster.core.catboost_model import CatBoostSearchParams, train_catboost_model
-from turbine_dagster.core.demo_data import DemoDataWriter, DriftInjection, recent_weeks, write_demo_data
-from turbine_dagster.core.models import predict_malignant_proba
-from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.data.demo import DemoDataWriter, DriftInjection, recent_weeks, write_demo_data
+from turbine_dagster.core.evaluation.selection import GateDecision
+from turbine_dagster.core.models.catboost_model import CatBoostSearchParams, train_catboost_model
+from turbine_dagster.core.models.interface import predict_malignant_proba
+from turbine_dagster.core.models.tf_model import TFTrainingParams, train_tf_model
+from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT
-from turbine_dagster.core.selection import GateDecision
-from turbine_dagster.core.tf_model import TFTrainingParams, train_tf_model
 from turbine_dagster.defs.prediction.assets import batch_predictions, drift_report, no_data_drift
 from turbine_dagster_tests.conftest import TEAM
 from turbine_dagster_tests.defs.helpers import column_types, failure_messages, materialize, materialized_keys
@@ -185,7 +185,7 @@ def test_drifted_week_is_flagged_and_the_sensor_requests_exactly_it(tmp_path, te
 def test_explicit_version_and_checkpoint_score_with_exactly_that_artifact(
     settings, landing_root, week, partition_key, team_models
 ):
-    from turbine_dagster.core.checkpoints import take_checkpoint
+    from turbine_dagster.core.models.checkpoints import take_checkpoint
 
     models, train = team_models
     registry = serve(settings, models["catboost"], train)  # v0001 serves
@@ -270,7 +270,7 @@ def test_challenger_comparison_reports_agreement_and_disagreements(settings, par
 def test_a_model_output_that_is_no_probability_fails_the_run_and_publishes_nothing(
     settings, partition_key, week, team_models, monkeypatch
 ):
-    from turbine_dagster.core import scoring
+    from turbine_dagster.core.serving import scoring
 
     models, train = team_models
     serve(settings, models["catboost"], train)
@@ -293,7 +293,7 @@ def test_batch_predictions_record_layouts_and_unusually_large_values(
 ):
     from sklearn.datasets import load_breast_cancer
 
-    from turbine_dagster.core.data import UNUSUALLY_LARGE
+    from turbine_dagster.core.data.cases import UNUSUALLY_LARGE
 
     models, train = team_models
     serve(settings, models["catboost"], train)

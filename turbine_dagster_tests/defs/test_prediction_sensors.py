@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from turbine_dagster.core.demo_data import recent_weeks
+from turbine_dagster.core.data.demo import recent_weeks
 from turbine_dagster.defs.prediction.definitions import prediction_job
 from turbine_dagster.defs.prediction.sensors import promotion_rescoring_sensor_for
 

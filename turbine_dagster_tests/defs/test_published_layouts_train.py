@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from turbine_dagster.core import landing, layouts
+from turbine_dagster.core.data import landing, layouts
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster.defs.training.data_assets import raw_data, splits
 from turbine_dagster.defs.training.model_assets import model_assets

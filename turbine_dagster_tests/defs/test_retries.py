@@ -5,7 +5,7 @@ from collections import defaultdict
 import dagster as dg
 import pytest
 
-from turbine_dagster.core import storage
+from turbine_dagster.core.storage import files as storage
 from turbine_dagster.defs.resources import LandingZone
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 from turbine_dagster.defs.training.data_assets import raw_data, splits

@@ -4,7 +4,7 @@ import json
 import dagster as dg
 import pytest
 
-from turbine_dagster.core.demo_data import DemoDataWriter, recent_weeks
+from turbine_dagster.core.data.demo import DemoDataWriter, recent_weeks
 from turbine_dagster.defs.resources import LandingZone
 from turbine_dagster.defs.schedules import team_cron, week_of
 from turbine_dagster.defs.training.definitions import training_job

@@ -2,9 +2,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.core.evaluation.selection import QualityBars
+from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, TARGET
-from turbine_dagster.core.selection import QualityBars
 from turbine_dagster.defs.resources import PartitionFolders, local_resources
 from turbine_dagster.defs.training.champion_assets import champion_assets, quality_bars_result
 from turbine_dagster.defs.training.data_assets import raw_data, splits
@@ -49,7 +49,7 @@ def trained(tmp_path_factory, week):
 
     from upath import UPath
 
-    from turbine_dagster.core.demo_data import write_demo_data
+    from turbine_dagster.core.data.demo import write_demo_data
     from turbine_dagster.settings import Settings
 
     root = tmp_path_factory.mktemp("training")
@@ -215,7 +215,7 @@ def _rerun_champion_and_gate(trained, storage_root) -> dg.ExecuteInProcessResult
 def test_gate_pairs_candidate_and_serving_champion_on_the_holdout_only_under_the_same_split_scheme(trained, tmp_path):
     import shutil
 
-    from turbine_dagster.core.selection import GateDecision
+    from turbine_dagster.core.evaluation.selection import GateDecision
 
     result, assets, _ = trained
     storage = tmp_path / "storage"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from turbine_dagster.core.selection import GateDecision
+from turbine_dagster.core.evaluation.selection import GateDecision
 
 FaultAction = Literal["drop", "conflict", "fail", "interleave"]
 
@@ -214,7 +214,7 @@ def promote_versions(
 
     ``start`` (a barrier) lines the workers up so that their promotions overlap.
     """
-    from turbine_dagster.core.registry import ModelRegistry
+    from turbine_dagster.core.registry.registry import ModelRegistry
 
     registry = ModelRegistry(root, storage_options={"endpoint_url": endpoint_url})
     start.wait(timeout=120)

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import pytest
 from upath import UPath
 
-from turbine_dagster.core.registry import ModelRegistry
-from turbine_dagster.core.selection import GateDecision
+from turbine_dagster.core.evaluation.selection import GateDecision
+from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.settings import Settings
 from turbine_dagster_tests.deploy.conftest import DEPLOY_DIR, load_yaml
 
@@ -83,7 +83,7 @@ def deployment(s3_server, week):
     import boto3
     import dagster as dg
 
-    from turbine_dagster.core.demo_data import write_demo_data
+    from turbine_dagster.core.data.demo import write_demo_data
     from turbine_dagster.defs.resources import production_resources
     from turbine_dagster_tests.defs.helpers import failure_messages
     from turbine_dagster_tests.defs.test_training_assets import FAST_TRAINING, TRAINING_GRAPH

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
 from turbine_dagster_tests.conftest import create_bucket
 from turbine_dagster_tests.deploy.s3_faults import (

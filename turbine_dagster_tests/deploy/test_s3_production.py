@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from upath import UPath
 
-from turbine_dagster.core.demo_data import write_demo_data
-from turbine_dagster.core.model_store import load_model
-from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.core.data.demo import write_demo_data
+from turbine_dagster.core.registry.registry import ModelRegistry
+from turbine_dagster.core.storage.model_files import load_model
 from turbine_dagster.defs.prediction.assets import batch_predictions
 from turbine_dagster.defs.resources import production_resources
 from turbine_dagster.settings import Settings

@@ -17,8 +17,8 @@ import pandas as pd
 import psutil
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from turbine_dagster.core import landing
-from turbine_dagster.core.demo_data import DemoDataWriter
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.data.demo import DemoDataWriter
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, TARGET
 from turbine_dagster_tests.e2e.platform import LAUNCH_MUTATION, TERMINAL_STATUSES, Platform
 
@@ -176,7 +176,7 @@ def team_registry(team: str) -> Callable[[str], bool]:
 def artifact_problems(root: Path) -> list[str]:
     """What a reader of the storage root would trip on: temporary or partial files, and models, tables and
     reports that do not load."""
-    from turbine_dagster.core import model_store
+    from turbine_dagster.core.storage import model_files as model_store
 
     problems = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -233,8 +233,8 @@ def seed_serving_champion(registry_root: Path, team: str, week: str) -> int:
     import catboost
     from sklearn.metrics import recall_score, roc_auc_score
 
-    from turbine_dagster.core.registry import ModelRegistry
-    from turbine_dagster.core.selection import GateDecision
+    from turbine_dagster.core.evaluation.selection import GateDecision
+    from turbine_dagster.core.registry.registry import ModelRegistry
 
     cases = DemoDataWriter().cases(team, week, 400, "SEED")
     train, test = cases.iloc[:300], cases.iloc[300:]

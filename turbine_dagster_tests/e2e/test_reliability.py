@@ -23,9 +23,10 @@ import pytest
 from dagster._core.scheduler.instigation import TickStatus
 from upath import UPath
 
-from turbine_dagster.core import data, landing
-from turbine_dagster.core.demo_data import recent_weeks
-from turbine_dagster.core.registry import ModelRegistry
+from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.data.demo import recent_weeks
+from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.defs.resources import LandingZone, PartitionFolders
 from turbine_dagster.settings import Settings
 from turbine_dagster_tests.conftest import WEEKS_UP_TO_TODAY

@@ -6,7 +6,7 @@ import time
 import dagster as dg
 import pytest
 
-from turbine_dagster.core.demo_data import recent_weeks
+from turbine_dagster.core.data.demo import recent_weeks
 from turbine_dagster_tests.queue import harness
 
 SENSOR = "promotion_rescoring_sensor"

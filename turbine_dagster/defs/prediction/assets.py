@@ -12,9 +12,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core import data, drift, landing
-from turbine_dagster.core.checkpoints import Checkpoint
-from turbine_dagster.core.registry import (
+from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.models.checkpoints import Checkpoint
+from turbine_dagster.core.monitoring import drift
+from turbine_dagster.core.registry.registry import (
     ModelRegistry,
     ModelVersion,
     RegistryLookupError,
@@ -134,7 +136,7 @@ def score_with(
     chunk_rows: int,
     batch_size: int = 8192,
 ):
-    from turbine_dagster.core import scoring  # TensorFlow loads in runs, not in the code server
+    from turbine_dagster.core.serving import scoring  # TensorFlow loads in runs, not in the code server
 
     reference = model_reference(version, checkpoint)
     threshold = scoring_threshold(version, checkpoint)
@@ -225,7 +227,7 @@ def batch_predictions(
     if summary.empty:
         _skipped_empty(context, root, team, week)
         return
-    from turbine_dagster.core.scoring import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
+    from turbine_dagster.core.serving.scoring import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
 
     yield dg.MaterializeResult(
         metadata={
@@ -268,7 +270,7 @@ def drift_report(
     store = registry.registry()
     version = serving_version(context, store, team)
     root, files = scoring_files(context, landing_zone, team, week)
-    from turbine_dagster.core import scoring
+    from turbine_dagster.core.serving import scoring
 
     current = scoring.sample_clean_features(files, root, config.max_rows, config.seed) if files else None
     if current is None or current.empty:
@@ -330,7 +332,7 @@ def challenger_comparison(
     registry: ModelRegistryResource,
     prediction_store: PartitionFolders,
 ) -> Iterator[dg.Output[dict]]:
-    from turbine_dagster.core import comparison
+    from turbine_dagster.core.serving import comparison
 
     team, week = team_and_week(context)
     store = registry.registry()

@@ -15,10 +15,10 @@ PRELOAD_MODULES = (
     "tensorflow",
     "keras",
     "catboost",
-    "turbine_dagster.core.scoring",
-    "turbine_dagster.core.model_store",
-    "turbine_dagster.core.drift",
-    "turbine_dagster.core.comparison",
+    "turbine_dagster.core.serving.scoring",
+    "turbine_dagster.core.storage.model_files",
+    "turbine_dagster.core.monitoring.drift",
+    "turbine_dagster.core.serving.comparison",
 )
 
 prediction_job = team_week_job(

@@ -7,7 +7,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core import data, evaluation, selection
+from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.evaluation import metrics as evaluation
+from turbine_dagster.core.evaluation import selection
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
@@ -115,8 +117,8 @@ def champion_model(
     train_split: pd.DataFrame,
     test_split: pd.DataFrame,
 ):  # a MaterializeResult, with its check
-    from turbine_dagster.core.checkpoints import Checkpoint
-    from turbine_dagster.core.models import predict_malignant_proba
+    from turbine_dagster.core.models.checkpoints import Checkpoint
+    from turbine_dagster.core.models.interface import predict_malignant_proba
 
     evaluations = {"tf_model": tf_evaluation, "catboost_model": catboost_evaluation}
     reports = {name: report["at_operating_threshold"]["classification_report"] for name, report in evaluations.items()}
@@ -210,7 +212,7 @@ def serving_champion(
     champion_model: dict,
     test_split: pd.DataFrame,
 ) -> dg.Output[dict]:
-    from turbine_dagster.core.models import predict_malignant_proba
+    from turbine_dagster.core.models.interface import predict_malignant_proba
 
     store = registry.registry()
     team = champion_model["team"]

@@ -7,8 +7,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core import data, landing
-from turbine_dagster.core.landing import LandingError
+from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.data import landing
+from turbine_dagster.core.data.landing import LandingError
 from turbine_dagster.core.schema import CASE_ID, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions

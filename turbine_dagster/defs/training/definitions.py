@@ -19,10 +19,10 @@ PRELOAD_MODULES = (
     "tensorflow",
     "keras",
     "catboost",
-    "turbine_dagster.core.tf_model",
-    "turbine_dagster.core.catboost_model",
-    "turbine_dagster.core.registry",
-    "turbine_dagster.core.model_store",
+    "turbine_dagster.core.models.tf_model",
+    "turbine_dagster.core.models.catboost_model",
+    "turbine_dagster.core.registry.registry",
+    "turbine_dagster.core.storage.model_files",
 )
 
 training_job = team_week_job(

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core import evaluation
+from turbine_dagster.core.evaluation import metrics as evaluation
 from turbine_dagster.core.schema import P_MALIGNANT, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_week_partitions

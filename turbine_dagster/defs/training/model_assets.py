@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core import data
+from turbine_dagster.core.data import cases as data
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import GPU_POOL, PartitionFolders, gpu_op_tags
@@ -60,7 +60,7 @@ class CatBoostConfig(dg.Config):
     )
 
     def search_params(self) -> Any:
-        from turbine_dagster.core.catboost_model import CatBoostSearchParams
+        from turbine_dagster.core.models.catboost_model import CatBoostSearchParams
 
         grid = {"depth": self.depth, "learning_rate": self.learning_rate, "l2_leaf_reg": self.l2_leaf_reg}
         settings = self.model_dump(
@@ -92,7 +92,7 @@ def model_outs(name: str, io_manager_key: str, kinds: set[str], description: str
 def _crossfit_outputs(
     context: dg.AssetExecutionContext, store: PartitionFolders, name: str, result: Any, metadata: dict[str, Any]
 ) -> Iterator[dg.Output]:
-    from turbine_dagster.core.checkpoints import save_checkpoints
+    from turbine_dagster.core.models.checkpoints import save_checkpoints
 
     team, week = team_and_week(context)
     with final_unless_transient(f"{name} for {context.partition_key}: saving checkpoints"):
@@ -150,7 +150,7 @@ def tf_model(
     checkpoint_store: PartitionFolders,
     train_split: pd.DataFrame,
 ):
-    from turbine_dagster.core.tf_model import TFTrainingParams, cross_fit_tf_model, learning_curve_markdown
+    from turbine_dagster.core.models.tf_model import TFTrainingParams, cross_fit_tf_model, learning_curve_markdown
 
     def log_epoch(fold: int, epoch: int, logs: dict[str, float]) -> None:
         context.log.info(
@@ -211,7 +211,7 @@ def catboost_model(
     checkpoint_store: PartitionFolders,
     train_split: pd.DataFrame,
 ):
-    from turbine_dagster.core.catboost_model import cross_fit_catboost_model, feature_importance_markdown
+    from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model, feature_importance_markdown
 
     def log_candidate(fold: int, line: str) -> None:
         context.log.info(f"fold {fold} {line}")

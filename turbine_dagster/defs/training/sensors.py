@@ -10,7 +10,7 @@ import json
 
 import dagster as dg
 
-from turbine_dagster.core import landing
+from turbine_dagster.core.data import landing
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.partitions import team_week_key, weeks_partitions
 from turbine_dagster.defs.resources import LandingZone

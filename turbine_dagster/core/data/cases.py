@@ -18,7 +18,9 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import StratifiedKFold
 from upath import UPath
 
-from turbine_dagster.core import landing, layouts
+from turbine_dagster.core.data import landing
+
+from turbine_dagster.core.data import layouts
 from turbine_dagster.core.schema import BENIGN, CASE_ID, CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, SOURCE_FILE, TARGET
 
 WEEK = "week"

@@ -43,7 +43,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from upath import UPath
 
-from turbine_dagster.core import landing
+from turbine_dagster.core.data import landing
 from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
 
 INTERNAL = "internal"

@@ -50,12 +50,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from upath import UPath
 
-from turbine_dagster.core import landing, layouts
-from turbine_dagster.core.data import row_problems, unusually_large_cells, usable
-from turbine_dagster.core.model_store import model_kind
-from turbine_dagster.core.models import feature_matrix, predict_malignant_proba
+from turbine_dagster.core.data import landing, layouts
+from turbine_dagster.core.data.cases import row_problems, unusually_large_cells, usable
+from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba
 from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, P_MALIGNANT, SOURCE_FILE
-from turbine_dagster.core.storage import is_local
+from turbine_dagster.core.storage.files import is_local
+from turbine_dagster.core.storage.model_files import model_kind
 
 PREDICTED_LABEL = "predicted_label"
 MODEL_VERSION = "model_version"

@@ -23,7 +23,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from turbine_dagster.core.plots import figure_png
+from turbine_dagster.presentation.figures import figure_png
 
 HOURS_PER_WEEK = 168.0
 # The run tags a per-team limit may count. Dagster writes `dagster/partition/team` on every launch path (the

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from turbine_dagster.core.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
-from turbine_dagster.core.crossfit import CrossFitResult, cross_fit
-from turbine_dagster.core.data import EARLY_STOPPING_FRACTION
-from turbine_dagster.core.fcn import FCNBlock
-from turbine_dagster.core.models import feature_matrix, predict_malignant_proba, require_both_classes
-from turbine_dagster.core.plots import figure_markdown
+from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
+from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
+from turbine_dagster.core.models.crossfit import CrossFitResult, cross_fit
+from turbine_dagster.core.models.fcn import FCNBlock
+from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_both_classes
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
+from turbine_dagster.presentation.figures import figure_markdown
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 """Called after every epoch with the 1-based epoch number and that epoch's metrics."""

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from turbine_dagster.core.plots import figure_markdown
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, P_MALIGNANT, TARGET
+from turbine_dagster.presentation.figures import figure_markdown
 
 # The predictions file's column names (scoring.OUTPUT_SCHEMA), repeated so that this module does not load the
 # model libraries that scoring imports; a test keeps them equal.

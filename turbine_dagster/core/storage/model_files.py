@@ -17,8 +17,8 @@ import catboost
 import keras
 from upath import UPath
 
-import turbine_dagster.core.fcn  # noqa: F401  registers FCNBlock so .keras files load without custom_objects
-from turbine_dagster.core.storage import is_local
+import turbine_dagster.core.models.fcn  # noqa: F401  registers FCNBlock so .keras files load without custom_objects
+from turbine_dagster.core.storage.files import is_local
 
 ModelKind = Literal["tensorflow", "catboost"]
 

@@ -23,8 +23,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from turbine_dagster.core.plots import figure_markdown
 from turbine_dagster.core.schema import BENIGN, CLASS_NAMES, MALIGNANT
+from turbine_dagster.presentation.figures import figure_markdown
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TARGET_RECALL = 0.98

@@ -17,9 +17,9 @@ import pandas as pd
 from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 
-from turbine_dagster.core.checkpoints import BEST, Checkpoint, take_checkpoint
-from turbine_dagster.core.data import EARLY_STOPPING_FRACTION, FOLD
-from turbine_dagster.core.models import predict_malignant_proba
+from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION, FOLD
+from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, take_checkpoint
+from turbine_dagster.core.models.interface import predict_malignant_proba
 from turbine_dagster.core.schema import CASE_ID, MALIGNANT, P_MALIGNANT, TARGET
 
 FoldTrainer = Callable[[pd.DataFrame, pd.DataFrame, int], Any]

@@ -66,10 +66,10 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
-from turbine_dagster.core.checkpoints import Checkpoint, describe_checkpoints
+from turbine_dagster.core.evaluation.selection import GateDecision
+from turbine_dagster.core.models.checkpoints import Checkpoint, describe_checkpoints
 from turbine_dagster.core.schema import FEATURE_COLUMNS
-from turbine_dagster.core.selection import GateDecision
-from turbine_dagster.core.storage import is_local, write_bytes_atomic
+from turbine_dagster.core.storage.files import is_local, write_bytes_atomic
 
 EventKind = Literal["registered", "promoted", "refused", "rollback"]
 VersionStatus = Literal["serving", "retired", "refused", "candidate"]
@@ -465,7 +465,9 @@ class ModelRegistry:
 
     def load_model(self, model_version: ModelVersion, checkpoint: str | Checkpoint | None = None) -> Any:
         """The version's model, or the model of one of its checkpoints (an id or a ``Checkpoint``)."""
-        from turbine_dagster.core import model_store  # imports TensorFlow: only paid by callers that load models
+        from turbine_dagster.core.storage import (
+            model_files as model_store,  # imports TensorFlow: only paid by callers that load models
+        )
 
         if checkpoint is None:
             return model_store.load_model(self._path(model_version.artifact_uri))
@@ -548,7 +550,9 @@ class ModelRegistry:
         file of the same kind as ``model``) are stored under the version, in the order given.
         ``split_scheme`` names how the training data was split (kept in the entry as given).
         """
-        from turbine_dagster.core import model_store  # imports TensorFlow: only paid by callers that save models
+        from turbine_dagster.core.storage import (
+            model_files as model_store,  # imports TensorFlow: only paid by callers that save models
+        )
 
         kind = model_store.model_kind(model)
         if not 0.0 <= threshold <= 1.0:
@@ -598,7 +602,7 @@ class ModelRegistry:
     @staticmethod
     def _check_checkpoints(team: str, checkpoints: Sequence[Checkpoint], kind: str, suffix: str) -> None:
         """Refuse, before anything is written, checkpoints that cannot be stored with a ``kind`` model."""
-        from turbine_dagster.core import model_store
+        from turbine_dagster.core.storage import model_files as model_store
 
         seen: set[str] = set()
         for checkpoint in checkpoints:
@@ -622,7 +626,7 @@ class ModelRegistry:
             json.loads(_json_bytes(checkpoint.to_dict()))  # plain metrics only
 
     def _store_checkpoint(self, checkpoint: Checkpoint, target: UPath) -> Checkpoint:
-        from turbine_dagster.core import model_store
+        from turbine_dagster.core.storage import model_files as model_store
 
         if checkpoint.model is not None:
             uri = model_store.save_model(checkpoint.model, target).uri

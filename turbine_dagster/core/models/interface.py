@@ -5,8 +5,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from turbine_dagster.core.model_store import model_kind
 from turbine_dagster.core.schema import CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, TARGET
+from turbine_dagster.core.storage.model_files import model_kind
 
 
 def _where_suffix(where: str | None) -> str:

@@ -32,7 +32,7 @@ from scipy.stats import rankdata
 from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
-from turbine_dagster.core import landing
+from turbine_dagster.core.data import landing
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, TARGET
 
 TEAM_BIAS_SCALE = 0.02  # relative per-team instrument bias (σ of a multiplicative factor)

@@ -131,7 +131,7 @@ def validation_metrics(malignant: np.ndarray, p_malignant: np.ndarray, val_loss:
     """VALIDATION_METRICS from the validation labels (True = malignant) and the checkpoint's P(malignant)."""
     from sklearn.metrics import roc_auc_score
 
-    from turbine_dagster.core.evaluation import DEFAULT_THRESHOLD
+    from turbine_dagster.core.evaluation.metrics import DEFAULT_THRESHOLD
 
     malignant = np.asarray(malignant, dtype=bool)
     return {
@@ -148,7 +148,7 @@ def take_checkpoint(
 
     ``malignant`` is True for the malignant validation rows; the validation split holds both classes.
     """
-    from turbine_dagster.core.evaluation import DEFAULT_TARGET_RECALL, conformal_threshold
+    from turbine_dagster.core.evaluation.metrics import DEFAULT_TARGET_RECALL, conformal_threshold
     from turbine_dagster.core.schema import BENIGN, MALIGNANT
 
     p_malignant = np.asarray(p_malignant, dtype=np.float64)
@@ -172,7 +172,9 @@ def save_checkpoints(checkpoints: Iterable[Checkpoint], folder: str | os.PathLik
     """
     from upath import UPath
 
-    from turbine_dagster.core import model_store  # imports TensorFlow: only paid where models are written
+    from turbine_dagster.core.storage import (
+        model_files as model_store,  # imports TensorFlow: only paid where models are written
+    )
 
     root = folder if isinstance(folder, UPath) else UPath(folder)
     saved = []

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
-from turbine_dagster.core.plots import figure_markdown
 from turbine_dagster.core.schema import FEATURE_COLUMNS
+from turbine_dagster.presentation.figures import figure_markdown
 
 Correction = Literal["holm", "bonferroni"]
 

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from catboost.utils import get_gpu_device_count
 
-from turbine_dagster.core.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
-from turbine_dagster.core.crossfit import CrossFitResult, cross_fit
-from turbine_dagster.core.data import EARLY_STOPPING_FRACTION
-from turbine_dagster.core.models import feature_matrix, predict_malignant_proba, require_both_classes
-from turbine_dagster.core.plots import figure_markdown
+from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
+from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
+from turbine_dagster.core.models.crossfit import CrossFitResult, cross_fit
+from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_both_classes
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
+from turbine_dagster.presentation.figures import figure_markdown
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Metrics, thresholds, champion selection and the promotion gate."""

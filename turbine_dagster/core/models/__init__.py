@@ -1,0 +1,1 @@
+"""The two model kinds, cross-fitting and checkpoints."""

@@ -1,0 +1,1 @@
+"""Feature drift between training and scoring data."""

@@ -1,0 +1,1 @@
+"""Capacity planning for the GPU run queue."""

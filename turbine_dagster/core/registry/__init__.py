@@ -1,0 +1,1 @@
+"""The model registry: versions, the serving pointer and its history, events."""

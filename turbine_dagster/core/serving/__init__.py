@@ -1,0 +1,1 @@
+"""Batch scoring of landed cases and champion/challenger comparison."""
