@@ -1,23 +1,68 @@
-"""``turbine-capacity``: plan a week of GPU training runs under the instance's run queue limits."""
+"""``turbine-capacity``: plan a week of GPU training runs under the instance's run queue limits.
+
+The limits are read from the Dagster instance's ``dagster.yaml`` by default, so the plan and the queue
+the daemon enforces cannot disagree.
+"""
 
 import argparse
 import sys
+from os import PathLike
 from pathlib import Path
+
+import yaml
 
 from turbine_dagster.core.planning.capacity import (
     CapacityInputs,
     QueueLimits,
-    assignment_table,
     best_plan,
-    gantt_png,
     plan_capacity,
-    plan_summary,
-    queue_limits_from_instance_yaml,
-    search_table,
     search_vms_per_run,
 )
+from turbine_dagster.presentation.capacity import assignment_table, gantt_png, plan_summary, search_table
 
 DEFAULT_INSTANCE_CONFIG = Path("dagster.yaml")
+# The run tags a per-team limit may count. Dagster writes `dagster/partition/team` on every launch path (the
+# instance's limit counts it); scheduled and sensor runs also carry the project's `team` tag, so a limit on either
+# holds the runs planned here, and with both the smaller one binds.
+TEAM_TAGS = ("dagster/partition/team", "team")
+
+
+def queue_limits_from_instance_yaml(path: str | PathLike[str]) -> QueueLimits:
+    """Read the GPU queue limits from a Dagster instance configuration (``dagster.yaml``).
+
+    The GPU limit is ``concurrency.pools.default_limit`` (capped by ``concurrency.runs.max_concurrent_runs``,
+    which bounds every run); the per-team limit is the smallest ``tag_concurrency_limits`` entry with
+    ``applyLimitPerUniqueValue`` on one of ``TEAM_TAGS``. A limit set in the instance database instead
+    (``dagster instance concurrency set gpu N``) overrides ``default_limit`` and is not visible here.
+    """
+    path = Path(path)
+    config = yaml.safe_load(path.read_text()) or {}
+    concurrency = config.get("concurrency") or {}
+    pools = concurrency.get("pools") or {}
+    runs = concurrency.get("runs") or {}
+
+    granularity = pools.get("granularity")
+    if granularity != "run":
+        raise ValueError(
+            f"{path}: concurrency.pools.granularity is {granularity!r}; the planner models a run queue, which "
+            "needs 'granularity: run' (a pool slot held for the whole run)"
+        )
+    pool_limit = pools.get("default_limit")
+    if not isinstance(pool_limit, int) or pool_limit < 1:
+        raise ValueError(
+            f"{path}: concurrency.pools.default_limit is {pool_limit!r}; set it to the number of GPU VMs (>= 1)"
+        )
+    max_concurrent_runs = runs.get("max_concurrent_runs", -1)  # -1: Dagster's "no limit"
+    gpu_runs = pool_limit if max_concurrent_runs == -1 else min(pool_limit, max_concurrent_runs)
+    if gpu_runs < 1:
+        raise ValueError(f"{path}: concurrency.runs.max_concurrent_runs is {max_concurrent_runs}: no run can start")
+
+    per_team_limits = [
+        entry["limit"]
+        for entry in runs.get("tag_concurrency_limits") or []
+        if entry.get("key") in TEAM_TAGS and entry.get("value") == {"applyLimitPerUniqueValue": True}
+    ]
+    return QueueLimits(gpu_runs=gpu_runs, per_team_runs=min(per_team_limits, default=None))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,34 +3,21 @@ from pathlib import Path
 
 import pytest
 
+from turbine_dagster.cli.capacity import queue_limits_from_instance_yaml
 from turbine_dagster.core.planning.capacity import (
     HOURS_PER_WEEK,
     CapacityInputs,
     CapacityPlan,
     QueueLimits,
-    assignment_table,
     best_plan,
-    gantt_png,
     plan_capacity,
-    plan_summary,
     predicted_makespan,
-    queue_limits_from_instance_yaml,
     search_vms_per_run,
 )
+from turbine_dagster.presentation.capacity import assignment_table, gantt_png, plan_summary
+from turbine_dagster_tests.test_capacity_cli import INSTANCE_YAML
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-INSTANCE_YAML = """
-concurrency:
-  pools:
-    default_limit: 7
-    granularity: run
-  runs:
-    max_concurrent_runs: 20
-    tag_concurrency_limits:
-      - key: dagster/partition/team
-        value: {applyLimitPerUniqueValue: true}
-        limit: 2
-"""
 
 
 def _max_concurrent(plan: CapacityPlan, team: str | None = None) -> int:
@@ -192,56 +179,9 @@ def test_gantt_chart_is_a_png():
     assert gantt_png(plan_capacity(CapacityInputs(allow_multi_vm_runs=True, vms_per_run=2))).startswith(PNG_SIGNATURE)
 
 
-def test_queue_limits_are_read_from_the_instance_yaml(tmp_path):
-    config = tmp_path / "dagster.yaml"
-    config.write_text(INSTANCE_YAML)
-    assert queue_limits_from_instance_yaml(config) == QueueLimits(gpu_runs=7, per_team_runs=2)
-
-
 def test_the_projects_instance_config_gives_the_planned_limits():
     repo_instance_config = Path(__file__).parents[2] / "dagster.yaml"
     assert queue_limits_from_instance_yaml(repo_instance_config) == QueueLimits(gpu_runs=7, per_team_runs=2)
-
-
-def test_a_team_limit_on_the_projects_team_tag_counts_and_the_smaller_limit_binds(tmp_path):
-    config = tmp_path / "dagster.yaml"
-    config.write_text(INSTANCE_YAML.replace("key: dagster/partition/team", "key: team"))
-    assert queue_limits_from_instance_yaml(config).per_team_runs == 2
-    both = INSTANCE_YAML + "      - {key: team, value: {applyLimitPerUniqueValue: true}, limit: 1}\n"
-    config.write_text(both)
-    assert queue_limits_from_instance_yaml(config).per_team_runs == 1
-
-
-def test_a_limit_on_one_tag_value_is_no_per_team_limit(tmp_path):
-    config = tmp_path / "dagster.yaml"
-    config.write_text(INSTANCE_YAML.replace("value: {applyLimitPerUniqueValue: true}", "value: team_a"))
-    assert queue_limits_from_instance_yaml(config).per_team_runs is None
-
-
-def test_max_concurrent_runs_caps_the_gpu_limit(tmp_path):
-    config = tmp_path / "dagster.yaml"
-    config.write_text(INSTANCE_YAML.replace("max_concurrent_runs: 20", "max_concurrent_runs: 5"))
-    assert queue_limits_from_instance_yaml(config).gpu_runs == 5
-
-
-def test_instance_yaml_without_a_team_limit_has_no_per_team_limit(tmp_path):
-    config = tmp_path / "dagster.yaml"
-    config.write_text("concurrency:\n  pools:\n    default_limit: 3\n    granularity: run\n")
-    assert queue_limits_from_instance_yaml(config) == QueueLimits(gpu_runs=3, per_team_runs=None)
-
-
-def test_instance_yaml_with_op_granularity_is_rejected(tmp_path):
-    config = tmp_path / "dagster.yaml"
-    config.write_text(INSTANCE_YAML.replace("granularity: run", "granularity: op"))
-    with pytest.raises(ValueError, match="needs 'granularity: run'"):
-        queue_limits_from_instance_yaml(config)
-
-
-def test_instance_yaml_without_a_pool_limit_is_rejected(tmp_path):
-    config = tmp_path / "dagster.yaml"
-    config.write_text("concurrency:\n  pools:\n    granularity: run\n")
-    with pytest.raises(ValueError, match="default_limit is None"):
-        queue_limits_from_instance_yaml(config)
 
 
 def test_plan_uses_the_instance_queue_limits(tmp_path):

@@ -18,7 +18,7 @@ from dagster._serdes.config_class import ConfigurableClassData, class_from_code_
 from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
 from dagster_postgres import DagsterPostgresStorage
 
-from turbine_dagster.core.planning.capacity import queue_limits_from_instance_yaml
+from turbine_dagster.cli.capacity import queue_limits_from_instance_yaml
 from turbine_dagster_tests.deploy.conftest import DEPLOY_DIR, REPO_ROOT, load_yaml
 
 # Everything deploy/dagster.yaml reads from the environment (deploy/README.md, "What to set").

@@ -9,8 +9,9 @@ import time
 import dagster as dg
 import pytest
 
+from turbine_dagster.cli.capacity import queue_limits_from_instance_yaml
 from turbine_dagster.core.data.demo import recent_weeks
-from turbine_dagster.core.planning.capacity import predicted_makespan, queue_limits_from_instance_yaml
+from turbine_dagster.core.planning.capacity import predicted_makespan
 from turbine_dagster_tests.queue.harness import (
     BIN,
     REPO,

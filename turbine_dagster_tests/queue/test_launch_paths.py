@@ -17,8 +17,8 @@ from collections import defaultdict
 import dagster as dg
 import pytest
 
+from turbine_dagster.cli.capacity import queue_limits_from_instance_yaml
 from turbine_dagster.core.data.demo import DemoDataWriter, recent_weeks
-from turbine_dagster.core.planning.capacity import queue_limits_from_instance_yaml
 from turbine_dagster_tests.queue import harness
 from turbine_dagster_tests.queue.launch_paths_defs import SCHEDULE, SCHEDULED_TEAM
 

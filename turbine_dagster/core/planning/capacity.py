@@ -1,13 +1,7 @@
 """The GPU queue planner: how long a week of training runs takes on a limited number of GPU VMs.
 
-Model: every run is the same job of ``cpu_hours_per_run`` CPU hours; a GPU does it ``gpu_speedup``
-times faster and a VM's GPUs share one run perfectly. A run may span several VMs, each VM beyond the
-first adding ``scaling_efficiency`` of one VM's throughput. All runs of a week are queued at once and
-started the way Dagster's queued run coordinator starts them: first in, first out, skipping a run its
-team's limit holds back, whenever enough VMs are free.
-
-The queue limit is read from the instance's ``dagster.yaml`` (:func:`queue_limits_from_instance_yaml`)
-so the plan and the queue the daemon enforces cannot disagree.
+It simulates the queue the way Dagster's queued run coordinator starts runs (first in, first out,
+skipping a run its team's limit holds back) under the limits given as a ``QueueLimits`` value.
 """
 
 import heapq
@@ -16,75 +10,27 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from os import PathLike
-from pathlib import Path
-
-import yaml
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-
-from turbine_dagster.presentation.figures import figure_png
 
 HOURS_PER_WEEK = 168.0
-# The run tags a per-team limit may count. Dagster writes `dagster/partition/team` on every launch path (the
-# instance's limit counts it); scheduled and sensor runs also carry the project's `team` tag, so a limit on either
-# holds the runs planned here, and with both the smaller one binds.
-TEAM_TAGS = ("dagster/partition/team", "team")
 
 # Makespans closer than this (hours, ~4 ms) are equal: repeated float additions must not decide a search.
 _MAKESPAN_TOLERANCE = 1e-6
-# A Gantt bar narrower than this share of the makespan is too narrow for its run id; its colour shows the team.
-_MIN_LABELLED_BAR_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class QueueLimits:
-    """The limits the Dagster instance puts on GPU runs."""
+    """The limits the run queue puts on GPU runs."""
 
     gpu_runs: int  # runs holding a `gpu` pool slot at once
     per_team_runs: int | None  # runs of one team in progress at once; None: no per-team limit
 
 
-def queue_limits_from_instance_yaml(path: str | PathLike[str]) -> QueueLimits:
-    """Read the GPU queue limits from a Dagster instance configuration (``dagster.yaml``).
-
-    The GPU limit is ``concurrency.pools.default_limit`` (capped by ``concurrency.runs.max_concurrent_runs``,
-    which bounds every run); the per-team limit is the smallest ``tag_concurrency_limits`` entry with
-    ``applyLimitPerUniqueValue`` on one of ``TEAM_TAGS``. A limit set in the instance database instead
-    (``dagster instance concurrency set gpu N``) overrides ``default_limit`` and is not visible here.
-    """
-    path = Path(path)
-    config = yaml.safe_load(path.read_text()) or {}
-    concurrency = config.get("concurrency") or {}
-    pools = concurrency.get("pools") or {}
-    runs = concurrency.get("runs") or {}
-
-    granularity = pools.get("granularity")
-    if granularity != "run":
-        raise ValueError(
-            f"{path}: concurrency.pools.granularity is {granularity!r}; the planner models a run queue, which "
-            "needs 'granularity: run' (a pool slot held for the whole run)"
-        )
-    pool_limit = pools.get("default_limit")
-    if not isinstance(pool_limit, int) or pool_limit < 1:
-        raise ValueError(
-            f"{path}: concurrency.pools.default_limit is {pool_limit!r}; set it to the number of GPU VMs (>= 1)"
-        )
-    max_concurrent_runs = runs.get("max_concurrent_runs", -1)  # -1: Dagster's "no limit"
-    gpu_runs = pool_limit if max_concurrent_runs == -1 else min(pool_limit, max_concurrent_runs)
-    if gpu_runs < 1:
-        raise ValueError(f"{path}: concurrency.runs.max_concurrent_runs is {max_concurrent_runs}: no run can start")
-
-    per_team_limits = [
-        entry["limit"]
-        for entry in runs.get("tag_concurrency_limits") or []
-        if entry.get("key") in TEAM_TAGS and entry.get("value") == {"applyLimitPerUniqueValue": True}
-    ]
-    return QueueLimits(gpu_runs=gpu_runs, per_team_runs=min(per_team_limits, default=None))
-
-
 @dataclass(frozen=True)
 class CapacityInputs:
+    """A week's load and the GPU fleet. Every run is the same job of ``cpu_hours_per_run`` CPU hours; a GPU does
+    it ``gpu_speedup`` times faster, a VM's GPUs share one run perfectly, and each VM beyond a run's first adds
+    ``scaling_efficiency`` of one VM's throughput. All runs of the week are queued at once."""
+
     teams: int = 4
     runs_per_team_per_week: int = 2
     cpu_hours_per_run: float = 100.0
@@ -241,82 +187,6 @@ def predicted_makespan(
     return max((a.end for a in assignments), default=0.0)
 
 
-def assignment_table(plan: CapacityPlan) -> str:
-    vms_width = max([len("VMs"), *(len(_vm_list(a.vms)) for a in plan.assignments)])
-    header = f"{'run':<14} {'team':<10} {'VMs':<{vms_width}} {'start h':>8} {'end h':>8}"
-    rows = [
-        f"{a.run_id:<14} {a.team:<10} {_vm_list(a.vms):<{vms_width}} {a.start:>8.2f} {a.end:>8.2f}"
-        for a in plan.assignments
-    ]
-    return "\n".join([header, "-" * len(header), *rows] if rows else [header, "(no runs)"])
-
-
-def plan_summary(plan: CapacityPlan) -> str:
-    inputs = plan.inputs
-    lines = [
-        f"runs per week:      {inputs.runs_per_week} ({inputs.teams} teams x {inputs.runs_per_team_per_week})",
-        f"hours per run:      {plan.hours_per_run:.2f} h on {inputs.vms_per_run} VM(s) of {inputs.gpus_per_vm} GPUs",
-        f"VMs / queue limit:  {inputs.max_parallel_vms}; per team: {inputs.per_team_limit or 'no limit'}",
-        f"concurrent runs:    {plan.concurrent_runs} (the gpu pool limit this plan needs)",
-        f"makespan:           {plan.makespan_hours:.2f} h",
-        f"utilisation:        {plan.utilisation:.1%}",
-        f"lower bound:        {plan.lower_bound_hours:.2f} h (all work divisible over {inputs.max_parallel_vms} VMs)",
-        f"gap to bound:       {plan.gap_hours:.2f} h ({plan.gap_fraction:.1%})",
-    ]
-    return "\n".join(lines + [f"WARNING: {warning}" for warning in plan.warnings])
-
-
-def search_table(plans: Sequence[CapacityPlan]) -> str:
-    header = f"{'VMs/run':>7} {'h/run':>7} {'runs at once':>12} {'makespan h':>10} {'utilisation':>11}"
-    rows = [
-        f"{p.inputs.vms_per_run:>7} {p.hours_per_run:>7.2f} {p.concurrent_runs:>12} "
-        f"{p.makespan_hours:>10.2f} {p.utilisation:>11.1%}"
-        for p in plans
-    ]
-    return "\n".join([header, "-" * len(header), *rows])
-
-
-def gantt_figure(plan: CapacityPlan) -> Figure:
-    inputs = plan.inputs
-    vm_count = inputs.max_parallel_vms
-    fig = Figure(figsize=(10, 1.2 + 0.4 * vm_count))
-    ax = fig.subplots()
-    team_names = _team_names(inputs.teams)
-    colours = {team: f"C{index % 10}" for index, team in enumerate(team_names)}
-    for a in plan.assignments:
-        for vm in a.vms:
-            ax.broken_barh([(a.start, a.end - a.start)], (vm - 0.4, 0.8), facecolor=colours[a.team], edgecolor="white")
-        if a.end - a.start >= _MIN_LABELLED_BAR_FRACTION * plan.makespan_hours:
-            ax.text((a.start + a.end) / 2, sum(a.vms) / len(a.vms), a.run_id, ha="center", va="center", fontsize=7)
-    if plan.assignments:
-        ax.axvline(plan.lower_bound_hours, color="black", linestyle="--", linewidth=1, label="lower bound")
-        if not plan.fits_in_week:
-            ax.axvline(HOURS_PER_WEEK, color="red", linewidth=1.5, label="one week")
-    else:
-        ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center")
-    line_handles, _ = ax.get_legend_handles_labels()
-    team_handles = [Patch(color=colours[team], label=team) for team in team_names]
-    ax.set_yticks(range(1, vm_count + 1), [f"VM {vm}" for vm in range(1, vm_count + 1)])
-    ax.set_ylim(vm_count + 0.6, 0.4)
-    ax.set_xlim(0, (plan.makespan_hours or 1.0) * 1.02)
-    ax.set_xlabel("hours from queueing the week's runs")
-    ax.set_title(
-        f"{inputs.runs_per_week} runs, {inputs.vms_per_run} VM(s) per run: "
-        f"makespan {plan.makespan_hours:.2f} h, utilisation {plan.utilisation:.0%}"
-    )
-    if team_handles:
-        ax.legend(handles=team_handles + line_handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    return fig
-
-
-def gantt_png(plan: CapacityPlan) -> bytes:
-    return figure_png(gantt_figure(plan))
-
-
-def _vm_list(vms: tuple[int, ...]) -> str:
-    return ",".join(map(str, vms))
-
-
 def _require_int(name: str, value: object, minimum: int, why: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r}): {why}")
@@ -327,8 +197,8 @@ def _require_positive(name: str, value: object, why: str) -> None:
         raise ValueError(f"{name} must be a finite number > 0 (got {value!r}): {why}")
 
 
-def _team_names(count: int) -> list[str]:
-    # team_a, team_b, ... as the platform names its teams; numbered past z.
+def team_names(count: int) -> list[str]:
+    """team_a, team_b, ... as the platform names its teams; numbered past z."""
     return [f"team_{string.ascii_lowercase[i]}" if i < 26 else f"team_{i + 1}" for i in range(count)]
 
 
@@ -337,7 +207,7 @@ def _round_robin_queue(teams: int, runs_per_team: int) -> list[tuple[str, str]]:
 
     The order the per-team schedules submit in (each team's first run of the week on Monday).
     """
-    return [(f"{team}-{run + 1}", team) for run in range(runs_per_team) for team in _team_names(teams)]
+    return [(f"{team}-{run + 1}", team) for run in range(runs_per_team) for team in team_names(teams)]
 
 
 def _list_schedule(
