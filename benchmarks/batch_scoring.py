@@ -168,8 +168,9 @@ def ensure_scoring_data(landing_root: UPath, week: str, rows: int) -> None:
 def train_models() -> dict:
     from sklearn.model_selection import train_test_split
 
-    from turbine_dagster.core.models.catboost_model import CatBoostSearchParams, train_catboost_model
-    from turbine_dagster.core.models.tf_model import TFTrainingParams, train_tf_model, training_device
+    from turbine_dagster.core.models.catboost_model import train_catboost_model
+    from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
+    from turbine_dagster.core.models.tf_model import train_tf_model, training_device
 
     frame = load_breast_cancer(as_frame=True).frame
     frame.insert(0, CASE_ID, [f"wdbc-{i}" for i in range(len(frame))])

@@ -54,14 +54,11 @@ import pandas as pd  # noqa: E402
 from upath import UPath  # noqa: E402
 
 from turbine_dagster.core.data.demo import recent_weeks, write_demo_data  # noqa: E402
-from turbine_dagster.core.models.catboost_model import (  # noqa: E402
-    CatBoostSearchParams,
-    cross_fit_catboost_model,
-    train_catboost_model,
-)
+from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model, train_catboost_model  # noqa: E402
 from turbine_dagster.core.models.crossfit import fold_cases  # noqa: E402
 from turbine_dagster.core.models.interface import predict_malignant_proba  # noqa: E402
-from turbine_dagster.core.models.tf_model import TFTrainingParams, cross_fit_tf_model, train_tf_model  # noqa: E402
+from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams  # noqa: E402
+from turbine_dagster.core.models.tf_model import cross_fit_tf_model, train_tf_model  # noqa: E402
 from turbine_dagster.core.storage.model_files import load_model, save_model  # noqa: E402
 from turbine_dagster.defs.resources import local_resources  # noqa: E402
 from turbine_dagster.defs.training.data_assets import raw_data, splits  # noqa: E402

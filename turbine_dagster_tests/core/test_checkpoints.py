@@ -6,12 +6,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from turbine_dagster.core.evaluation.selection import GateDecision
-from turbine_dagster.core.models.catboost_model import CatBoostSearchParams, train_catboost_model
+from turbine_dagster.core.models.catboost_model import train_catboost_model
 from turbine_dagster.core.models.checkpoints import VALIDATION_METRICS, Checkpoint, save_checkpoints
 from turbine_dagster.core.models.interface import predict_malignant_proba
-from turbine_dagster.core.models.tf_model import TFTrainingParams, train_tf_model
-from turbine_dagster.core.registry.registry import (
-    ModelRegistry,
+from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
+from turbine_dagster.core.models.tf_model import train_tf_model
+from turbine_dagster.core.registry.registry import ModelRegistry
+from turbine_dagster.core.registry.versions import (
     RegistryLookupError,
     model_reference,
     scoring_threshold,

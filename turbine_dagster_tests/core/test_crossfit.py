@@ -4,14 +4,11 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from turbine_dagster.core.data import cases as data
-from turbine_dagster.core.models.catboost_model import (
-    CatBoostSearchParams,
-    cross_fit_catboost_model,
-    train_catboost_model,
-)
+from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model, train_catboost_model
 from turbine_dagster.core.models.crossfit import P_MALIGNANT, cross_fit
 from turbine_dagster.core.models.interface import predict_malignant_proba
-from turbine_dagster.core.models.tf_model import TFTrainingParams, average_models, cross_fit_tf_model
+from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
+from turbine_dagster.core.models.tf_model import average_models, cross_fit_tf_model
 from turbine_dagster.core.schema import CASE_ID
 from turbine_dagster.core.storage.model_files import load_model, save_model
 

@@ -6,7 +6,8 @@ from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
 from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba
-from turbine_dagster.core.models.tf_model import TFTrainingParams, build_tf_model
+from turbine_dagster.core.models.params import TFTrainingParams
+from turbine_dagster.core.models.tf_model import build_tf_model
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster.core.storage import model_files as model_store
 from turbine_dagster.core.storage.model_files import MODEL_SUFFIX, load_model, model_kind, save_model

@@ -2,11 +2,8 @@ import numpy as np
 import pytest
 
 from turbine_dagster.core.models.interface import predict_malignant_proba
-from turbine_dagster.core.models.tf_model import (
-    TFTrainingParams,
-    learning_curve_markdown,
-    train_tf_model,
-)
+from turbine_dagster.core.models.params import TFTrainingParams
+from turbine_dagster.core.models.tf_model import learning_curve_markdown, train_tf_model
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
 
 # A high learning rate makes validation loss turn up within a few epochs, so early stopping triggers.

@@ -8,9 +8,10 @@ from upath import UPath
 from turbine_dagster.core.data import landing
 from turbine_dagster.core.data.demo import DemoDataWriter, DriftInjection, recent_weeks, write_demo_data
 from turbine_dagster.core.evaluation.selection import GateDecision
-from turbine_dagster.core.models.catboost_model import CatBoostSearchParams, train_catboost_model
+from turbine_dagster.core.models.catboost_model import train_catboost_model
 from turbine_dagster.core.models.interface import predict_malignant_proba
-from turbine_dagster.core.models.tf_model import TFTrainingParams, train_tf_model
+from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
+from turbine_dagster.core.models.tf_model import train_tf_model
 from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT
 from turbine_dagster.defs.prediction.assets import batch_predictions, drift_report, no_data_drift

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import catboost
 import matplotlib.pyplot as plt
@@ -21,9 +21,10 @@ import pandas as pd
 from catboost.utils import get_gpu_device_count
 
 from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
-from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
+from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, take_checkpoint
 from turbine_dagster.core.models.crossfit import CrossFitResult, cross_fit
 from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_both_classes
+from turbine_dagster.core.models.params import CatBoostSearchParams
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster.presentation.figures import figure_markdown
 
@@ -34,50 +35,6 @@ CV_METRIC = "Logloss"
 
 CandidateCallback = Callable[[str], None]
 """Receives one human-readable line per evaluated search candidate."""
-
-
-def _default_param_grid() -> dict[str, list[Any]]:
-    return {"depth": [4, 6], "learning_rate": [0.03, 0.1], "l2_leaf_reg": [1, 3]}
-
-
-@dataclass(frozen=True)
-class CatBoostSearchParams:
-    search: Literal["grid", "randomized"] = "grid"
-    param_grid: dict[str, list[Any]] = field(default_factory=_default_param_grid)
-    n_iter: int = 10
-    """Candidates sampled by the randomized search (at most the grid size); the grid search tries them all."""
-    cv_folds: int = 3
-    iterations: int = 500
-    early_stopping_rounds: int = 50
-    class_weight: Literal["balanced"] | None = "balanced"
-    seed: int = 42
-    use_gpu: bool = False
-    thread_count: int = -1
-    checkpoint_iterations: tuple[int, ...] = ()
-    """Tree counts at which the final model is kept as a checkpoint (its first N trees), besides the best
-    iteration. Counts beyond the trees early stopping let the final fit grow have no checkpoint."""
-
-    def __post_init__(self):
-        if self.search not in ("grid", "randomized"):
-            raise ValueError(f"CatBoost search must be 'grid' or 'randomized', got {self.search!r}")
-        if not self.param_grid:
-            raise ValueError("CatBoost param_grid is empty; give at least one parameter with candidate values")
-        empty = [name for name, values in self.param_grid.items() if len(values) == 0]
-        if empty:
-            raise ValueError(f"CatBoost param_grid has no candidate values for {empty}")
-        if self.class_weight not in ("balanced", None):
-            raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
-        if self.cv_folds < 2 or self.n_iter < 1:
-            raise ValueError(
-                f"CatBoost search needs cv_folds >= 2 and n_iter >= 1, got {self.cv_folds} and {self.n_iter}"
-            )
-        object.__setattr__(
-            self,
-            "checkpoint_iterations",
-            checkpoint_steps(
-                self.checkpoint_iterations, self.iterations, name="checkpoint_iterations", limit_name="iterations"
-            ),
-        )
 
 
 @dataclass(frozen=True)

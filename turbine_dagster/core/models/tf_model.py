@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import keras
 import matplotlib.pyplot as plt
@@ -19,47 +18,16 @@ import pandas as pd
 import tensorflow as tf
 
 from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
-from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, checkpoint_steps, take_checkpoint
+from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, take_checkpoint
 from turbine_dagster.core.models.crossfit import CrossFitResult, cross_fit
 from turbine_dagster.core.models.fcn import FCNBlock
 from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_both_classes
+from turbine_dagster.core.models.params import TFTrainingParams
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster.presentation.figures import figure_markdown
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 """Called after every epoch with the 1-based epoch number and that epoch's metrics."""
-
-
-@dataclass(frozen=True)
-class TFTrainingParams:
-    hidden_units: tuple[int, ...] = (64, 32)
-    dropout: float = 0.1
-    epochs: int = 200
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    class_weight: Literal["balanced"] | None = "balanced"
-    patience: int = 20
-    seed: int = 42
-    checkpoint_epochs: tuple[int, ...] = ()
-    """1-based epochs at whose end the model is kept as a checkpoint, besides the best epoch. Epochs that
-    early stopping left unreached have no checkpoint."""
-
-    def __post_init__(self):
-        object.__setattr__(self, "hidden_units", tuple(self.hidden_units))  # config systems hand over lists
-        if not self.hidden_units or min(self.hidden_units) < 1:
-            raise ValueError(f"hidden_units needs one positive width per FCN block, got {self.hidden_units}")
-        if self.class_weight not in ("balanced", None):
-            raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
-            raise ValueError(
-                "need epochs >= 1, batch_size >= 1, patience >= 0; "
-                f"got {self.epochs}, {self.batch_size}, {self.patience}"
-            )
-        object.__setattr__(
-            self,
-            "checkpoint_epochs",
-            checkpoint_steps(self.checkpoint_epochs, self.epochs, name="checkpoint_epochs", limit_name="epochs"),
-        )
 
 
 @dataclass(frozen=True)
