@@ -10,12 +10,11 @@ from turbine_dagster.core.monitoring.drift import (
     DriftRule,
     adjust_p_values,
     detect_drift,
-    drift_distributions_markdown,
-    drift_table_markdown,
     population_stability_index,
     quantile_bin_edges,
 )
 from turbine_dagster.core.schema import FEATURE_COLUMNS
+from turbine_dagster.presentation.drift import drift_distributions_markdown, drift_table_markdown
 
 SHIFTED = ["mean radius", "worst area", "texture error"]
 

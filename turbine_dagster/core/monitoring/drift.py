@@ -1,30 +1,15 @@
-"""Data drift between a model's training reference and the data it scores.
-
-Two statistics per feature, because each misses what the other sees:
-
-- **PSI** (population stability index) measures *how much* the distribution moved, over quantile
-  bins fixed on the reference. It is an effect size that does not grow with the sample, so it is a
-  floor on practical importance: with 20 000 rows a KS test calls a negligible wobble significant.
-- **The two-sample KS test** says whether the move is *more than chance*. PSI alone cannot: on a
-  small week its sampling noise alone reaches the usual thresholds.
-
-A feature drifts when both agree (corrected KS p < alpha and PSI >= threshold); the dataset drifts
-when enough features do (`DriftRule`). Testing 30 features at 5 % each would flag about 1.5
-features a week by chance alone, so the KS p-values are corrected for multiple testing (Holm by
-default: it controls the family-wise error rate like Bonferroni, and never rejects less).
-`benchmarks/drift_power.py` measures the false-alarm and detection rates behind the defaults.
+"""Data drift between a model's training reference and the data it scores: per-feature PSI and two-sample
+KS tests (corrected for multiple testing), and the rule that decides when a dataset drifted.
 """
 
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
 from turbine_dagster.core.schema import FEATURE_COLUMNS
-from turbine_dagster.presentation.figures import figure_markdown
 
 Correction = Literal["holm", "bonferroni"]
 
@@ -253,59 +238,3 @@ def detect_drift(
         rows_current_total=rows_current_total,
         rule=rule,
     )
-
-
-def _format_p(p: float) -> str:
-    if p == 0.0:  # scipy returns 0 when the p-value underflows
-        return "< 1e-300"
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def drift_table_markdown(result: DriftResult, top: int | None = None) -> str:
-    """The per-feature table, most shifted first (all features, or the `top` first)."""
-    rows = result.features if top is None else result.features.head(top)
-    lines = [
-        "| feature | PSI | KS statistic | corrected p | drifted |",
-        "| --- | ---: | ---: | ---: | :---: |",
-    ]
-    lines += [
-        f"| {row.feature} | {row.psi:.3f} | {row.ks_statistic:.3f} | {_format_p(row.p_corrected)} "
-        f"| {'yes' if row.drifted else 'no'} |"
-        for row in rows.itertuples(index=False)
-    ]
-    return "\n".join(lines)
-
-
-def drift_distributions_markdown(
-    reference: pd.DataFrame, current: pd.DataFrame, result: DriftResult, top: int = 4
-) -> str:
-    """Histogram and ECDF, reference vs current, of the `top` features by PSI, as a Markdown PNG.
-
-    Plots all rows of `current`; pass the same frame given to `detect_drift`, or a sample of it
-    when it is large.
-    """
-    features = list(result.features["feature"].head(top))
-    fig, axes = plt.subplots(len(features), 2, figsize=(10, 2.6 * len(features)), squeeze=False)
-    for (histogram_axis, ecdf_axis), feature in zip(axes, features, strict=True):
-        reference_values = reference[feature].to_numpy(dtype=float)
-        current_values = current[feature].to_numpy(dtype=float)
-        # Shared bin edges over both samples, so a shift outside the reference range stays visible.
-        edges = np.histogram_bin_edges(np.concatenate([reference_values, current_values]), bins=30)
-        histogram_axis.hist(reference_values, bins=edges, density=True, alpha=0.5, label="reference")
-        histogram_axis.hist(current_values, bins=edges, density=True, alpha=0.5, label="current")
-        histogram_axis.set_ylabel("density")
-        for values, label in ((reference_values, "reference"), (current_values, "current")):
-            ordered = np.sort(values)
-            cumulative_share = np.arange(1, len(ordered) + 1) / len(ordered)
-            ecdf_axis.step(ordered, cumulative_share, where="post", label=label)
-        ecdf_axis.set_ylabel("cumulative share")
-        row = result.features.set_index("feature").loc[feature]
-        verdict = "drifted" if row.drifted else "not drifted"
-        histogram_axis.set_title(f"{feature} ({verdict}): PSI {row.psi:.2f}", fontsize=10)
-        ecdf_axis.set_title(
-            f"{feature}: KS {row.ks_statistic:.2f}, corrected p {_format_p(row.p_corrected)}",
-            fontsize=10,
-        )
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    return figure_markdown(fig, f"Distributions of the {len(features)} most shifted features")

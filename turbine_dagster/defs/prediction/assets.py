@@ -28,6 +28,7 @@ from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import LandingZone, ModelRegistryResource, PartitionFolders
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 from turbine_dagster.defs.table_metadata import column_schema, table_metadata
+from turbine_dagster.presentation.drift import drift_distributions_markdown, drift_table_markdown
 
 SERVING_CHAMPION = dg.AssetKey("serving_champion")
 OWNERS = ["team:ml-platform"]
@@ -293,8 +294,8 @@ def drift_report(
             "most_drifted_feature": str(top["feature"]),
             "rows_compared": result.rows_current,
             "reference_version": version.label,
-            "features": dg.MetadataValue.md(drift.drift_table_markdown(result)),
-            "distributions": dg.MetadataValue.md(drift.drift_distributions_markdown(reference, current, result)),
+            "features": dg.MetadataValue.md(drift_table_markdown(result)),
+            "distributions": dg.MetadataValue.md(drift_distributions_markdown(reference, current, result)),
         },
     )
 
