@@ -114,7 +114,7 @@ def ensure_scoring_file(landing_root: UPath, case: str, rows: int) -> None:
 def ensure_predictions(folder: Path, rows: int) -> None:
     """Champion and challenger predictions of the same ``rows`` cases, the challenger's rows in another order
     (blocks of 100 k shuffled, then rows within each block), as the scoring output schema has them."""
-    from turbine_dagster.core.serving.scoring import OUTPUT_SCHEMA
+    from turbine_dagster.core.serving.columns import OUTPUT_SCHEMA
 
     paths = {role: folder / f"{role}.parquet" for role in ("champion", "challenger")}
     if all(p.exists() and pq.ParquetFile(p).metadata.num_rows == rows for p in paths.values()):

@@ -5,8 +5,10 @@ import pandas as pd
 import pytest
 
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
-from turbine_dagster.core.serving import comparison
-from turbine_dagster.core.serving.comparison import compare_predictions, comparison_markdown, p_malignant_plot_markdown
+from turbine_dagster.core.serving import comparison, comparison_tally
+from turbine_dagster.core.serving.comparison import compare_predictions
+from turbine_dagster.core.serving.comparison_report import QUANTILES
+from turbine_dagster.presentation.comparison import comparison_markdown, p_malignant_plot_markdown
 
 THRESHOLD = 0.5
 # case: (champion P(malignant), challenger P(malignant)); both predict malignant at P >= 0.5.
@@ -182,17 +184,6 @@ def test_plot_is_an_embedded_png(champion, challenger):
     assert markdown.startswith("![P(malignant): v0001 vs v0002](data:image/png;base64,")
 
 
-def test_column_names_are_those_of_the_scoring_output():
-    from turbine_dagster.core.serving import scoring
-
-    assert (comparison.P_MALIGNANT, comparison.PREDICTED_LABEL, comparison.MODEL_VERSION, comparison.THRESHOLD) == (
-        scoring.P_MALIGNANT,
-        scoring.PREDICTED_LABEL,
-        scoring.MODEL_VERSION,
-        scoring.THRESHOLD,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Prediction files compared in bounded memory
 
@@ -244,7 +235,7 @@ def test_quantiles_and_ks_match_the_exact_figures(tmp_path):
     assert shift["ks_statistic"] == pytest.approx(
         ks_2samp(champion["p_malignant"], challenger["p_malignant"]).statistic, abs=2e-3
     )
-    for q in comparison.QUANTILES:
+    for q in QUANTILES:
         assert shift["quantiles"][f"{q:g}"]["champion"] == pytest.approx(
             np.quantile(champion["p_malignant"], q), abs=1e-5
         )
@@ -263,7 +254,7 @@ def test_a_case_id_repeated_in_a_file_is_refused_whatever_the_buckets(tmp_path):
 
 
 def test_only_the_most_different_disagreements_are_kept(monkeypatch):
-    monkeypatch.setattr(comparison, "DISAGREEMENTS_KEPT", 10)
+    monkeypatch.setattr(comparison_tally, "DISAGREEMENTS_KEPT", 10)
     champion, challenger = many_scored(2000, 1, "v0001"), many_scored(2000, 2, "v0002")
     report = compare_predictions(champion, challenger, sample_size=3)
 

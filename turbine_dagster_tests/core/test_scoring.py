@@ -14,11 +14,13 @@ from upath import UPath  # noqa: E402
 
 from turbine_dagster.core.data import landing  # noqa: E402
 from turbine_dagster.core.data.demo import DemoDataWriter  # noqa: E402
-from turbine_dagster.core.models.catboost_model import CatBoostSearchParams, train_catboost_model  # noqa: E402
+from turbine_dagster.core.models.catboost_model import train_catboost_model  # noqa: E402
 from turbine_dagster.core.models.interface import predict_malignant_proba  # noqa: E402
-from turbine_dagster.core.models.tf_model import TFTrainingParams, train_tf_model  # noqa: E402
+from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams  # noqa: E402
+from turbine_dagster.core.models.tf_model import train_tf_model  # noqa: E402
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, SOURCE_FILE, TARGET  # noqa: E402
-from turbine_dagster.core.serving.scoring import OUTPUT_SCHEMA, QUARANTINE_SCHEMA, score_frame, score_partition  # noqa: E402
+from turbine_dagster.core.serving.columns import OUTPUT_SCHEMA, QUARANTINE_SCHEMA  # noqa: E402
+from turbine_dagster.core.serving.scoring import score_frame, score_partition  # noqa: E402
 
 TEAM, WEEK = "team_a", "2026-11-22"
 SCORED_AT = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)

@@ -1,4 +1,4 @@
-"""Atomic writes on local folders and object stores alike.
+"""Atomic writes on local folders and object stores alike, and which storage errors are worth a retry.
 
 Locally a file is written under a temporary name in the same folder and renamed into place
 (``os.replace`` is atomic on one file system). On object stores a single PUT is atomic: the
@@ -8,6 +8,7 @@ object appears whole or not at all.
 import errno
 import os
 import uuid
+from pathlib import Path
 
 from upath import UPath
 
@@ -18,21 +19,51 @@ def is_local(path: UPath) -> bool:
     return path.protocol in LOCAL_PROTOCOLS
 
 
+class AtomicFile:
+    """A local file written under a temporary name beside ``target``, then put in its place whole by ``commit``:
+    a reader, or a crash, finds the old file or the complete new one, never a part of it.
+
+    As a context manager it commits when the block completes and removes the temporary file when the block fails.
+    """
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = Path(target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        # Beside the target: os.replace is atomic only within one file system. A unique name rather than mkstemp,
+        # which would narrow the permissions the umask gives to 0600.
+        self.path = self.target.with_name(f".{self.target.name}.tmp-{uuid.uuid4().hex}")
+
+    def commit(self) -> None:
+        """Flushes the written file to disk, then renames it onto the target in one step."""
+        descriptor = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(self.path, self.target)
+
+    def discard(self) -> None:
+        """Removes the temporary file, if it is still there."""
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "AtomicFile":
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        try:
+            if error_type is None:
+                self.commit()
+        finally:
+            self.discard()
+
+
 def write_bytes_atomic(target: UPath, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if not is_local(target):
         target.write_bytes(data)
         return
-    temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(temporary.path, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary.path, target.path)
-    finally:
-        if os.path.exists(temporary.path):
-            os.remove(temporary.path)
+    with AtomicFile(target.path) as staged:
+        staged.path.write_bytes(data)
 
 
 TRANSIENT_ERRNOS = frozenset(

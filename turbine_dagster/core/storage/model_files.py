@@ -1,6 +1,6 @@
 """Save and load models in their native formats (.keras, .cbm), locally or on object storage.
 
-A model is written to a local temporary file first, then published in one step: ``os.replace`` for
+A model is written to a local temporary file first, then published in one step: an ``AtomicFile`` for
 a local target, a single upload for a remote one (S3 shows an object only once its upload
 completes). A killed process therefore never leaves a half-written file under the final name.
 """
@@ -8,7 +8,6 @@ completes). A killed process therefore never leaves a half-written file under th
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +17,7 @@ import keras
 from upath import UPath
 
 import turbine_dagster.core.models.fcn  # noqa: F401  registers FCNBlock so .keras files load without custom_objects
-from turbine_dagster.core.storage.files import is_local
+from turbine_dagster.core.storage.files import AtomicFile, is_local
 
 ModelKind = Literal["tensorflow", "catboost"]
 
@@ -55,22 +54,6 @@ def _write_native(model: Any, kind: ModelKind, file: Path) -> None:
         model.save_model(str(file), format="cbm")
 
 
-def _publish_local(source: Path, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # The partial copy lives beside the destination: os.replace is only atomic within one file system.
-    # A unique name (not mkstemp) keeps the umask-given permissions that mkstemp would narrow to 0600.
-    partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with partial.open("xb") as partial_file, source.open("rb") as source_file:
-            shutil.copyfileobj(source_file, partial_file)
-            partial_file.flush()
-            os.fsync(partial_file.fileno())
-        os.replace(partial, destination)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: Any, target: str | os.PathLike) -> ArtifactInfo:
     """Write ``model`` to ``target`` (local path or URI such as s3://bucket/key.keras) atomically.
 
@@ -90,7 +73,8 @@ def save_model(model: Any, target: str | os.PathLike) -> ArtifactInfo:
         size_bytes = local_file.stat().st_size
         if is_local(path):
             destination = Path(path.path).absolute()
-            _publish_local(local_file, destination)
+            with AtomicFile(destination) as staged, staged.path.open("xb") as copy, local_file.open("rb") as source:
+                shutil.copyfileobj(source, copy)
             uri = str(destination)
         else:
             path.fs.put_file(str(local_file), path.path)

@@ -228,7 +228,7 @@ def batch_predictions(
     if summary.empty:
         _skipped_empty(context, root, team, week)
         return
-    from turbine_dagster.core.serving.scoring import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
+    from turbine_dagster.core.serving.columns import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
 
     yield dg.MaterializeResult(
         metadata={
@@ -271,9 +271,9 @@ def drift_report(
     store = registry.registry()
     version = serving_version(context, store, team)
     root, files = scoring_files(context, landing_zone, team, week)
-    from turbine_dagster.core.serving import scoring
+    from turbine_dagster.core.serving.sampling import sample_clean_features
 
-    current = scoring.sample_clean_features(files, root, config.max_rows, config.seed) if files else None
+    current = sample_clean_features(files, root, config.max_rows, config.seed) if files else None
     if current is None or current.empty:
         _skipped_empty(context, root, team, week)
         return
@@ -333,7 +333,9 @@ def challenger_comparison(
     registry: ModelRegistryResource,
     prediction_store: PartitionFolders,
 ) -> Iterator[dg.Output[dict]]:
-    from turbine_dagster.core.serving import comparison
+    from turbine_dagster.core.serving.comparison import compare_prediction_files
+    from turbine_dagster.core.serving.comparison_report import DISAGREEMENT_COLUMNS
+    from turbine_dagster.presentation.comparison import comparison_markdown, p_malignant_plot_markdown
 
     team, week = team_and_week(context)
     store = registry.registry()
@@ -364,7 +366,7 @@ def challenger_comparison(
     # does not grow with the week's scored rows.
     labels = data.landed_labels(landing_zone.path(), team)
     try:
-        report = comparison.compare_prediction_files(
+        report = compare_prediction_files(
             folder / "champion.parquet", folder / "challenger.parquet", labels, config.sample_size
         )
     except ValueError as error:
@@ -378,7 +380,7 @@ def challenger_comparison(
     value = report.to_dict()
     stored_sample = pd.DataFrame.from_records(
         value["disagreement_sample"],
-        columns=[column for column in comparison.DISAGREEMENT_COLUMNS if column != "difference"],
+        columns=[column for column in DISAGREEMENT_COLUMNS if column != "difference"],
     )
     yield dg.Output(
         value,
@@ -394,8 +396,8 @@ def challenger_comparison(
             "ks_statistic": report.shift["ks_statistic"],
             "mean_difference": report.shift["mean_difference"],
             "labeled_cases": labeled_cases,
-            "comparison": dg.MetadataValue.md(comparison.comparison_markdown(report)),
-            "p_malignant": dg.MetadataValue.md(comparison.p_malignant_plot_markdown(report)),
+            "comparison": dg.MetadataValue.md(comparison_markdown(report)),
+            "p_malignant": dg.MetadataValue.md(p_malignant_plot_markdown(report)),
         },
     )
 
