@@ -9,15 +9,15 @@ import datetime as dt
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from turbine_dagster.core.data.landing import TEAM_NAME_RULE, is_team_name
+
 ENVIRONMENTS = ("local", "production")
 DEFAULT_TEAMS = ("team_a", "team_b", "team_c", "team_d")
-TEAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,9 @@ class Settings:
         if environment not in ENVIRONMENTS:
             raise ValueError(f"TURBINE_ENV={environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
         teams = tuple(t.strip() for t in environ.get("TURBINE_TEAMS", ",".join(DEFAULT_TEAMS)).split(",") if t.strip())
-        bad = [t for t in teams if not TEAM_NAME.match(t)]
+        bad = [t for t in teams if not is_team_name(t)]
         if bad or not teams:
-            raise ValueError(
-                f"TURBINE_TEAMS: invalid team names {bad or '(none given)'}; use lower-case letters, digits and '_', "
-                "starting with a letter"
-            )
+            raise ValueError(f"TURBINE_TEAMS: invalid team names {bad or '(none given)'}; use {TEAM_NAME_RULE}")
         return cls(
             environment=environment,
             landing_root=_absolute(environ.get("TURBINE_LANDING_ROOT", "data/landing")),

@@ -11,13 +11,8 @@ import sys
 
 from upath import UPath
 
-from turbine_dagster.core.registry.registry import (
-    ConcurrentPromotionError,
-    ModelRegistry,
-    ModelVersion,
-    RegistryLookupError,
-    parse_version,
-)
+from turbine_dagster.core.registry.registry import ConcurrentPromotionError, ModelRegistry
+from turbine_dagster.core.registry.versions import ModelVersion, RegistryLookupError, parse_version
 from turbine_dagster.settings import Settings
 
 

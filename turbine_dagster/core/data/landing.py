@@ -22,17 +22,22 @@ SCORING = "scoring"
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".data")
 """CSV, Parquet, and UCI's ``wdbc.data`` (comma-separated text without a header): see ``layouts``."""
 _TEAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+TEAM_NAME_RULE = "lower-case letters, digits and '_', starting with a letter"
 
 
 class LandingError(ValueError):
     """A landing file or folder that cannot be used as it is; the message says which and why."""
 
 
+def is_team_name(name: object) -> bool:
+    """The one rule for team names everywhere (settings, landing zone, registry): a team name becomes a path
+    segment, and this rule keeps it one safe segment (no dots, no slashes)."""
+    return isinstance(name, str) and bool(_TEAM.match(name))
+
+
 def validate_team(team: str) -> str:
-    if not _TEAM.match(team or ""):
-        raise LandingError(
-            f"invalid team name {team!r}: use lower-case letters, digits and '_', starting with a letter"
-        )
+    if not is_team_name(team):
+        raise LandingError(f"invalid team name {team!r}: use {TEAM_NAME_RULE}")
     return team
 
 

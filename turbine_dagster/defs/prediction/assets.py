@@ -16,8 +16,8 @@ from turbine_dagster.core.data import cases as data
 from turbine_dagster.core.data import landing
 from turbine_dagster.core.models.checkpoints import Checkpoint
 from turbine_dagster.core.monitoring import drift
-from turbine_dagster.core.registry.registry import (
-    ModelRegistry,
+from turbine_dagster.core.registry.registry import ModelRegistry
+from turbine_dagster.core.registry.versions import (
     ModelVersion,
     RegistryLookupError,
     model_reference,
