@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from turbine_dagster.core.models.catboost_model import feature_importance_markdown, train_catboost_model
+from turbine_dagster.core.models.catboost_model import train_catboost_model
 from turbine_dagster.core.models.interface import predict_malignant_proba
 from turbine_dagster.core.models.params import CatBoostSearchParams
 from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, MALIGNANT, TARGET
+from turbine_dagster.presentation.training import feature_importance_markdown
 
 SPACE = {"depth": [2, 3], "learning_rate": [0.1, 0.3]}
 FAST = CatBoostSearchParams(param_grid=SPACE, cv_folds=3, iterations=40, early_stopping_rounds=10)

@@ -8,12 +8,11 @@ from turbine_dagster.core.evaluation.metrics import (
     conformal_threshold,
     evaluate_out_of_fold,
     evaluate_scores,
-    evaluation_plots_markdown,
     headline_metrics,
-    metrics_table_markdown,
     recall_lower_bound,
 )
 from turbine_dagster.core.schema import BENIGN, MALIGNANT
+from turbine_dagster.presentation.evaluation import evaluation_plots_markdown, metrics_table_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

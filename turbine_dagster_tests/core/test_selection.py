@@ -8,13 +8,13 @@ from turbine_dagster.core.evaluation.selection import (
     GateRule,
     QualityBars,
     check_quality_bars,
-    comparison_table_markdown,
     promotion_decision,
     recall_first_verdict,
     select_champion,
     win_count_verdict,
 )
 from turbine_dagster.core.schema import BENIGN, MALIGNANT
+from turbine_dagster.presentation.selection import comparison_table_markdown
 
 
 def report_from_counts(caught: int, missed: int, false_alarms: int, cleared: int) -> dict:

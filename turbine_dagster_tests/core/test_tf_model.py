@@ -3,8 +3,9 @@ import pytest
 
 from turbine_dagster.core.models.interface import predict_malignant_proba
 from turbine_dagster.core.models.params import TFTrainingParams
-from turbine_dagster.core.models.tf_model import learning_curve_markdown, train_tf_model
+from turbine_dagster.core.models.tf_model import train_tf_model
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
+from turbine_dagster.presentation.training import learning_curve_markdown
 
 # A high learning rate makes validation loss turn up within a few epochs, so early stopping triggers.
 FAST = TFTrainingParams(hidden_units=(16, 8), epochs=12, learning_rate=0.05, patience=3)

@@ -1,4 +1,4 @@
-"""Evaluation of P(malignant) predictions: operating threshold, classification reports, intervals, plots.
+"""Evaluation of P(malignant) predictions: operating threshold, classification reports, intervals.
 
 The threshold is chosen on out-of-fold scores (``conformal_threshold``) and a model is graded on
 cases nothing was chosen on (the holdout): a decision is never judged on the data that made it.
@@ -11,20 +11,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import beta, rankdata
-from sklearn.metrics import (
-    average_precision_score,
-    classification_report,
-    confusion_matrix,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
+from sklearn.metrics import average_precision_score, classification_report, confusion_matrix, roc_auc_score
 
 from turbine_dagster.core.schema import BENIGN, CLASS_NAMES, MALIGNANT
-from turbine_dagster.presentation.figures import figure_markdown
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TARGET_RECALL = 0.98
@@ -34,7 +25,8 @@ LABELS = [MALIGNANT, BENIGN]
 _RATIO_SLACK = 1e-9
 
 
-def _as_labels(y_true: Any, name: str) -> np.ndarray:
+def as_labels(y_true: Any, name: str) -> np.ndarray:
+    """Class codes as a flat int array; ValueError naming ``name`` for any code but malignant or benign."""
     labels = np.asarray(y_true).astype(int).reshape(-1)
     unknown = sorted(set(np.unique(labels)) - set(LABELS))
     if unknown:
@@ -42,7 +34,8 @@ def _as_labels(y_true: Any, name: str) -> np.ndarray:
     return labels
 
 
-def _as_scores(p_malignant: Any, n_rows: int, name: str) -> np.ndarray:
+def as_scores(p_malignant: Any, n_rows: int, name: str) -> np.ndarray:
+    """P(malignant) as a flat float64 array, one per label; ValueError for a length mismatch or a non-finite value."""
     scores = np.asarray(p_malignant, dtype=np.float64).reshape(-1)
     if len(scores) != n_rows:
         raise ValueError(f"{name} has {len(scores)} values for {n_rows} labels")
@@ -51,9 +44,16 @@ def _as_scores(p_malignant: Any, n_rows: int, name: str) -> np.ndarray:
     return scores
 
 
-def _require_both_classes(labels: np.ndarray, split: str) -> None:
-    n_malignant = int(np.sum(labels == MALIGNANT))
-    if n_malignant == 0 or n_malignant == len(labels):
+def has_both_classes(labels: np.ndarray) -> bool:
+    """Whether class codes hold malignant and benign cases: a classifier can neither learn from nor be graded on
+    fewer."""
+    return bool(np.any(labels == MALIGNANT) and np.any(labels == BENIGN))
+
+
+def require_both_classes(labels: np.ndarray, split: str) -> None:
+    """ValueError with the class counts unless ``labels`` (valid class codes) hold both classes."""
+    if not has_both_classes(labels):
+        n_malignant = int(np.sum(labels == MALIGNANT))
         raise ValueError(
             f"{split} data has {n_malignant} malignant and {len(labels) - n_malignant} benign cases; "
             f"evaluation needs both classes"
@@ -109,8 +109,8 @@ def conformal_threshold(y_true: Any, p_malignant: Any, target_recall: float = DE
     """
     if not 0.0 < target_recall < 1.0:
         raise ValueError(f"target_recall must be in (0, 1), got {target_recall}")
-    labels = _as_labels(y_true, "y_true")
-    scores = _as_scores(p_malignant, len(labels), "p_malignant")
+    labels = as_labels(y_true, "y_true")
+    scores = as_scores(p_malignant, len(labels), "p_malignant")
     malignant_scores = np.sort(scores[labels == MALIGNANT])
     n_malignant = len(malignant_scores)
     if n_malignant == 0:
@@ -206,9 +206,9 @@ def evaluate_scores(
     ``malignant_recall_lower_bound`` (one-sided Clopper-Pearson) and ``bootstrap`` (intervals at the
     operating threshold).
     """
-    labels = _as_labels(y_true, "y_true")
-    scores = _as_scores(p_malignant, len(labels), "p_malignant")
-    _require_both_classes(labels, data)
+    labels = as_labels(y_true, "y_true")
+    scores = as_scores(p_malignant, len(labels), "p_malignant")
+    require_both_classes(labels, data)
     is_malignant = labels == MALIGNANT
     return {
         "data": data,
@@ -258,111 +258,3 @@ def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:
         "threshold": float(report["threshold"]),
         "malignant_recall_lower_bound": float(report["malignant_recall_lower_bound"]),
     }
-
-
-def metrics_table_markdown(report: Mapping[str, Any]) -> str:
-    """Metrics at 0.5 and at the operating threshold side by side, with the bootstrap intervals."""
-    default = report["at_default_threshold"]["classification_report"]
-    operating = report["at_operating_threshold"]["classification_report"]
-    intervals = report["bootstrap"]
-    percent = round(intervals["confidence"] * 100)
-
-    def interval(name: str) -> str:
-        return f"{intervals[name]['low']:.3f} – {intervals[name]['high']:.3f}"
-
-    rows = [
-        (f"malignant {metric}", default["malignant"][key], operating["malignant"][key], interval_key)
-        for metric, key, interval_key in (
-            ("recall", "recall", "malignant_recall"),
-            ("precision", "precision", "malignant_precision"),
-            ("F1", "f1-score", None),
-        )
-    ] + [
-        (f"benign {metric}", default["benign"][key], operating["benign"][key], None)
-        for metric, key in (("recall", "recall"), ("precision", "precision"), ("F1", "f1-score"))
-    ]
-    rows.append(("accuracy", default["accuracy"], operating["accuracy"], None))
-
-    lines = [
-        f"| metric | at {report['at_default_threshold']['threshold']:.2f} "
-        f"| at operating threshold {report['threshold']:.3f} | {percent} % interval (operating) |",
-        "|---|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {name} | {at_default:.3f} | {at_operating:.3f} | {interval(key) if key else ''} |"
-        for name, at_default, at_operating, key in rows
-    ]
-    roc_auc = f"{report['roc_auc']:.4f}"
-    lines.append(f"| ROC-AUC (malignant positive) | {roc_auc} | {roc_auc} | {interval('roc_auc')} |")
-    lines.append(f"| PR-AUC (average precision) | {report['pr_auc']:.4f} | {report['pr_auc']:.4f} | |")
-    malignant_support = int(operating["malignant"]["support"])
-    lines.append("")
-    lines.append(
-        f"Data: {report['data']}, {report['n']} cases, {malignant_support} malignant "
-        f"(one missed cancer moves malignant recall by {1 / malignant_support:.3f}); malignant recall ≥ "
-        f"{report['malignant_recall_lower_bound']:.3f} with {percent} % confidence (one-sided Clopper-Pearson)."
-    )
-    if "threshold_choice" in report:
-        choice = report["threshold_choice"]
-        lines.append("")
-        lines.append(
-            f"Threshold {choice['threshold']:.4f}: {choice['method']}, the k = {choice['k']}-th lowest of "
-            f"n = {choice['n_malignant']} malignant scores, expected recall on new cases "
-            f"{choice['expected_recall']:.3f} (target {choice['target_recall']:.2f}"
-            + ("" if choice["certifiable"] else "; **not certifiable** at this target with so few malignant cases")
-            + ")."
-        )
-    return "\n".join(lines)
-
-
-def evaluation_plots_markdown(y_true: Any, p_malignant: Any, threshold: float, data: str = "holdout") -> dict[str, str]:
-    """ROC curve, precision-recall curve and confusion matrices as PNGs embedded in Markdown.
-
-    Keys: ``roc_curve``, ``pr_curve``, ``confusion_matrix``; the curves mark the operating point.
-    """
-    labels = _as_labels(y_true, "y_true")
-    scores = _as_scores(p_malignant, len(labels), "p_malignant")
-    _require_both_classes(labels, data)
-    is_malignant = labels == MALIGNANT
-    predicted_malignant = scores >= threshold
-    recall = float(np.mean(predicted_malignant[is_malignant]))
-    false_positive_rate = float(np.mean(predicted_malignant[~is_malignant]))
-    precision = float(np.mean(is_malignant[predicted_malignant])) if predicted_malignant.any() else 0.0
-    operating_label = f"operating threshold {threshold:.3f}"
-
-    fpr, tpr, _ = roc_curve(is_malignant, scores)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot(fpr, tpr, label=f"ROC (AUC {roc_auc_score(is_malignant, scores):.4f})")
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    ax.scatter([false_positive_rate], [recall], color="crimson", zorder=3, label=operating_label)
-    ax.set(xlabel="false positive rate (benign called malignant)", ylabel="malignant recall", title="ROC curve")
-    ax.legend(loc="lower right")
-    roc_markdown = figure_markdown(fig, "ROC curve")
-
-    curve_precision, curve_recall, _ = precision_recall_curve(is_malignant, scores)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot(curve_recall, curve_precision, label=f"PR (AP {average_precision_score(is_malignant, scores):.4f})")
-    ax.scatter([recall], [precision], color="crimson", zorder=3, label=operating_label)
-    ax.set(xlabel="malignant recall", ylabel="malignant precision", title="Precision-recall curve", ylim=(0, 1.02))
-    ax.legend(loc="lower left")
-    pr_markdown = figure_markdown(fig, "Precision-recall curve")
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), sharey=True, layout="constrained")
-    for ax, at in zip(axes, (DEFAULT_THRESHOLD, threshold), strict=True):
-        matrix = confusion_matrix(labels, predict_labels(scores, at), labels=LABELS)
-        ax.imshow(matrix, cmap="Blues")
-        for (row, column), count in np.ndenumerate(matrix):
-            colour = "white" if count > matrix.max() / 2 else "black"
-            ax.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=12)
-        ax.set(
-            xticks=[0, 1],
-            yticks=[0, 1],
-            xticklabels=CLASS_NAMES,
-            yticklabels=CLASS_NAMES,
-            xlabel="predicted",
-            title=f"threshold {at:.3f}",
-        )
-    axes[0].set_ylabel("true")
-    fig.suptitle(f"Confusion matrix ({data})")
-    confusion_markdown = figure_markdown(fig, "Confusion matrix")
-    return {"roc_curve": roc_markdown, "pr_curve": pr_markdown, "confusion_matrix": confusion_markdown}

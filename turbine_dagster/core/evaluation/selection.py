@@ -1,20 +1,6 @@
-"""Champion selection over classification reports, quality bars and the promotion gate.
-
-Reports are ``sklearn.metrics.classification_report(output_dict=True)`` dicts with target names
-``malignant``/``benign`` (the champion asset passes the report at the operating threshold).
-
-Two selection policies:
-
-- **win count** (the original rule): for every metric key of the report (precision, recall and
-  F1 of each class, accuracy, macro and weighted averages; never support) the model strictly
-  best on that key scores a win; most wins wins.
-- **recall first** (the business rule): malignant recall, then benign precision (how far a
-  "benign" answer can be trusted), then malignant F1; a difference within the tolerance is a
-  tie that passes to the next key.
-
-Ties are stated, never hidden: a tied verdict has ``winner=None``. ``select_champion`` breaks a
-tie of the configured policy with the other policy, and a tie of both by ``tie_break_order``
-(default: model names in alphabetical order), and says so in its reason.
+"""Champion selection over classification reports (``classification_report(output_dict=True)`` dicts with target
+names ``malignant``/``benign``): the win-count and recall-first policies with stated tie-breaks, the quality bars,
+and the promotion gate against the serving champion.
 """
 
 from collections.abc import Mapping, Sequence
@@ -67,9 +53,16 @@ def metric_value(report: Mapping[str, Any], key: tuple[str, str | None], model: 
     return float(value)
 
 
-def _require_models(reports: Mapping[str, Mapping[str, Any]]) -> None:
+def require_models(reports: Mapping[str, Mapping[str, Any]]) -> None:
     if not reports:
         raise ValueError("no reports to compare; pass at least one {model name: classification report}")
+
+
+def strictly_best(values: Mapping[str, float]) -> str | None:
+    """The model strictly best on one metric key; None when several share the best value."""
+    best = max(values.values())
+    leaders = [model for model, value in values.items() if value >= best - _FLOAT_SLACK]
+    return leaders[0] if len(leaders) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -93,14 +86,12 @@ class Verdict:
 
 def win_count_verdict(reports: Mapping[str, Mapping[str, Any]]) -> Verdict:
     """Count, per model, the report keys on which it is strictly better than every other model."""
-    _require_models(reports)
+    require_models(reports)
     wins = dict.fromkeys(reports, 0)
     for key in WIN_COUNT_KEYS:
-        values = {model: metric_value(report, key, model) for model, report in reports.items()}
-        best = max(values.values())
-        leaders = [model for model, value in values.items() if value >= best - _FLOAT_SLACK]
-        if len(leaders) == 1:
-            wins[leaders[0]] += 1
+        leader = strictly_best({model: metric_value(report, key, model) for model, report in reports.items()})
+        if leader is not None:
+            wins[leader] += 1
 
     top = max(wins.values())
     leaders = tuple(model for model, count in wins.items() if count == top)
@@ -113,7 +104,7 @@ def win_count_verdict(reports: Mapping[str, Mapping[str, Any]]) -> Verdict:
 
 def recall_first_verdict(reports: Mapping[str, Mapping[str, Any]], tolerance: float = 0.0) -> Verdict:
     """Malignant recall, then benign precision, then malignant F1; within ``tolerance`` is a tie."""
-    _require_models(reports)
+    require_models(reports)
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     contenders = list(reports)
@@ -185,22 +176,6 @@ def select_champion(
         f"both policies tied ({primary.explanation}; {other.explanation})."
     )
     return Selection(policy, ranked[0], reason, verdicts)
-
-
-def comparison_table_markdown(reports: Mapping[str, Mapping[str, Any]]) -> str:
-    """Every compared metric key, one column per model; the strictly best value is in bold."""
-    _require_models(reports)
-    models = list(reports)
-    lines = ["| metric | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
-    for key in (*RECALL_FIRST_KEYS, *(k for k in WIN_COUNT_KEYS if k not in RECALL_FIRST_KEYS)):
-        values = [metric_value(reports[model], key, model) for model in models]
-        best = max(values)
-        unique_best = sum(value >= best - _FLOAT_SLACK for value in values) == 1
-        cells = [f"**{value:.4f}**" if unique_best and value == best else f"{value:.4f}" for value in values]
-        lines.append(f"| {key_name(key)} | " + " | ".join(cells) + " |")
-    supports = [str(int(metric_value(reports[model], (_MALIGNANT, "support"), model))) for model in models]
-    lines.append("| malignant support (cases) | " + " | ".join(supports) + " |")
-    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import catboost
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from catboost.utils import get_gpu_device_count
@@ -23,10 +22,9 @@ from catboost.utils import get_gpu_device_count
 from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
 from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, take_checkpoint
 from turbine_dagster.core.models.crossfit import CrossFitResult, cross_fit
-from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_both_classes
+from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_trainable_split
 from turbine_dagster.core.models.params import CatBoostSearchParams
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
-from turbine_dagster.presentation.figures import figure_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +143,8 @@ def train_catboost_model(
 
     CatBoost's custom log streams are process-wide: run one search at a time per process.
     """
-    require_both_classes(train, split="train", where=where)
-    require_both_classes(validation, split="validation", where=where)
+    require_trainable_split(train, split="train", where=where)
+    require_trainable_split(validation, split="validation", where=where)
     columns = list(FEATURE_COLUMNS)
     train_features = pd.DataFrame(feature_matrix(train, split="train", where=where), columns=columns)
     validation_features = pd.DataFrame(feature_matrix(validation, split="validation", where=where), columns=columns)
@@ -255,13 +253,3 @@ def cross_fit_catboost_model(
     return cross_fit(
         development, train_fold, average_models, early_stopping_fraction=early_stopping_fraction, seed=params.seed
     )
-
-
-def feature_importance_markdown(feature_importance: pd.DataFrame, top: int = 15) -> str:
-    """Horizontal bar plot of the ``top`` most important features, as a Markdown PNG."""
-    shown = feature_importance.nlargest(top, "importance").iloc[::-1]  # largest bar at the top
-    fig, axis = plt.subplots(figsize=(6, 0.3 * len(shown) + 1))
-    axis.barh(shown["feature"], shown["importance"])
-    axis.set_xlabel("importance (prediction values change)")
-    axis.set_title(f"Top {len(shown)} features")
-    return figure_markdown(fig, "Feature importance")

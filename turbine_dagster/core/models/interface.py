@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from turbine_dagster.core.evaluation.metrics import has_both_classes
 from turbine_dagster.core.schema import CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster.core.storage.model_files import model_kind
 
@@ -24,7 +25,7 @@ def feature_matrix(frame: pd.DataFrame, *, split: str = "data", where: str | Non
     return frame.loc[:, list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
 
 
-def require_both_classes(frame: pd.DataFrame, *, split: str, where: str | None = None) -> None:
+def require_trainable_split(frame: pd.DataFrame, *, split: str, where: str | None = None) -> None:
     """Refuse a split a classifier cannot learn from or be validated on: empty, unlabelled, or one class only."""
     context = f"{split} split{_where_suffix(where)}"
     if frame.empty:
@@ -37,10 +38,10 @@ def require_both_classes(frame: pd.DataFrame, *, split: str, where: str | None =
     unknown = sorted(set(counts.index) - set(range(len(CLASS_NAMES))))
     if unknown:
         raise ValueError(f"{context}: '{TARGET}' holds {unknown}; expected 0 (malignant) or 1 (benign)")
-    present = [CLASS_NAMES[int(code)] for code in sorted(counts.index)]
-    if len(present) < len(CLASS_NAMES):
+    labels = frame[TARGET].to_numpy(dtype=int)
+    if not has_both_classes(labels):
         raise ValueError(
-            f"{context} has a single class ({present[0]} only, {len(frame)} rows); training needs both "
+            f"{context} has a single class ({CLASS_NAMES[labels[0]]} only, {len(frame)} rows); training needs both "
             f"malignant and benign cases: add data to the partition or change the split"
         )
 

@@ -12,19 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
 
 from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
 from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, take_checkpoint
 from turbine_dagster.core.models.crossfit import CrossFitResult, cross_fit
 from turbine_dagster.core.models.fcn import FCNBlock
-from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_both_classes
+from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_trainable_split
 from turbine_dagster.core.models.params import TFTrainingParams
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
-from turbine_dagster.presentation.figures import figure_markdown
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 """Called after every epoch with the 1-based epoch number and that epoch's metrics."""
@@ -72,9 +71,10 @@ def malignant_labels(frame: pd.DataFrame) -> np.ndarray:
 
 
 def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
-    """Weights that give each class the same total weight, as scikit-learn's "balanced"."""
-    classes, counts = np.unique(labels.astype(int), return_counts=True)
-    return {int(c): len(labels) / (len(classes) * int(n)) for c, n in zip(classes, counts, strict=True)}
+    """Weights that give each class the same total weight (scikit-learn's "balanced"), as Keras takes them."""
+    classes = np.unique(labels.astype(int))
+    weights = compute_class_weight("balanced", classes=classes, y=labels.astype(int))
+    return dict(zip(classes.tolist(), weights.tolist(), strict=True))
 
 
 class _EpochCheckpoints(keras.callbacks.Callback):
@@ -137,8 +137,8 @@ def train_tf_model(
     On the CPU a fixed seed gives identical models. Op determinism is switched on for the whole process
     (TensorFlow offers no way back), which slows some GPU kernels.
     """
-    require_both_classes(train, split="train", where=where)
-    require_both_classes(validation, split="validation", where=where)
+    require_trainable_split(train, split="train", where=where)
+    require_trainable_split(validation, split="validation", where=where)
     train_features = feature_matrix(train, split="train", where=where)
     validation_features = feature_matrix(validation, split="validation", where=where)
     train_labels = malignant_labels(train)
@@ -240,25 +240,3 @@ def cross_fit_tf_model(
     return cross_fit(
         development, train_fold, average_models, early_stopping_fraction=early_stopping_fraction, seed=params.seed
     )
-
-
-def learning_curve_markdown(histories: Sequence[dict[str, list[float]]]) -> str:
-    """Loss (and AUC when recorded) per epoch for train and early-stopping data, one line per fold, as a
-    Markdown PNG; a dashed line marks each fold's best epoch."""
-    panels = [name for name in ("loss", "auc") if name in histories[0]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
-    for axis, name in zip(axes[0], panels, strict=True):
-        for fold, history in enumerate(histories):
-            epochs = np.arange(1, len(history[name]) + 1)
-            (line,) = axis.plot(epochs, history[name], alpha=0.5, label=f"fold {fold} train")
-            if f"val_{name}" in history:
-                axis.plot(epochs, history[f"val_{name}"], color=line.get_color(), label=f"fold {fold} early-stopping")
-            if name == "loss" and "val_loss" in history:
-                axis.axvline(
-                    int(np.argmin(history["val_loss"])) + 1, color=line.get_color(), linestyle="--", linewidth=1
-                )
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(name)
-    axes[0][0].legend(fontsize="x-small")
-    fig.suptitle("Learning curves (dashed: best epoch per fold)")
-    return figure_markdown(fig, "Learning curve")

@@ -15,6 +15,8 @@ from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import ModelRegistryResource
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
+from turbine_dagster.presentation.evaluation import evaluation_plots_markdown, metrics_table_markdown
+from turbine_dagster.presentation.selection import comparison_table_markdown
 
 OWNERS = ["team:data-science"]
 champion_side_asset = functools.partial(
@@ -129,7 +131,7 @@ def champion_model(
     threshold = decision_report["threshold"]
     p_holdout = predict_malignant_proba(model, test_split)
     holdout = evaluation.evaluate_scores(test_split[TARGET], p_holdout, threshold, "holdout", config.n_bootstrap)
-    plots = evaluation.evaluation_plots_markdown(test_split[TARGET], p_holdout, threshold, "holdout")
+    plots = evaluation_plots_markdown(test_split[TARGET], p_holdout, threshold, "holdout")
     metrics = evaluation.headline_metrics(holdout)
     out_of_fold_metrics = evaluation.headline_metrics(decision_report)
     scheme = str(test_split[data.HOLDOUT_SCHEME_COLUMN].iloc[0])
@@ -190,8 +192,8 @@ def champion_model(
             "out_of_fold_recall_lower_bound": choice["recall_lower_bound"],
             "split_scheme": scheme,
             **{f"champion_{name}": value for name, value in metrics.items()},
-            "holdout_metrics": dg.MetadataValue.md(evaluation.metrics_table_markdown(holdout)),
-            "comparison": dg.MetadataValue.md(selection.comparison_table_markdown(reports)),
+            "holdout_metrics": dg.MetadataValue.md(metrics_table_markdown(holdout)),
+            "comparison": dg.MetadataValue.md(comparison_table_markdown(reports)),
             "verdicts": dg.MetadataValue.json(verdicts),
             "champion_plots": dg.MetadataValue.md("\n\n".join(plots.values())),
         },

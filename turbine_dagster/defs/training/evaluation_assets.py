@@ -13,6 +13,7 @@ from turbine_dagster.core.schema import P_MALIGNANT, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_week_partitions
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
+from turbine_dagster.presentation.evaluation import evaluation_plots_markdown, metrics_table_markdown
 
 OWNERS = ["team:data-science"]
 
@@ -36,7 +37,7 @@ def report_metadata(report: dict, plots: dict[str, str]) -> dict:
         **evaluation.headline_metrics(report),
         "malignant_recall_ci_low": bootstrap["malignant_recall"]["low"],
         "malignant_recall_ci_high": bootstrap["malignant_recall"]["high"],
-        "metrics": dg.MetadataValue.md(evaluation.metrics_table_markdown(report)),
+        "metrics": dg.MetadataValue.md(metrics_table_markdown(report)),
         **{name: dg.MetadataValue.md(markdown) for name, markdown in plots.items()},
     }
 
@@ -45,9 +46,7 @@ def evaluate_out_of_fold(out_of_fold: pd.DataFrame, config: EvaluationConfig) ->
     report = evaluation.evaluate_out_of_fold(
         out_of_fold[TARGET], out_of_fold[P_MALIGNANT], config.target_recall, config.n_bootstrap, config.seed
     )
-    plots = evaluation.evaluation_plots_markdown(
-        out_of_fold[TARGET], out_of_fold[P_MALIGNANT], report["threshold"], "out-of-fold"
-    )
+    plots = evaluation_plots_markdown(out_of_fold[TARGET], out_of_fold[P_MALIGNANT], report["threshold"], "out-of-fold")
     choice = report["threshold_choice"]
     return dg.Output(
         report,

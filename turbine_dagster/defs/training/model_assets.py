@@ -150,7 +150,8 @@ def tf_model(
     checkpoint_store: PartitionFolders,
     train_split: pd.DataFrame,
 ):
-    from turbine_dagster.core.models.tf_model import TFTrainingParams, cross_fit_tf_model, learning_curve_markdown
+    from turbine_dagster.core.models.tf_model import TFTrainingParams, cross_fit_tf_model
+    from turbine_dagster.presentation.training import learning_curve_markdown
 
     def log_epoch(fold: int, epoch: int, logs: dict[str, float]) -> None:
         context.log.info(
@@ -211,7 +212,8 @@ def catboost_model(
     checkpoint_store: PartitionFolders,
     train_split: pd.DataFrame,
 ):
-    from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model, feature_importance_markdown
+    from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model
+    from turbine_dagster.presentation.training import feature_importance_markdown
 
     def log_candidate(fold: int, line: str) -> None:
         context.log.info(f"fold {fold} {line}")
