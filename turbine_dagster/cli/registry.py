@@ -9,6 +9,7 @@ S3 credentials and endpoint come from the usual AWS environment variables.
 import argparse
 import sys
 
+from tabulate import tabulate
 from upath import UPath
 
 from turbine_dagster.core.registry.registry import ConcurrentPromotionError, ModelRegistry
@@ -36,11 +37,10 @@ def _metric(version: ModelVersion, name: str) -> str:
     return _number(version.metrics.get(name))
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    # The header goes in as a first row: as ``headers`` tabulate would pad every column by two more spaces.
+    # Cells are formatted already; number parsing would reformat them ("0.3100" -> "0.31").
+    return tabulate([header, *rows], tablefmt="plain", disable_numparse=True)
 
 
 def versions_table(versions: list[ModelVersion]) -> str:
@@ -58,7 +58,7 @@ def versions_table(versions: list[ModelVersion]) -> str:
         ]
         for version in versions
     ]
-    return _table([header, *rows]) + "\n(* serves the team)"
+    return _table(header, rows) + "\n(* serves the team)"
 
 
 def checkpoints_table(versions: list[ModelVersion]) -> str | None:
@@ -81,7 +81,7 @@ def checkpoints_table(versions: list[ModelVersion]) -> str | None:
     if not rows:
         return None
     return (
-        _table([header, *rows])
+        _table(header, rows)
         + "\n(step: epoch of a Keras model, number of trees of a CatBoost model; recall of malignant cases "
         "at P >= 0.5; threshold: the checkpoint's own operating threshold)"
     )
@@ -99,7 +99,7 @@ def events_table(events: list[dict]) -> str:
         ]
         for event in events
     ]
-    return _table([header, *rows])
+    return _table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
 from turbine_dagster.core.data import cases as data
-from turbine_dagster.core.data import landing, layouts
+from turbine_dagster.core.data import cells, landing, layouts
 from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
 
 TEAM, WEEK = "team_a", "2026-11-08"
@@ -123,7 +123,7 @@ def test_a_layout_without_id_gets_ids_from_the_row_content_not_its_position(root
 def test_content_ids_ignore_the_label_so_scored_and_labeled_rows_of_a_case_meet():
     features = [pa.array(WDBC[feature].iloc[:5].to_numpy()) for feature in FEATURE_COLUMNS]
     as_text = [pa.array([repr(float(v)) for v in WDBC[feature].iloc[:5]]) for feature in FEATURE_COLUMNS]
-    assert layouts.content_id(*features).equals(layouts.content_id(*as_text))
+    assert cells.content_id(*features).equals(cells.content_id(*as_text))
     labeled = layouts.recognise_columns([*FEATURE_COLUMNS, TARGET], None, landing.LABELED, "f", text=False)
     scoring = layouts.recognise_columns(list(FEATURE_COLUMNS), None, landing.SCORING, "f", text=False)
     table = pa.table(
@@ -229,7 +229,7 @@ def test_an_unknown_layout_fails_naming_the_columns(root, content, expected):
 
 
 def test_text_cells_read_as_numbers_by_one_exact_rule():
-    values = layouts.to_float64(pa.array([" 17.99 ", "1e300", "-inf", "NaN", "twelve", "1,001", None, "0.1"]))
+    values = cells.to_float64(pa.array([" 17.99 ", "1e300", "-inf", "NaN", "twelve", "1,001", None, "0.1"]))
     np.testing.assert_array_equal(values, [17.99, 1e300, -np.inf, np.nan, np.nan, np.nan, np.nan, 0.1])
 
 

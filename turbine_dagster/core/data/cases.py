@@ -18,9 +18,8 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import StratifiedKFold
 from upath import UPath
 
-from turbine_dagster.core.data import landing
-
-from turbine_dagster.core.data import layouts
+from turbine_dagster.core.data import landing, layouts
+from turbine_dagster.core.data.cells import text_not_numbers, to_float64
 from turbine_dagster.core.schema import BENIGN, CASE_ID, CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, SOURCE_FILE, TARGET
 
 WEEK = "week"
@@ -166,8 +165,8 @@ def _cells(frame: pd.DataFrame | pa.RecordBatch, column: str) -> pa.Array:
 def cell_problems(frame: pd.DataFrame | pa.RecordBatch, column: str) -> dict[str, np.ndarray]:
     """Boolean masks of the bad cells of one feature column, by kind of problem (the messages' words)."""
     cells = _cells(frame, column)
-    numbers = layouts.to_float64(cells)
-    not_numeric = layouts.text_not_numbers(cells)
+    numbers = to_float64(cells)
+    not_numeric = text_not_numbers(cells)
     return {NOT_NUMERIC: not_numeric, MISSING: np.isnan(numbers) & ~not_numeric, **value_problems(numbers)}
 
 
@@ -175,7 +174,7 @@ def unusually_large(frame: pd.DataFrame | pa.RecordBatch) -> pd.Series | np.ndar
     """True for the rows with some feature above its UNUSUALLY_LARGE bound (a Series for a frame)."""
     rows = np.zeros(len(frame), dtype=bool)
     for column in FEATURE_COLUMNS:
-        rows |= unusually_large_cells(layouts.to_float64(_cells(frame, column)), column)
+        rows |= unusually_large_cells(to_float64(_cells(frame, column)), column)
     return pd.Series(rows, index=frame.index) if isinstance(frame, pd.DataFrame) else rows
 
 
@@ -189,7 +188,7 @@ def unusual_values_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per feature with unusually large values: how many, the largest, and the bound (for metadata)."""
     rows = []
     for column in FEATURE_COLUMNS:
-        values = layouts.to_float64(_cells(frame, column))
+        values = to_float64(_cells(frame, column))
         mask = unusually_large_cells(values, column)
         if mask.any():
             rows.append(

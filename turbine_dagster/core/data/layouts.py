@@ -1,37 +1,9 @@
-"""The layouts a landing file may come in, recognised from the file itself, and their mapping to ours.
-
-The Breast Cancer Wisconsin (Diagnostic) data circulates in three published layouts; teams land them as
-they have them, next to files in our own layout:
-
-================  =====================================================================================
-``internal``      ``case_id``, the 30 feature names of scikit-learn (``mean radius`` ...) and, labeled,
-                  ``target`` (0 = malignant, 1 = benign)
-``sklearn_frame`` ``load_breast_cancer(as_frame=True).frame`` written as is: the 30 features and, labeled,
-                  ``target`` (0 = malignant); **no id**
-``wdbc_csv``      the widely shared CSV (Kaggle's ``data.csv``): ``id``, ``diagnosis`` (``M``/``B``),
-                  ``radius_mean`` ... ``fractal_dimension_worst`` (``concave points_mean`` with a space or
-                  an underscore), often with an empty trailing ``Unnamed: 32`` column
-``uci_wdbc_data`` UCI's ``wdbc.data``: no header; id, diagnosis (``M``/``B``), then the 30 features in the
-                  documented order (means, standard errors, worst), which is scikit-learn's order
-================  =====================================================================================
-
-Scoring files carry no diagnosis or target (one that does has it ignored). ``M`` maps to MALIGNANT (0) and
-``B`` to BENIGN (1). The original id is kept as ``case_id``; where a layout has none, the case id is derived
-from the row's 30 feature values (``content_id``): the same measurements give the same id in any file, any
-format and any row order, so the scoring row and the later labeled row of one case meet, and a case id
-keyed holdout stays fixed. Two identical rows get the same id (the case-id check reports them).
-
-Real exports are read as they come: column names with stray whitespace or other capitalisation, a BOM,
-Windows line endings, quoted numbers, empty unnamed columns (a trailing comma in the header). What is
-ambiguous is refused with a message naming it: two layouts' names in one file, two candidate ids or labels,
-a ``diagnosis`` coded 0/1 (copies disagree on which is malignant), an unnamed column holding values (pandas'
-row index, or an id without a name). Any other file fails naming the columns it lacks.
-
-Cells are read as text and converted by one rule (``to_float64``) in training and scoring alike.
+"""The layouts a landing file may come in (ours, scikit-learn's frame, the WDBC CSV, UCI's ``wdbc.data``),
+recognised from the file itself, and their mapping to ours. What each layout holds and how ambiguous files
+are refused is described in docs/architecture.md.
 """
 
 import csv
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -43,7 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from upath import UPath
 
-from turbine_dagster.core.data import landing
+from turbine_dagster.core.data import cells, landing
 from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
 
 INTERNAL = "internal"
@@ -61,8 +33,6 @@ LAYOUTS = {
 
 ID = "id"
 DIAGNOSIS = "diagnosis"
-CONTENT_ID_PREFIX = "case-"
-_CONTENT_ID_PERSON = b"turbine-wdbc-id1"  # blake2b personalisation: a version tag of the content-id rule
 
 
 def _snake(feature: str) -> str:
@@ -85,93 +55,7 @@ def _key(name: str) -> str:
 
 _UNNAMED = re.compile(r"^(unnamed: ?\d+)?$")  # '' in a header; 'Unnamed: 32' once pandas has read and written it
 _PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")  # pandas' own index in Parquet: metadata, not data
-_NUMBER = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)$"
 _INTEGER = re.compile(r"^[+-]?\d+$")
-
-
-# ---------------------------------------------------------------------------------------------
-# Cells
-
-
-def to_float64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """The column as float64: numbers as they are, text read as a number where it is one (surrounding
-    whitespace ignored; 'inf', 'nan' understood), NaN where a cell is empty or not a number. One rule for
-    training and scoring, and exact: text converts to the float64 nearest its decimal value."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    kind = values.type
-    if pa.types.is_null(kind):
-        return np.full(len(values), np.nan)
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-    text = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
-    try:
-        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)  # fast path: every cell a number
-    except pa.ArrowInvalid:
-        numbers = pc.if_else(
-            pc.match_substring_regex(text, _NUMBER, ignore_case=True), text, pa.scalar(None, pa.string())
-        )
-        return pc.cast(numbers, pa.float64()).to_numpy(zero_copy_only=False)
-
-
-def text_not_numbers(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """True where a cell holds text that is not a number (nor blank); never for a numeric column."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        return np.zeros(len(values), dtype=bool)
-    text = pc.utf8_trim_whitespace(values)
-    number = pc.match_substring_regex(text, _NUMBER, ignore_case=True)
-    filled = pc.greater(pc.utf8_length(text), 0)
-    return pc.fill_null(pc.and_(filled, pc.invert(number)), False).to_numpy(zero_copy_only=False)
-
-
-def is_blank(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """True where a cell holds nothing: null, or text that is only whitespace."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    blank = values.is_null().to_numpy(zero_copy_only=False)
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
-        blank |= pc.fill_null(empty, False).to_numpy(zero_copy_only=False)
-    return blank
-
-
-def content_id(values: pa.Array | pa.ChunkedArray, *more: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """A case id from the row's feature values (one array per feature, in FEATURE_COLUMNS order): a BLAKE2b
-    hash of the 30 values as float64 (-0.0 as 0.0, every NaN alike), plus the text of any cell that is not a
-    number, so that a row of junk still gets an id of its own. Never the row number: moving a row does not
-    change its id, and neither does landing it as CSV instead of Parquet."""
-    columns = [values, *more]
-    rows = len(columns[0])
-    matrix = np.empty((rows, len(columns)), dtype=np.float64)
-    text_cells: dict[int, list[str]] = {}
-    for index, column in enumerate(columns):
-        numbers = to_float64(column)
-        matrix[:, index] = numbers
-        odd = text_not_numbers(column)
-        if odd.any():  # text that is not a number: its words go into the hash
-            texts = pc.cast(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column, pa.string())
-            for row in np.flatnonzero(odd):
-                text_cells.setdefault(int(row), []).append(f"{index}={texts[int(row)].as_py()}")
-    matrix[matrix == 0] = 0.0  # -0.0 and 0.0 are one value
-    matrix[np.isnan(matrix)] = np.nan  # one NaN bit pattern
-    matrix = np.ascontiguousarray(matrix.astype("<f8"))
-    ids = []
-    for row in range(rows):
-        digest = hashlib.blake2b(matrix[row].tobytes(), digest_size=8, person=_CONTENT_ID_PERSON)
-        if row in text_cells:
-            digest.update("\x1f".join(text_cells[row]).encode())
-        ids.append(CONTENT_ID_PREFIX + digest.hexdigest())
-    return pa.array(ids, pa.string())
-
-
-# ---------------------------------------------------------------------------------------------
-# Layouts
 
 
 @dataclass(frozen=True)
@@ -214,18 +98,18 @@ class Layout:
         check to report)."""
         for column in self.unnamed:
             values = batch.column(column)
-            filled = ~is_blank(values)
+            filled = ~cells.is_blank(values)
             if filled.any():
                 raise landing.LandingError(_unnamed_message(file, column, _first(values, filled)))
         arrays = [
-            _case_ids(batch.column(self.case_id))
+            cells.case_ids(batch.column(self.case_id))
             if self.case_id
-            else content_id(*(batch.column(feature) for feature in self.features))
+            else cells.content_id(*(batch.column(feature) for feature in self.features))
         ]
-        arrays += [_plain(batch.column(feature)) for feature in self.features]
+        arrays += [cells.plain(batch.column(feature)) for feature in self.features]
         names = [CASE_ID, *FEATURE_COLUMNS]
         if self.label:
-            labels = _plain(batch.column(self.label))
+            labels = cells.plain(batch.column(self.label))
             arrays.append(_diagnosis_codes(labels, file) if self.diagnosis else labels)
             names.append(TARGET)
         return pa.RecordBatch.from_arrays(arrays, names=names)
@@ -354,7 +238,7 @@ def _uci_layout(row: list[str], labeled: bool, file: str) -> Layout | None:
         return None
     numbers = fields[2:] if len(fields) == len(FEATURE_COLUMNS) + 2 else fields[1:]
     has_diagnosis = len(fields) == len(FEATURE_COLUMNS) + 2 and fields[1].upper() in ("M", "B")
-    if len(numbers) != len(FEATURE_COLUMNS) or not all(re.match(_NUMBER, n, re.IGNORECASE) for n in numbers):
+    if len(numbers) != len(FEATURE_COLUMNS) or not all(cells.is_number(n) for n in numbers):
         return None
     if len(fields) == len(FEATURE_COLUMNS) + 2 and not has_diagnosis:
         return None
@@ -421,25 +305,6 @@ def _first_line(error: Exception) -> str:
     return line if len(line) <= 300 else line[:300] + " ..."
 
 
-def _plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    return values.dictionary_decode() if pa.types.is_dictionary(values.type) else values
-
-
-def _case_ids(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """The ids as text, whitespace trimmed; a float id column holding whole numbers (an integer id column with a
-    gap, as pandas writes it) reads as those integers, so 842302.0 is 842302 as in the CSV."""
-    values = _plain(values)
-    if pa.types.is_floating(values.type):
-        numbers = values.to_numpy(zero_copy_only=False)
-        finite = numbers[np.isfinite(numbers)]
-        if np.all(finite == np.round(finite)) and np.all(np.abs(finite) < 2**53):
-            values = pc.cast(values, pa.int64())
-    text = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
-    return pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
-
-
 def _diagnosis_codes(values: pa.Array, file: str) -> pa.Array:
     """M -> MALIGNANT (0), B -> BENIGN (1). Other text is kept as it is (the label check names it), numbers are
     refused: copies of the data disagree on whether 1 means malignant."""
@@ -499,8 +364,8 @@ def read_cases(path: UPath, root: UPath, kind: str) -> tuple[pd.DataFrame, Layou
 
 
 def _numbers_or_text(values: pa.Array, whole: bool) -> pd.Series:
-    numbers = to_float64(values)
-    if text_not_numbers(values).any():
+    numbers = cells.to_float64(values)
+    if cells.text_not_numbers(values).any():
         return pd.Series(pc.cast(values, pa.string()).to_pylist(), dtype="string")
     if whole and len(numbers) and not np.isnan(numbers).any() and np.all(numbers == np.round(numbers)):
         return pd.Series(numbers.astype(np.int64))

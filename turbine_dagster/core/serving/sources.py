@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from upath import UPath
 
-from turbine_dagster.core.data import landing, layouts
+from turbine_dagster.core.data import cells, landing, layouts
 from turbine_dagster.core.data.cases import row_problems, unusually_large_cells, usable
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS
 from turbine_dagster.core.serving.columns import QUARANTINE_SCHEMA
@@ -165,7 +165,7 @@ def validate_batch(
     clean = np.ones(rows, dtype=bool)
     unusual_cells = np.zeros((len(FEATURE_COLUMNS), rows), dtype=bool)
     for index, column in enumerate(FEATURE_COLUMNS):
-        values = layouts.to_float64(batch.column(column))
+        values = cells.to_float64(batch.column(column))
         clean &= usable(values)  # on float64, before the cast: 1e300 is finite there and inf in float32
         unusual_cells[index] = unusually_large_cells(values, column)
         with np.errstate(over="ignore", invalid="ignore"):
