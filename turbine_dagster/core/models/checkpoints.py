@@ -1,21 +1,8 @@
-"""Checkpoints: a model as it stood at one step of training, with its validation metrics.
+"""Checkpoints: a model as it stood at one step of training, with its validation metrics and threshold.
 
-Both trainers keep checkpoints when asked (``TFTrainingParams.checkpoint_epochs``,
-``CatBoostSearchParams.checkpoint_iterations``) and always keep ``best``: the model they return.
-A step that training never reached (early stopping ended it sooner) has no checkpoint: it is
-simply absent from the result, never an error.
-
-A checkpoint lives in one of three places:
-
-- fresh from training: ``model`` holds the model object, ``validation_p_malignant`` the P(malignant)
-  it gave the validation rows at that step (what a reload must reproduce);
-- handed between processes: ``save_checkpoints`` writes each model as a native file and sets
-  ``artifact_uri``; ``to_dict``/``from_dict`` carry the rest as JSON;
-- registered: ``ModelRegistry.register(..., checkpoints=...)`` stores each as a native file under
-  the model version (``versions/v0003/checkpoints/epoch-0005.keras``), its metadata in the entry.
-
-This module imports neither TensorFlow nor CatBoost at load time: the registry and the prediction
-code server use it.
+Both trainers keep the steps they are asked for and always ``best`` (the model they return); a step that
+training never reached is absent, never an error. Imports neither TensorFlow nor CatBoost at load time:
+the registry and the prediction code server use it.
 """
 
 import os
