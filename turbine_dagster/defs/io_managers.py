@@ -19,6 +19,7 @@ from upath import UPath
 from turbine_dagster.core.data import landing
 from turbine_dagster.core.storage import files as storage
 from turbine_dagster.defs.object_store import s3fs_options
+from turbine_dagster.defs.partitions import team_and_week_of
 from turbine_dagster.defs.retries import final_unless_transient
 from turbine_dagster.defs.table_metadata import table_metadata
 
@@ -91,22 +92,15 @@ def _team_and_week(partition: str, context: dg.InputContext | dg.OutputContext) 
             if isinstance(k, dg.MultiPartitionKey)
             and "/".join(v for _, v in sorted(k.keys_by_dimension.items())) == partition
         ),
-        None,
+        partition,
     )
-    parts = (
-        [key.keys_by_dimension.get("team"), key.keys_by_dimension.get("week")]
-        if key is not None
-        else partition.split("|")
-    )
-    shown = str(key) if key is not None else partition
-    asset = _asset_name(context)
     try:
-        if len(parts) != 2 or None in parts:
-            raise landing.LandingError("expected a team|week key")
-        return landing.validate_team(parts[0]), landing.validate_week(parts[1])
-    except landing.LandingError as error:
+        team, week = team_and_week_of(key)
+        return landing.validate_team(team), landing.validate_week(week)
+    except ValueError as error:  # LandingError included
         raise landing.LandingError(
-            f"{asset}: partition {shown!r} cannot name a storage path: {error}; nothing was stored or read"
+            f"{_asset_name(context)}: partition {str(key)!r} cannot name a storage path: {error}; nothing was stored "
+            "or read"
         ) from error
 
 

@@ -1,8 +1,10 @@
 """Team × week: every asset of the pipeline is materialized per team and per landing week."""
 
 import dagster as dg
+from dagster._check import CheckError
 
 from turbine_dagster.defs.environment import SETTINGS
+from turbine_dagster.defs.failures import final_failure
 
 TEAM = "team"
 WEEK = "week"
@@ -13,22 +15,37 @@ weeks_partitions = dg.WeeklyPartitionsDefinition(start_date=SETTINGS.first_week,
 team_week_partitions = dg.MultiPartitionsDefinition({TEAM: teams_partitions, WEEK: weeks_partitions})
 
 
+def team_week_key(team: str, week: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({TEAM: team, WEEK: week})
+
+
+def team_and_week_of(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
+    """Team and week of a key, a plain ``team|week`` string included, as Dagster reads it; not checked against the
+    partitions. Raises ValueError for a string with another number of dimensions."""
+    try:
+        dimensions = team_week_partitions.get_partition_key_from_str(str(key)).keys_by_dimension
+    except CheckError as error:
+        raise ValueError("expected a team|week key") from error
+    return dimensions[TEAM], dimensions[WEEK]
+
+
 def team_and_week(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:
     """The partition's team and week; a key that is not a partition (launches through the API are not
     checked by Dagster) fails here, before any path is built from it."""
-    # A run launched with only the `dagster/partition` tag (GraphQL, some UI paths) hands over a plain string;
-    # its dimensions are joined in sorted name order: team|week.
+    # A run launched with only the `dagster/partition` tag (GraphQL, some UI paths) hands over a plain string.
     key = str(context.partition_key)
-    team, _, week = key.partition("|")
+    where = f"partition {key!r}"
+    try:
+        team, week = team_and_week_of(key)
+    except ValueError as error:
+        raise final_failure(where, error) from error
     if team not in SETTINGS.teams:
-        raise dg.Failure(
-            description=f"partition {key!r}: team {team!r} is not one of {list(SETTINGS.teams)}", allow_retries=False
-        )
+        raise final_failure(where, f"team {team!r} is not one of {list(SETTINGS.teams)}")
     if not _is_week_key(week):
-        raise dg.Failure(
-            description=f"partition {key!r}: week {week!r} is not a weekly partition key (the Sunday "
-            f"starting a week, from {SETTINGS.first_week} to the current week)",
-            allow_retries=False,
+        raise final_failure(
+            where,
+            f"week {week!r} is not a weekly partition key (the Sunday starting a week, from {SETTINGS.first_week} "
+            "to the current week)",
         )
     return team, week
 
@@ -38,7 +55,3 @@ def _is_week_key(week: str) -> bool:
         return weeks_partitions.has_partition_key(week)
     except ValueError:  # not a date at all
         return False
-
-
-def team_week_key(team: str, week: str) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey({TEAM: team, WEEK: week})

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from turbine_dagster.core.storage.files import is_transient
+from turbine_dagster.defs.failures import final_failure
 
 STORAGE_RETRY_POLICY = dg.RetryPolicy(
     max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -30,5 +31,6 @@ def final_unless_transient(what: str) -> Iterator[None]:
     except Exception as error:
         if is_transient(error):
             raise
-        detail = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
-        raise dg.Failure(description=f"{what}: {detail}", allow_retries=False) from error
+        # A ValueError's message says what is wrong; anything else is named by its type.
+        problem = error if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        raise final_failure(what, problem) from error

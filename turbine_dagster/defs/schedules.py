@@ -8,16 +8,15 @@ import datetime as dt
 
 import dagster as dg
 
-from turbine_dagster.defs.partitions import TEAM, team_week_key
+from turbine_dagster.defs.partitions import TEAM, team_week_key, weeks_partitions
 from turbine_dagster.settings import Settings
 
 TRIGGER = "trigger"
 
 
 def week_of(moment: dt.datetime) -> str:
-    """The Sunday-starting weekly partition key that contains ``moment``."""
-    day = moment.date()
-    return (day - dt.timedelta(days=(day.weekday() + 1) % 7)).isoformat()
+    """The weekly partition key (the Sunday starting the week) of the week holding ``moment``; naive means UTC."""
+    return weeks_partitions.get_partition_key_for_timestamp(moment.replace(tzinfo=moment.tzinfo or dt.UTC).timestamp())
 
 
 def team_cron(settings: Settings, team_index: int, delay_hours: int = 0) -> str:
@@ -40,10 +39,10 @@ def team_week_schedule(name: str, job, team: str, cron: str) -> dg.ScheduleDefin
         description=f"Runs {job.name} for {team}'s current week ({cron}, UTC).",
     )
     def schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        week = week_of(context.scheduled_execution_time)
+        key = team_week_key(team, week_of(context.scheduled_execution_time))
         return dg.RunRequest(
-            run_key=f"{team}|{week}|{context.scheduled_execution_time.isoformat()}",
-            partition_key=team_week_key(team, week),
+            run_key=f"{key}|{context.scheduled_execution_time.isoformat()}",
+            partition_key=key,
             tags=run_tags(team, "schedule"),
         )
 

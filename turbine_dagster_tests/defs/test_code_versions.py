@@ -88,9 +88,9 @@ def test_a_changed_model_default_changes_that_model_only(monkeypatch):
     before = versions(ASSETS)
     with_source_changed(
         monkeypatch,
-        "turbine_dagster.defs.training.model_assets",
-        "hidden_units: list[int] = Field([64, 32]",
-        "hidden_units: list[int] = Field([128, 64]",
+        "turbine_dagster.core.models.params",
+        "hidden_units: tuple[int, ...] = (64, 32)",
+        "hidden_units: tuple[int, ...] = (128, 64)",
     )
     after = versions(reversioned(ASSETS))
     assert {key for key in before if before[key] != after[key]} == TF_OUTPUTS

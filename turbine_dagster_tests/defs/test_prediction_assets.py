@@ -14,7 +14,8 @@ from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingP
 from turbine_dagster.core.models.tf_model import train_tf_model
 from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT
-from turbine_dagster.defs.prediction.assets import batch_predictions, drift_report, no_data_drift
+from turbine_dagster.defs.prediction.assets import batch_predictions, drift_report
+from turbine_dagster.defs.prediction.checks import no_data_drift
 from turbine_dagster_tests.conftest import TEAM
 from turbine_dagster_tests.defs.helpers import column_types, failure_messages, materialize, materialized_keys
 

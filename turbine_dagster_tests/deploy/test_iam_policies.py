@@ -175,7 +175,8 @@ def test_the_training_graph_runs_with_the_training_policy(deployment):
 def test_the_prediction_pipeline_runs_with_the_prediction_policy(deployment, week):
     import dagster as dg
 
-    from turbine_dagster.defs.prediction.assets import prediction_assets, prediction_checks
+    from turbine_dagster.defs.prediction.assets import prediction_assets
+    from turbine_dagster.defs.prediction.checks import prediction_checks
     from turbine_dagster.defs.resources import production_resources
     from turbine_dagster_tests.defs.helpers import failure_messages
 

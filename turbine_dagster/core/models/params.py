@@ -40,7 +40,7 @@ class TFTrainingParams:
 
 
 def _default_param_grid() -> dict[str, list[Any]]:
-    return {"depth": [4, 6], "learning_rate": [0.03, 0.1], "l2_leaf_reg": [1, 3]}
+    return {"depth": [4, 6], "learning_rate": [0.03, 0.1], "l2_leaf_reg": [1.0, 3.0]}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from turbine_dagster.core.schema import CASE_ID, P_MALIGNANT
 from turbine_dagster.core.serving.columns import MODEL_VERSION, PREDICTED_LABEL, THRESHOLD
 from turbine_dagster.core.serving.comparison_report import ComparisonReport
 from turbine_dagster.core.serving.comparison_tally import ComparisonTally, case_hashes, checked_labels
+from turbine_dagster.core.serving.params import DISAGREEMENTS_LISTED
 
 BUCKET_ROWS = 500_000
 """Cases per bucket when prediction files are compared: sets the memory of the join (~0.2 GiB)."""
@@ -30,7 +31,7 @@ def compare_predictions(
     champion: pd.DataFrame,
     challenger: pd.DataFrame,
     labels: pd.DataFrame | None = None,
-    sample_size: int = 20,
+    sample_size: int = DISAGREEMENTS_LISTED,
     *,
     champion_name: str | None = None,
     challenger_name: str | None = None,
@@ -49,7 +50,7 @@ def compare_prediction_files(
     champion: str | Path | UPath,
     challenger: str | Path | UPath,
     labels: pd.DataFrame | None = None,
-    sample_size: int = 20,
+    sample_size: int = DISAGREEMENTS_LISTED,
     *,
     champion_name: str | None = None,
     challenger_name: str | None = None,

@@ -28,6 +28,7 @@ from turbine_dagster.core.serving.columns import (
     SCORED_AT,
     THRESHOLD,
 )
+from turbine_dagster.core.serving.params import CHUNK_ROWS, PREDICT_BATCH_ROWS
 from turbine_dagster.core.serving.sources import QUARANTINE_BLOCK_ROWS, Source, UnusualValues, clean_chunks
 from turbine_dagster.core.serving.staging import StagedParquet, read_ahead
 from turbine_dagster.core.storage.model_files import model_kind
@@ -110,7 +111,7 @@ def score_batch(
     threshold: float,
     model_version: str,
     scored_at: dt.datetime,
-    batch_size: int = 8192,
+    batch_size: int = PREDICT_BATCH_ROWS,
 ) -> pa.Table:
     """Predictions for clean rows: ``features`` in FEATURE_COLUMNS order, one row per case id.
 
@@ -163,7 +164,7 @@ def score_frame(
     threshold: float,
     model_version: str,
     scored_at: dt.datetime | None = None,
-    batch_size: int = 8192,
+    batch_size: int = PREDICT_BATCH_ROWS,
 ) -> pd.DataFrame:
     """``score_batch`` for a frame of clean rows (``case_id`` and the feature columns, any order)."""
     table = score_batch(
@@ -191,8 +192,8 @@ def score_partition(
     model_version: str,
     output: UPath,
     quarantine: UPath,
-    chunk_rows: int = 100_000,
-    batch_size: int = 8192,
+    chunk_rows: int = CHUNK_ROWS,
+    batch_size: int = PREDICT_BATCH_ROWS,
     scored_at: dt.datetime | None = None,
     on_progress: Callable[[ScoringProgress], None] | None = None,
 ) -> ScoringSummary:

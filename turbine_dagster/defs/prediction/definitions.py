@@ -4,7 +4,8 @@ import dagster as dg
 
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.jobs import team_week_job
-from turbine_dagster.defs.prediction.assets import prediction_assets, prediction_checks
+from turbine_dagster.defs.prediction.assets import prediction_assets
+from turbine_dagster.defs.prediction.checks import prediction_checks
 from turbine_dagster.defs.prediction.sensors import promotion_rescoring_sensor_for
 from turbine_dagster.defs.resources import executor_for, resources_for
 from turbine_dagster.defs.schedules import team_schedules

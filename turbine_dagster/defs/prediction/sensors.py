@@ -17,7 +17,7 @@ import json
 
 import dagster as dg
 
-from turbine_dagster.defs.partitions import TEAM, WEEK, team_week_key, team_week_partitions
+from turbine_dagster.defs.partitions import team_and_week_of, team_week_key
 from turbine_dagster.defs.prediction.assets import SERVING_CHAMPION
 from turbine_dagster.defs.schedules import run_tags
 
@@ -39,9 +39,9 @@ def _scored_weeks(instance: dg.DagsterInstance, team: str) -> set[str]:
     weeks = set()
     for key in RESCORED:
         for partition in instance.get_materialized_partitions(key):
-            dimensions = team_week_partitions.get_partition_key_from_str(partition).keys_by_dimension
-            if dimensions[TEAM] == team:
-                weeks.add(dimensions[WEEK])
+            scored_team, week = team_and_week_of(partition)
+            if scored_team == team:
+                weeks.add(week)
     return weeks
 
 
@@ -77,8 +77,7 @@ def promotion_rescoring_sensor_for(job, minimum_interval_seconds: int = 60) -> d
             if materialization.partition is None:
                 context.log.warning(f"serving_champion event {record.storage_id} has no partition: ignored")
                 continue
-            dimensions = team_week_partitions.get_partition_key_from_str(materialization.partition).keys_by_dimension
-            team, week = dimensions[TEAM], dimensions[WEEK]
+            team, week = team_and_week_of(materialization.partition)
             promoted = materialization.metadata.get("promoted")
             if promoted is None or not promoted.value:
                 refused.append(materialization.partition)

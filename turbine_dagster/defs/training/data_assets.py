@@ -12,6 +12,7 @@ from turbine_dagster.core.data import landing
 from turbine_dagster.core.data.landing import LandingError
 from turbine_dagster.core.schema import CASE_ID, TARGET
 from turbine_dagster.defs.code_versions import versioned
+from turbine_dagster.defs.failures import asset_and_partition, failing_on
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import LandingZone
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
@@ -106,11 +107,9 @@ def raw_data(
     team, week = team_and_week(context)
     strays = landing.stray_entries(landing_zone.path(), landing.LABELED, team)
     if strays:
-        context.log.warning(f"raw_data for {context.partition_key}: {landing.stray_warning(strays)}")
-    try:
+        context.log.warning(f"{asset_and_partition(context)}: {landing.stray_warning(strays)}")
+    with failing_on(context, LandingError, data.EmptyPartitionError):
         frame = data.load_labeled_cases(landing_zone.path(), team, week, config.window_weeks)
-    except (LandingError, data.EmptyPartitionError) as error:
-        raise dg.Failure(description=f"raw_data for {context.partition_key}: {error}", allow_retries=False) from error
     files = (
         frame.groupby([data.SOURCE_FILE, data.LAYOUT], sort=True)
         .size()
@@ -156,10 +155,8 @@ SPLIT_DESCRIPTIONS = {
 )
 def splits(context: dg.AssetExecutionContext, config: SplitConfig, raw_data: pd.DataFrame):
     params = data.SplitParams(config.test_fraction, config.folds, config.seed)
-    try:
+    with failing_on(context, ValueError):
         development, holdout = data.development_and_holdout(raw_data, params)
-    except ValueError as error:
-        raise dg.Failure(description=f"splits for {context.partition_key}: {error}", allow_retries=False) from error
     holdout = holdout.assign(**{data.HOLDOUT_SCHEME_COLUMN: params.scheme})
     for name, part in (("train_split", development), ("test_split", holdout)):
         yield dg.Output(

@@ -13,24 +13,20 @@ import pandas as pd
 from pydantic import Field
 
 from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import GPU_POOL, PartitionFolders, gpu_op_tags
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY, final_unless_transient
 
 OWNERS = ["team:data-science"]
+TF_DEFAULTS = TFTrainingParams()
+CATBOOST_DEFAULTS = CatBoostSearchParams()
 
 
-class TFModelConfig(dg.Config):
-    hidden_units: list[int] = Field([64, 32], description="Width of each FCN block (Dense → LayerNorm → ReLU).")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each FCN block.")
-    epochs: int = Field(200, ge=1, description="Upper bound on epochs; early stopping usually ends sooner.")
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    balanced_class_weight: bool = Field(True, description="Weight classes inversely to their frequency.")
-    patience: int = Field(20, ge=0, description="Epochs without a better early-stopping loss before stopping.")
-    seed: int = Field(42, description="Seeds Python, NumPy and TensorFlow; CPU training is deterministic.")
-    checkpoint_epochs: list[int] = Field([], description="Epochs kept as checkpoints besides the best one.")
+class CrossFitConfig(dg.Config):
+    """What both models' Launchpad configs share."""
+
     early_stopping_fraction: float = Field(
         data.EARLY_STOPPING_FRACTION,
         gt=0,
@@ -39,39 +35,75 @@ class TFModelConfig(dg.Config):
     )
 
 
-class CatBoostConfig(dg.Config):
-    search: Literal["grid", "randomized"] = Field("grid", description="CatBoost's grid_search or randomized_search.")
-    depth: list[int] = Field([4, 6], description="Search space: tree depths.")
-    learning_rate: list[float] = Field([0.03, 0.1], description="Search space: learning rates.")
-    l2_leaf_reg: list[float] = Field([1.0, 3.0], description="Search space: L2 regularisation.")
-    n_iter: int = Field(10, ge=1, description="Candidates tried by the randomized search.")
-    cv_folds: int = Field(3, ge=2)
-    iterations: int = Field(500, ge=1)
-    early_stopping_rounds: int = Field(50, ge=1)
-    balanced_class_weight: bool = Field(True, description="Weight classes inversely to their frequency.")
-    seed: int = Field(42)
-    use_gpu: bool = Field(False, description="task_type=GPU when a GPU is present; CPU otherwise.")
-    checkpoint_iterations: list[int] = Field([], description="Tree counts kept as snapshots besides the best one.")
-    early_stopping_fraction: float = Field(
-        data.EARLY_STOPPING_FRACTION,
-        gt=0,
-        lt=1,
-        description="Share of each fold's training cases held back for early stopping.",
+class TFModelConfig(CrossFitConfig):
+    hidden_units: list[int] = Field(
+        list(TF_DEFAULTS.hidden_units), description="Width of each FCN block (Dense → LayerNorm → ReLU)."
+    )
+    dropout: float = Field(TF_DEFAULTS.dropout, ge=0, lt=1, description="Dropout after each FCN block.")
+    epochs: int = Field(
+        TF_DEFAULTS.epochs, ge=1, description="Upper bound on epochs; early stopping usually ends sooner."
+    )
+    batch_size: int = Field(TF_DEFAULTS.batch_size, ge=1)
+    learning_rate: float = Field(TF_DEFAULTS.learning_rate, gt=0)
+    balanced_class_weight: bool = Field(
+        TF_DEFAULTS.class_weight == "balanced", description="Weight classes inversely to their frequency."
+    )
+    patience: int = Field(
+        TF_DEFAULTS.patience, ge=0, description="Epochs without a better early-stopping loss before stopping."
+    )
+    seed: int = Field(
+        TF_DEFAULTS.seed, description="Seeds Python, NumPy and TensorFlow; CPU training is deterministic."
+    )
+    checkpoint_epochs: list[int] = Field(
+        list(TF_DEFAULTS.checkpoint_epochs), description="Epochs kept as checkpoints besides the best one."
     )
 
-    def search_params(self) -> Any:
-        from turbine_dagster.core.models.catboost_model import CatBoostSearchParams
-
-        grid = {"depth": self.depth, "learning_rate": self.learning_rate, "l2_leaf_reg": self.l2_leaf_reg}
-        settings = self.model_dump(
-            exclude={"depth", "learning_rate", "l2_leaf_reg", "balanced_class_weight", "early_stopping_fraction"}
+    def training_params(self) -> TFTrainingParams:
+        return TFTrainingParams(
+            class_weight=_class_weight(self.balanced_class_weight),
+            **self.model_dump(exclude={"balanced_class_weight", "early_stopping_fraction"}),
         )
+
+
+class CatBoostConfig(CrossFitConfig):
+    search: Literal["grid", "randomized"] = Field(
+        CATBOOST_DEFAULTS.search, description="CatBoost's grid_search or randomized_search."
+    )
+    depth: list[int] = Field(list(CATBOOST_DEFAULTS.param_grid["depth"]), description="Search space: tree depths.")
+    learning_rate: list[float] = Field(
+        list(CATBOOST_DEFAULTS.param_grid["learning_rate"]), description="Search space: learning rates."
+    )
+    l2_leaf_reg: list[float] = Field(
+        list(CATBOOST_DEFAULTS.param_grid["l2_leaf_reg"]), description="Search space: L2 regularisation."
+    )
+    n_iter: int = Field(CATBOOST_DEFAULTS.n_iter, ge=1, description="Candidates tried by the randomized search.")
+    cv_folds: int = Field(CATBOOST_DEFAULTS.cv_folds, ge=2)
+    iterations: int = Field(CATBOOST_DEFAULTS.iterations, ge=1)
+    early_stopping_rounds: int = Field(CATBOOST_DEFAULTS.early_stopping_rounds, ge=1)
+    balanced_class_weight: bool = Field(
+        CATBOOST_DEFAULTS.class_weight == "balanced", description="Weight classes inversely to their frequency."
+    )
+    seed: int = Field(CATBOOST_DEFAULTS.seed)
+    use_gpu: bool = Field(CATBOOST_DEFAULTS.use_gpu, description="task_type=GPU when a GPU is present; CPU otherwise.")
+    checkpoint_iterations: list[int] = Field(
+        list(CATBOOST_DEFAULTS.checkpoint_iterations),
+        description="Tree counts kept as snapshots besides the best one.",
+    )
+
+    def search_params(self) -> CatBoostSearchParams:
+        grid = {"depth": self.depth, "learning_rate": self.learning_rate, "l2_leaf_reg": self.l2_leaf_reg}
+        settings = self.model_dump(exclude={*grid, "balanced_class_weight", "early_stopping_fraction"})
         return CatBoostSearchParams(param_grid=grid, class_weight=_class_weight(self.balanced_class_weight), **settings)
 
 
-def model_outs(name: str, io_manager_key: str, kinds: set[str], description: str) -> dict[str, dg.AssetOut]:
-    """A cross-fitted model: the ensemble's native artifact, its checkpoints, and its out-of-fold scores."""
-    return {
+def _class_weight(balanced: bool) -> str | None:
+    return "balanced" if balanced else None
+
+
+def cross_fitted_model(name: str, io_manager_key: str, kinds: set[str], description: str):
+    """The multi-asset of a cross-fitted model: the ensemble's native artifact, its checkpoints and its out-of-fold
+    scores, for one team's week, holding a slot of the GPU pool for the whole run."""
+    outs = {
         name: dg.AssetOut(io_manager_key=io_manager_key, kinds=kinds, owners=OWNERS, description=description),
         f"{name}_checkpoints": dg.AssetOut(
             io_manager_key="json_io_manager",
@@ -87,6 +119,15 @@ def model_outs(name: str, io_manager_key: str, kinds: set[str], description: str
             "nor early-stopped on it: what the threshold and the champion are chosen on.",
         ),
     }
+    return dg.multi_asset(
+        name=name,
+        outs=outs,
+        partitions_def=team_week_partitions,
+        group_name="training",
+        pool=GPU_POOL,
+        op_tags=gpu_op_tags(),
+        retry_policy=STORAGE_RETRY_POLICY,
+    )
 
 
 def _crossfit_outputs(
@@ -124,25 +165,13 @@ def _crossfit_outputs(
     )
 
 
-def _class_weight(balanced: bool) -> str | None:
-    return "balanced" if balanced else None
-
-
 @versioned
-@dg.multi_asset(
-    name="tf_model",
-    outs=model_outs(
-        "tf_model",
-        "keras_io_manager",
-        {"tensorflow", "keras"},
-        "Keras classifier, the mean of one network per cross-fitting fold: input normalisation, a stack "
-        "of FCN blocks, a sigmoid P(malignant).",
-    ),
-    partitions_def=team_week_partitions,
-    group_name="training",
-    pool=GPU_POOL,
-    op_tags=gpu_op_tags(),
-    retry_policy=STORAGE_RETRY_POLICY,
+@cross_fitted_model(
+    "tf_model",
+    "keras_io_manager",
+    {"tensorflow", "keras"},
+    "Keras classifier, the mean of one network per cross-fitting fold: input normalisation, a stack "
+    "of FCN blocks, a sigmoid P(malignant).",
 )
 def tf_model(
     context: dg.AssetExecutionContext,
@@ -150,7 +179,7 @@ def tf_model(
     checkpoint_store: PartitionFolders,
     train_split: pd.DataFrame,
 ):
-    from turbine_dagster.core.models.tf_model import TFTrainingParams, cross_fit_tf_model
+    from turbine_dagster.core.models.tf_model import cross_fit_tf_model
     from turbine_dagster.presentation.training import learning_curve_markdown
 
     def log_epoch(fold: int, epoch: int, logs: dict[str, float]) -> None:
@@ -161,10 +190,7 @@ def tf_model(
     with final_unless_transient(f"tf_model for {context.partition_key}"):  # a retry would train again
         result = cross_fit_tf_model(
             train_split,
-            TFTrainingParams(
-                class_weight=_class_weight(config.balanced_class_weight),
-                **config.model_dump(exclude={"balanced_class_weight", "early_stopping_fraction"}),
-            ),
+            config.training_params(),
             early_stopping_fraction=config.early_stopping_fraction,
             on_epoch_end=log_epoch,
             where=context.partition_key,
@@ -191,20 +217,12 @@ def tf_model(
 
 
 @versioned
-@dg.multi_asset(
-    name="catboost_model",
-    outs=model_outs(
-        "catboost_model",
-        "catboost_io_manager",
-        {"catboost"},
-        "CatBoost classifier, the mean of one model per cross-fitting fold, each tuned by CatBoost's own "
-        "cross-validated search on its fold's training cases and early-stopped.",
-    ),
-    partitions_def=team_week_partitions,
-    group_name="training",
-    pool=GPU_POOL,
-    op_tags=gpu_op_tags(),
-    retry_policy=STORAGE_RETRY_POLICY,
+@cross_fitted_model(
+    "catboost_model",
+    "catboost_io_manager",
+    {"catboost"},
+    "CatBoost classifier, the mean of one model per cross-fitting fold, each tuned by CatBoost's own "
+    "cross-validated search on its fold's training cases and early-stopped.",
 )
 def catboost_model(
     context: dg.AssetExecutionContext,

@@ -12,7 +12,7 @@ import dagster as dg
 
 from turbine_dagster.core.data import landing
 from turbine_dagster.defs.environment import SETTINGS
-from turbine_dagster.defs.partitions import team_week_key, weeks_partitions
+from turbine_dagster.defs.partitions import team_and_week_of, team_week_key, weeks_partitions
 from turbine_dagster.defs.resources import LandingZone
 from turbine_dagster.defs.schedules import run_tags
 
@@ -45,7 +45,7 @@ def drift_retraining_sensor_for(job, cooldown_hours: float = SETTINGS.drift_cool
             if flag is None or not flag.value:
                 continue
             partition = materialization.partition
-            team = partition.split("|")[0]
+            team, _ = team_and_week_of(partition)
             last = state["last_retraining"].get(team)
             if last is not None and record.timestamp - last < cooldown_hours * 3600:
                 skipped.append(f"{partition} (team {team} retrained {(record.timestamp - last) / 3600:.1f} h ago)")
@@ -110,7 +110,8 @@ def new_landing_data_sensor_for(job, teams=SETTINGS.teams) -> dg.SensorDefinitio
         first_week = min(valid_weeks) if valid_weeks else None
         for team in teams:
             for week, files in landing.partition_signatures(root, landing.LABELED, team).items():
-                partition = f"{team}|{week}"
+                key = team_week_key(team, week)
+                partition = str(key)  # as in the cursor: team|week
                 fingerprint = _fingerprint(files)
                 if week not in valid_weeks:
                     state["early"][partition] = fingerprint
@@ -128,7 +129,7 @@ def new_landing_data_sensor_for(job, teams=SETTINGS.teams) -> dg.SensorDefinitio
                 requests.append(
                     dg.RunRequest(
                         run_key=f"landing-{partition}-{fingerprint}",
-                        partition_key=team_week_key(team, week),
+                        partition_key=key,
                         tags=run_tags(team, "sensor"),
                     )
                 )
