@@ -15,7 +15,7 @@ from upath import UPath
 
 from turbine_dagster.core.storage.files import is_local, write_bytes_atomic
 
-S3_PROTOCOLS = ("s3", "s3a")
+_S3_PROTOCOLS = ("s3", "s3a")
 _LOST_CONDITIONAL_WRITE = {"PreconditionFailed": 412, "ConditionalRequestConflict": 409}
 
 _process_locks: dict[str, threading.Lock] = {}
@@ -57,7 +57,7 @@ def read_with_etag(path: UPath) -> tuple[dict[str, Any] | None, str | None]:
     """The JSON object at ``path`` (None if there is none) and, on S3, the ETag a conditional replace must match."""
     etag = None
     try:
-        if path.protocol in S3_PROTOCOLS:
+        if path.protocol in _S3_PROTOCOLS:
             path.fs.invalidate_cache(path.path)
             etag = path.fs.info(path.path)["ETag"]  # read before the body: a stale ETag fails safe
             # A plain GET: opening the file would check the ETag and fail if a writer replaced it meanwhile.
@@ -73,7 +73,7 @@ def replace_if_unchanged(path: UPath, data: bytes, etag: str | None) -> None:
     Elsewhere the write is unconditional: the caller holds the team lock. ConditionalWriteLost when S3
     refuses the write because another writer came first.
     """
-    if path.protocol not in S3_PROTOCOLS:
+    if path.protocol not in _S3_PROTOCOLS:
         write_bytes_atomic(path, data)
         return
     try:
