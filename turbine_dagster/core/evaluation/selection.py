@@ -14,6 +14,9 @@ from turbine_dagster.core.schema import BENIGN, CLASS_NAMES, MALIGNANT
 
 Policy = Literal["recall_first", "win_count"]
 POLICIES: tuple[Policy, ...] = ("recall_first", "win_count")
+DEFAULT_POLICY: Policy = "recall_first"
+TIE_TOLERANCE = 0.0
+"""recall_first: metric differences up to this count as ties."""
 
 _MALIGNANT, _BENIGN = CLASS_NAMES[MALIGNANT], CLASS_NAMES[BENIGN]
 _PER_CLASS_METRICS = ("precision", "recall", "f1-score")
@@ -102,7 +105,7 @@ def win_count_verdict(reports: Mapping[str, Mapping[str, Any]]) -> Verdict:
     return Verdict("win_count", None, leaders, f"tie between {' and '.join(leaders)} on the win count {out_of}", wins)
 
 
-def recall_first_verdict(reports: Mapping[str, Mapping[str, Any]], tolerance: float = 0.0) -> Verdict:
+def recall_first_verdict(reports: Mapping[str, Mapping[str, Any]], tolerance: float = TIE_TOLERANCE) -> Verdict:
     """Malignant recall, then benign precision, then malignant F1; within ``tolerance`` is a tie."""
     require_models(reports)
     if tolerance < 0:
@@ -145,8 +148,8 @@ class Selection:
 
 def select_champion(
     reports: Mapping[str, Mapping[str, Any]],
-    policy: Policy = "recall_first",
-    tolerance: float = 0.0,
+    policy: Policy = DEFAULT_POLICY,
+    tolerance: float = TIE_TOLERANCE,
     tie_break_order: Sequence[str] | None = None,
 ) -> Selection:
     """Apply both policies; the configured one decides, the other breaks its tie, then ``tie_break_order``."""

@@ -1,7 +1,7 @@
 """Champion selection, the quality bars, and the promotion gate into the model registry."""
 
 import functools
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -31,22 +31,29 @@ champion_side_asset = functools.partial(
 
 
 class ChampionConfig(dg.Config):
-    policy: Literal["recall_first", "win_count"] = Field(
-        "recall_first",
+    policy: selection.Policy = Field(
+        selection.DEFAULT_POLICY,
         description="recall_first: malignant recall, then benign precision, then malignant F1. "
         "win_count: most classification_report keys won. Both decide on out-of-fold "
         "reports, never on the holdout.",
     )
-    tie_tolerance: float = Field(0.0, ge=0, description="recall_first: differences up to this are ties.")
-    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the holdout report's 95% intervals.")
+    tie_tolerance: float = Field(
+        selection.TIE_TOLERANCE, ge=0, description="recall_first: differences up to this are ties."
+    )
+    n_bootstrap: int = Field(
+        evaluation.N_BOOTSTRAP, ge=100, description="Bootstrap resamples for the holdout report's 95% intervals."
+    )
     min_malignant_recall: float = Field(
-        0.95,
+        selection.QualityBars.min_malignant_recall,
         ge=0,
         le=1,
         description="Quality bar (check champion_meets_quality_bars): on the holdout, at the champion's threshold.",
     )
     min_roc_auc: float = Field(
-        0.98, ge=0, le=1, description="Quality bar (check champion_meets_quality_bars): on the holdout."
+        selection.QualityBars.min_roc_auc,
+        ge=0,
+        le=1,
+        description="Quality bar (check champion_meets_quality_bars): on the holdout.",
     )
 
 

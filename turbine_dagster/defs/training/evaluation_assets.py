@@ -26,7 +26,7 @@ class EvaluationConfig(dg.Config):
         description="Malignant recall the operating threshold promises on "
         "new cases (split-conformal on out-of-fold scores).",
     )
-    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the 95% intervals.")
+    n_bootstrap: int = Field(evaluation.N_BOOTSTRAP, ge=100, description="Bootstrap resamples for the 95% intervals.")
     seed: int = Field(0)
 
 
