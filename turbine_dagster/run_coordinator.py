@@ -1,13 +1,8 @@
 """The instance's run coordinator: Dagster's run queue, where every run of a partition carries its partition's tags.
 
-The per-team limit (``concurrency.runs.tag_concurrency_limits`` in dagster.yaml) counts the tag
-``dagster/partition/team``. Dagster writes the per-dimension tags of a team × week key on every launch path it
-builds itself — the UI's Materialize dialog and Launchpad (they fetch the partition's tags before launching),
-asset and job backfills, schedules and sensors — but a run launched through the GraphQL API with only
-``dagster/partition`` carries none of them, and the queue would let it past its team's limit. Before such a run
-enters the queue, this coordinator gives it the tags the UI would have written for its partition, asked from the
-workspace the way the UI asks. Runs that already carry a dimension tag are queued untouched.
-"""
+A run launched through the GraphQL API with only ``dagster/partition`` lacks the per-dimension tags
+(``dagster/partition/team``) that the per-team queue limit counts; before it is queued, it gets the tags the UI
+would have written for its partition."""
 
 import logging
 from collections.abc import Mapping

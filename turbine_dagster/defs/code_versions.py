@@ -1,18 +1,6 @@
-"""Code versions of assets: a hash of the code an asset's value depends on, so that the UI marks an asset
-unsynced after a change to that code (the FCN block, a Config default) and after nothing else (a README, a
-comment, a description, another model's code).
-
-The code an asset depends on is found by reading source, never by importing it (a code server must not load
-TensorFlow to learn a version): starting from the asset function, every name it uses that is defined in this
-package — a function, a class, a module-level constant, in ``defs`` or ``core``, imported at module level or
-inside a function — is followed to its definition, and so on. The version hashes those definitions' syntax
-trees without docstrings, descriptions (``description=`` arguments) and the asset function's own decorator
-(Dagster reads what that declares: dependencies, partitions, storage). Formatting and comments do not count;
-a Python upgrade that changes ``ast.dump`` may give new versions once.
-
-What is not followed: code outside this package (a library upgrade), values computed at import (the
-environment's settings), the IO managers that store the value.
-"""
+"""Code versions of assets: a hash of the source an asset's value depends on, followed from the asset function
+through every definition of this package it uses (read, never imported), without docstrings, comments and
+descriptions. The UI then marks an asset unsynced after a change to that code and after nothing else."""
 
 import ast
 import copy
@@ -210,7 +198,8 @@ def _symbol(module: str, name: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 
 
 def code_version(fn: Callable) -> str:
-    """The code version of an asset computed by ``fn``: see the module docstring."""
+    """The code version of an asset computed by ``fn``: its definition and every definition of this package it
+    reaches, except the deployment modules; docstrings, descriptions and its own decorator do not count."""
     fn = inspect.unwrap(fn)
     root = _stripped(_find_function(fn.__module__, fn.__qualname__), drop_decorators=True)
     parts = {f"{fn.__module__}:{fn.__qualname__}": ast.dump(root)}

@@ -1,17 +1,6 @@
-"""Predictions follow a promotion: when a team's promotion gate promotes a new serving champion, the weeks it
-changes are scored again.
-
-``serving_champion`` (training location) materializes on every gate decision, promotion or refusal; its
-metadata says ``promoted``. This sensor reads every new materialization of that asset key since the storage id
-in its cursor (never the training definitions) and, for each promotion, re-runs ``batch_predictions`` and
-``drift_report`` of the week the new champion was trained for and of every later week of the team already
-scored. The runs read the serving champion as any prediction run does, so they score with the new one and the
-drift report compares with its reference. A refusal requests nothing.
-
-No loop: a re-scored drift report that still says drift reaches ``drift_retraining_sensor``, whose per-team
-cooldown admits one drift retraining per team per cooldown period, so drift → retrain → promote → re-score runs
-at most once per period.
-"""
+"""Predictions follow a promotion: when a team's promotion gate promotes a new serving champion, its weeks
+already scored (and the week it was trained for) are scored again, once, from the new champion. Reads
+``serving_champion`` events, never the training definitions."""
 
 import json
 
