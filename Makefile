@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with Python 3.11:
 #   make dev    set everything up, write demo data when missing, start the UI on 127.0.0.1:3000
-#   make test   set everything up, install the system packages the tests need, run the tests (what CI runs)
+#   make test   set everything up, install the system packages the tests need, lint, run the tests (what CI runs)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PORT ?= 3000
 
-.PHONY: dev test setup system-packages instance demo-data
+.PHONY: dev test lint setup system-packages instance demo-data
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ dev: instance demo-data
 system-packages:
 	.ci/install-system-packages
 
-# A failing pytest fails `make test` (make exits with 2).
-test: setup system-packages
+# The rules a machine can check: style and lint (ruff) and the layering (import-linter); config in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# A failing linter or pytest fails `make test` (make exits with 2).
+test: setup system-packages lint
 	$(BIN)/pytest
