@@ -11,7 +11,7 @@ from turbine_dagster.defs.training.data_assets import raw_data, splits
 from turbine_dagster.defs.training.model_assets import model_assets
 from turbine_dagster.settings import Settings
 from turbine_dagster_tests.conftest import TEAM
-from turbine_dagster_tests.core.test_layouts import UCI_IDS, WDBC, kaggle_names
+from turbine_dagster_tests.core.data.test_layouts import UCI_IDS, WDBC, kaggle_names
 from turbine_dagster_tests.defs.helpers import check_evaluations, failure_messages, materialize, materialized_keys
 from turbine_dagster_tests.defs.test_training_assets import FAST_TRAINING
 

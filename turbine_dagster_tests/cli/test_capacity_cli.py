@@ -6,7 +6,7 @@ from turbine_dagster.cli.capacity import main, queue_limits_from_instance_yaml
 from turbine_dagster.core.planning.capacity import QueueLimits
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INSTANCE_YAML = """
 concurrency:
   pools:

@@ -15,7 +15,7 @@ from turbine_dagster.core.planning.capacity import (
     search_vms_per_run,
 )
 from turbine_dagster.presentation.capacity import assignment_table, gantt_png, plan_summary
-from turbine_dagster_tests.test_capacity_cli import INSTANCE_YAML
+from turbine_dagster_tests.cli.test_capacity_cli import INSTANCE_YAML
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -180,7 +180,7 @@ def test_gantt_chart_is_a_png():
 
 
 def test_the_projects_instance_config_gives_the_planned_limits():
-    repo_instance_config = Path(__file__).parents[2] / "dagster.yaml"
+    repo_instance_config = Path(__file__).parents[3] / "dagster.yaml"
     assert queue_limits_from_instance_yaml(repo_instance_config) == QueueLimits(gpu_runs=7, per_team_runs=2)
 
 

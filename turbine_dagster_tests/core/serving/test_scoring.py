@@ -328,7 +328,7 @@ def test_on_s3_files_are_read_and_results_published_as_locally(models, s3_enviro
 
 def test_each_published_layout_is_scored_with_the_case_ids_training_gives_it(models, root, folder, tmp_path):
     from turbine_dagster.core.data import cases as data
-    from turbine_dagster_tests.core.test_layouts import UCI_IDS, WDBC, kaggle_csv_text, sklearn_frame, uci_text
+    from turbine_dagster_tests.core.data.test_layouts import UCI_IDS, WDBC, kaggle_csv_text, sklearn_frame, uci_text
 
     write_csv(sklearn_frame(labeled=False).head(40), folder / "sklearn.csv")
     (folder / "kaggle.csv").write_text(kaggle_csv_text(labeled=False))
