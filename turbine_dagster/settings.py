@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from turbine_dagster.core.data.landing import TEAM_NAME_RULE, is_team_name
 
@@ -22,11 +22,13 @@ DEFAULT_TEAMS = ("team_a", "team_b", "team_c", "team_d")
 
 @dataclass(frozen=True)
 class Settings:
+    """The platform's settings; ``from_env`` reads them, each default written once here."""
+
     environment: str
     landing_root: str
     storage_root: str
     teams: tuple[str, ...]
-    first_week: str
+    first_week: str = "2026-01-04"
     training_days: tuple[str, ...] = ("mon", "thu")
     training_hour: int = 2
     team_stagger_minutes: int = 30
@@ -45,61 +47,37 @@ class Settings:
         bad = [t for t in teams if not is_team_name(t)]
         if bad or not teams:
             raise ValueError(f"TURBINE_TEAMS: invalid team names {bad or '(none given)'}; use {TEAM_NAME_RULE}")
+        # An unset variable leaves the field's default above.
+        read = {
+            variable.field: variable.read(environ[variable.name]) for variable in _VARIABLES if variable.name in environ
+        }
         return cls(
             environment=environment,
             landing_root=_absolute(environ.get("TURBINE_LANDING_ROOT", "data/landing")),
             storage_root=_absolute(environ.get("TURBINE_STORAGE_ROOT", ".turbine/storage")),
             teams=teams,
-            first_week=_read(environ, "TURBINE_FIRST_WEEK", "2026-01-04", _date, "a date written YYYY-MM-DD"),
-            training_days=_read(
-                environ,
-                "TURBINE_TRAINING_DAYS",
-                "mon,thu",
-                _cron_days,
-                "cron days separated by commas, e.g. mon,thu (sun..sat or 0..7, ranges as mon-fri)",
-            ),
-            training_hour=_read(
-                environ, "TURBINE_TRAINING_HOUR", "2", _whole(0, 23), "a whole hour from 0 to 23 (UTC)"
-            ),
-            team_stagger_minutes=_read(
-                environ, "TURBINE_TEAM_STAGGER_MINUTES", "30", _whole(0), "a whole number of minutes, 0 or more"
-            ),
-            prediction_delay_hours=_read(
-                environ, "TURBINE_PREDICTION_DELAY_HOURS", "6", _whole(0), "a whole number of hours, 0 or more"
-            ),
-            drift_cooldown_hours=_read(
-                environ, "TURBINE_DRIFT_COOLDOWN_HOURS", "24", _hours, "a number of hours, 0 or more, e.g. 24 or 1.5"
-            ),
-            gpus_per_training_step=_read(environ, "TURBINE_GPU_COUNT", "8", _whole(1), "a whole number, 1 or more"),
-            gpu_node_selector=_read(
-                environ,
-                "TURBINE_GPU_NODE_SELECTOR",
-                "{}",
-                _node_selector,
-                'a JSON object of label names to values, e.g. {"pool": "gpu"}',
-            ),
-            gpu_tolerations=_read(
-                environ,
-                "TURBINE_GPU_TOLERATIONS",
-                "[]",
-                _tolerations,
-                'a JSON list of Kubernetes tolerations, e.g. [{"key": "nvidia.com/gpu", "operator": "Exists"}]',
-            ),
+            **read,
         )
 
 
-T = TypeVar("T")
 CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
-def _read(environ: Mapping[str, str], name: str, default: str, parse: Callable[[str], T], expected: str) -> T:
-    """``parse`` of the variable's value (or of ``default`` when unset); an error names the variable, its value
-    and what was expected."""
-    value = environ.get(name, default)
-    try:
-        return parse(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{name}={value!r}: expected {expected}") from error
+@dataclass(frozen=True)
+class _Variable:
+    """A ``TURBINE_*`` variable: the field it sets, how its text is parsed, and what a valid value looks like."""
+
+    name: str
+    field: str
+    parse: Callable[[str], Any]
+    expected: str
+
+    def read(self, value: str) -> Any:
+        """The parsed value; an error names the variable, its value and what was expected."""
+        try:
+            return self.parse(value)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{self.name}={value!r}: expected {self.expected}") from error
 
 
 def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -152,3 +130,37 @@ def _tolerations(text: str) -> tuple[dict, ...]:
 def _absolute(root: str) -> str:
     # Relative local roots are anchored at start-up so code servers and runs agree on one folder.
     return root if "://" in root else str(Path(root).resolve())
+
+
+_VARIABLES = (
+    _Variable("TURBINE_FIRST_WEEK", "first_week", _date, "a date written YYYY-MM-DD"),
+    _Variable(
+        "TURBINE_TRAINING_DAYS",
+        "training_days",
+        _cron_days,
+        "cron days separated by commas, e.g. mon,thu (sun..sat or 0..7, ranges as mon-fri)",
+    ),
+    _Variable("TURBINE_TRAINING_HOUR", "training_hour", _whole(0, 23), "a whole hour from 0 to 23 (UTC)"),
+    _Variable(
+        "TURBINE_TEAM_STAGGER_MINUTES", "team_stagger_minutes", _whole(0), "a whole number of minutes, 0 or more"
+    ),
+    _Variable(
+        "TURBINE_PREDICTION_DELAY_HOURS", "prediction_delay_hours", _whole(0), "a whole number of hours, 0 or more"
+    ),
+    _Variable(
+        "TURBINE_DRIFT_COOLDOWN_HOURS", "drift_cooldown_hours", _hours, "a number of hours, 0 or more, e.g. 24 or 1.5"
+    ),
+    _Variable("TURBINE_GPU_COUNT", "gpus_per_training_step", _whole(1), "a whole number, 1 or more"),
+    _Variable(
+        "TURBINE_GPU_NODE_SELECTOR",
+        "gpu_node_selector",
+        _node_selector,
+        'a JSON object of label names to values, e.g. {"pool": "gpu"}',
+    ),
+    _Variable(
+        "TURBINE_GPU_TOLERATIONS",
+        "gpu_tolerations",
+        _tolerations,
+        'a JSON list of Kubernetes tolerations, e.g. [{"key": "nvidia.com/gpu", "operator": "Exists"}]',
+    ),
+)
