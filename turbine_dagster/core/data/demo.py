@@ -1,21 +1,7 @@
-"""Deterministic demo landing data: new synthetic cases whose distribution matches the bundled WDBC set.
+"""Deterministic demo landing data: new synthetic cases drawn from a per-class Gaussian copula fitted to WDBC.
 
-Each case is drawn fresh from a per-class Gaussian copula fitted to WDBC: every feature is mapped to
-normal scores through its class's ranks, the class's correlation of those scores is kept, and a draw
-goes back through the class's empirical quantile function with linear interpolation. The marginals
-are then WDBC's own (within each class's observed range, so sizes and counts stay non-negative and the
-benign cases' exact zeros of concavity keep their mass), and so are the rank correlations that make
-radius, perimeter and area move together. Why a copula and not SMOTE-like interpolation between
-same-class neighbours: interpolated rows crowd around the 569 originals, so with more rows per
-partition than WDBC holds a test row and a training row often share a parent, which is the leak this
-replaces; copula draws are independent, so a test row sits as far from the training rows as a new
-real case would. The cost is that structure beyond rank correlation (clusters, curved relations
-within a class) is smoothed out; the demo does not need it.
-
-The class of a case is drawn with WDBC's share of malignant cases (212 of 569). Each team sees the
-disease through slightly different instruments: a fixed per-team multiplicative bias per feature.
-Every row gets a stable unique ``case_id``; scoring data is written in row groups so millions of rows
-never sit in memory at once.
+Why a copula (independent new cases, no near-copies across splits) and what it smooths out:
+docs/architecture.md, "Demo data".
 """
 
 import datetime as dt
