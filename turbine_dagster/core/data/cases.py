@@ -25,7 +25,13 @@ from turbine_dagster.core.schema import BENIGN, CASE_ID, CLASS_NAMES, FEATURE_CO
 WEEK = "week"
 LAYOUT = "layout"
 """The layout each case's file came in (``layouts.LAYOUTS``)."""
-LABELED_COLUMNS = (CASE_ID, *FEATURE_COLUMNS, TARGET)
+ALL_WEEKS = 0
+"""The ``window_weeks`` that keeps every landed week up to the requested one (the default)."""
+MIN_CASES_PER_CLASS = 10
+"""Fewest cases of each class a training set may hold (the ``raw_data`` check's default minimum)."""
+TRAINING_SEED = 42
+"""Default seed of training's random draws: the fold assignment, each fold's early-stopping share and the
+models' own randomness."""
 
 
 class EmptyPartitionError(ValueError):
@@ -67,7 +73,7 @@ def weeks_in_window(available: list[str], week: str, window_weeks: int) -> list[
     return [w for w in available if start <= dt.date.fromisoformat(w) <= end]
 
 
-def load_labeled_cases(root: UPath, team: str, week: str, window_weeks: int = 0) -> pd.DataFrame:
+def load_labeled_cases(root: UPath, team: str, week: str, window_weeks: int = ALL_WEEKS) -> pd.DataFrame:
     """All labeled cases of ``team`` landed up to ``week`` (within the window), one frame.
 
     Files may come in any of the published WDBC layouts (``layouts``); each case keeps the layout its
@@ -280,7 +286,7 @@ class SplitParams:
     """Share of case ids held out for the final grade and the promotion gate, never trained or tuned on."""
     folds: int = 5
     """Cross-fitting folds over the development cases (out-of-fold scores choose thresholds and champions)."""
-    seed: int = 42
+    seed: int = TRAINING_SEED
     """Seed of the stratified fold assignment (the holdout depends on the case ids alone)."""
 
     def __post_init__(self):

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 
-from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION, FOLD
+from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION, FOLD, TRAINING_SEED
 from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, take_checkpoint
 from turbine_dagster.core.models.interface import predict_malignant_proba
 from turbine_dagster.core.schema import CASE_ID, MALIGNANT, P_MALIGNANT, TARGET
@@ -61,7 +61,7 @@ def cross_fit(
     combine: Combiner,
     *,
     early_stopping_fraction: float = EARLY_STOPPING_FRACTION,
-    seed: int = 42,
+    seed: int = TRAINING_SEED,
 ) -> CrossFitResult:
     """Train one model per fold of ``development[FOLD]``, score each held-out fold, and combine the models."""
     if FOLD not in development.columns:

@@ -7,6 +7,7 @@ import pandas as pd
 
 from turbine_dagster.core.evaluation.metrics import has_both_classes
 from turbine_dagster.core.schema import CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, TARGET
+from turbine_dagster.core.serving.defaults import PREDICT_BATCH_ROWS
 from turbine_dagster.core.storage.model_files import model_kind
 
 
@@ -46,7 +47,9 @@ def require_trainable_split(frame: pd.DataFrame, *, split: str, where: str | Non
         )
 
 
-def predict_malignant_proba(model: Any, features: pd.DataFrame | np.ndarray, batch_size: int = 8192) -> np.ndarray:
+def predict_malignant_proba(
+    model: Any, features: pd.DataFrame | np.ndarray, batch_size: int = PREDICT_BATCH_ROWS
+) -> np.ndarray:
     """P(malignant) per row, as float64, for a Keras or a CatBoost model.
 
     A DataFrame is reordered to FEATURE_COLUMNS; an array must already be in that order.

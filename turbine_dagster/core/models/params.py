@@ -4,6 +4,7 @@ the code servers read their defaults (the Launchpad's) without loading either li
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from turbine_dagster.core.data.cases import TRAINING_SEED
 from turbine_dagster.core.models.checkpoints import checkpoint_steps
 
 
@@ -16,7 +17,7 @@ class TFTrainingParams:
     learning_rate: float = 1e-3
     class_weight: Literal["balanced"] | None = "balanced"
     patience: int = 20
-    seed: int = 42
+    seed: int = TRAINING_SEED
     checkpoint_epochs: tuple[int, ...] = ()
     """1-based epochs at whose end the model is kept as a checkpoint, besides the best epoch. Epochs that
     early stopping left unreached have no checkpoint."""
@@ -53,7 +54,7 @@ class CatBoostSearchParams:
     iterations: int = 500
     early_stopping_rounds: int = 50
     class_weight: Literal["balanced"] | None = "balanced"
-    seed: int = 42
+    seed: int = TRAINING_SEED
     use_gpu: bool = False
     thread_count: int = -1
     checkpoint_iterations: tuple[int, ...] = ()

@@ -22,6 +22,8 @@ STATISTICS_COLUMNS = ("feature", "psi", "ks_statistic", "p_value", "p_corrected"
 
 SAMPLE_ROWS = 20_000
 """Rows of the current data compared by default: PSI and KS are stable long before millions of rows."""
+SAMPLE_SEED = 0
+"""Default seed of the random sample of current rows that drift detection compares."""
 
 
 def quantile_bin_edges(reference: np.ndarray, bins: int = 10) -> np.ndarray:
@@ -198,7 +200,7 @@ def detect_drift(
     current: pd.DataFrame,
     rule: DriftRule = DriftRule(),
     max_rows: int | None = SAMPLE_ROWS,
-    seed: int = 0,
+    seed: int = SAMPLE_SEED,
 ) -> DriftResult:
     """Compare every feature of `current` with `reference` and decide by `rule`.
 

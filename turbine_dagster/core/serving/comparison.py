@@ -20,7 +20,7 @@ from turbine_dagster.core.schema import CASE_ID, P_MALIGNANT
 from turbine_dagster.core.serving.columns import MODEL_VERSION, PREDICTED_LABEL, THRESHOLD
 from turbine_dagster.core.serving.comparison_report import ComparisonReport
 from turbine_dagster.core.serving.comparison_tally import ComparisonTally, case_hashes, checked_labels
-from turbine_dagster.core.serving.params import DISAGREEMENTS_LISTED
+from turbine_dagster.core.serving.defaults import DISAGREEMENTS_LISTED
 
 BUCKET_ROWS = 500_000
 """Cases per bucket when prediction files are compared: sets the memory of the join (~0.2 GiB)."""

@@ -4,13 +4,14 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
+from turbine_dagster.core.monitoring.drift import SAMPLE_SEED
 from turbine_dagster.core.schema import FEATURE_COLUMNS
-from turbine_dagster.core.serving.params import CHUNK_ROWS
+from turbine_dagster.core.serving.defaults import CHUNK_ROWS
 from turbine_dagster.core.serving.sources import Source, validate_batch
 
 
 def sample_clean_features(
-    files: list[UPath], root: UPath, max_rows: int, seed: int = 0, chunk_rows: int = CHUNK_ROWS
+    files: list[UPath], root: UPath, max_rows: int, seed: int = SAMPLE_SEED, chunk_rows: int = CHUNK_ROWS
 ) -> pd.DataFrame:
     """A uniform random sample of at most ``max_rows`` clean rows of ``files``, features only.
 

@@ -28,7 +28,7 @@ from turbine_dagster.core.serving.columns import (
     SCORED_AT,
     THRESHOLD,
 )
-from turbine_dagster.core.serving.params import CHUNK_ROWS, PREDICT_BATCH_ROWS
+from turbine_dagster.core.serving.defaults import CHUNK_ROWS, PREDICT_BATCH_ROWS
 from turbine_dagster.core.serving.sources import QUARANTINE_BLOCK_ROWS, Source, UnusualValues, clean_chunks
 from turbine_dagster.core.serving.staging import StagedParquet, read_ahead
 from turbine_dagster.core.storage.model_files import model_kind

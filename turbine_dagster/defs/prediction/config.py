@@ -3,8 +3,8 @@
 import dagster as dg
 from pydantic import Field
 
-from turbine_dagster.core.monitoring.drift import SAMPLE_ROWS, DriftRule
-from turbine_dagster.core.serving.params import CHUNK_ROWS, DISAGREEMENTS_LISTED, PREDICT_BATCH_ROWS
+from turbine_dagster.core.monitoring.drift import SAMPLE_ROWS, SAMPLE_SEED, DriftRule
+from turbine_dagster.core.serving.defaults import CHUNK_ROWS, DISAGREEMENTS_LISTED, PREDICT_BATCH_ROWS
 
 
 class BatchPredictionConfig(dg.Config):
@@ -38,7 +38,7 @@ class DriftConfig(dg.Config):
         DriftRule.psi_threshold, ge=0, description="A drifted feature also needs at least this PSI."
     )
     max_rows: int = Field(SAMPLE_ROWS, ge=100, description="Scoring rows sampled for the comparison.")
-    seed: int = Field(0)
+    seed: int = Field(SAMPLE_SEED, description="Seed of the random sample of scoring rows.")
 
     def rule(self) -> DriftRule:
         return DriftRule(

@@ -13,7 +13,7 @@ from turbine_dagster.core.registry.versions import (
     model_reference,
     scoring_threshold,
 )
-from turbine_dagster.core.serving.params import PREDICT_BATCH_ROWS
+from turbine_dagster.core.serving.defaults import PREDICT_BATCH_ROWS
 from turbine_dagster.defs.failures import asset_and_partition, asset_failure, failing_on
 from turbine_dagster.defs.resources import LandingZone
 

@@ -21,9 +21,13 @@ OWNERS = ["team:ml-platform"]
 
 
 class RawDataConfig(dg.Config):
-    window_weeks: int = Field(0, ge=0, description="Weeks of labeled history up to this week to use; 0 = all.")
+    window_weeks: int = Field(
+        data.ALL_WEEKS, ge=0, description="Weeks of labeled history up to this week to use; 0 = all."
+    )
     min_cases_per_class: int = Field(
-        10, ge=1, description="Check enough_rows_per_class: fewest cases of each class a training set may hold."
+        data.MIN_CASES_PER_CLASS,
+        ge=1,
+        description="Check enough_rows_per_class: fewest cases of each class a training set may hold.",
     )
 
 

@@ -27,7 +27,7 @@ class EvaluationConfig(dg.Config):
         "new cases (split-conformal on out-of-fold scores).",
     )
     n_bootstrap: int = Field(evaluation.N_BOOTSTRAP, ge=100, description="Bootstrap resamples for the 95% intervals.")
-    seed: int = Field(0)
+    seed: int = Field(evaluation.BOOTSTRAP_SEED, description="Seed of the bootstrap resampling.")
 
 
 def report_metadata(report: dict, plots: dict[str, str]) -> dict:
