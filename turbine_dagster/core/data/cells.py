@@ -18,7 +18,7 @@ def is_number(text: str) -> bool:
     return bool(re.match(_NUMBER, text, re.IGNORECASE))
 
 
-def plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+def decoded_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """The values as one array, dictionary-encoded ones decoded."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -29,7 +29,7 @@ def to_float64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The column as float64: numbers as they are, text read as a number where it is one (surrounding
     whitespace ignored; 'inf', 'nan' understood), NaN where a cell is empty or not a number. One rule for
     training and scoring, and exact: text converts to the float64 nearest its decimal value."""
-    values = plain(values)
+    values = decoded_array(values)
     kind = values.type
     if pa.types.is_null(kind):
         return np.full(len(values), np.nan)
@@ -47,7 +47,7 @@ def to_float64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def text_not_numbers(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """True where a cell holds text that is not a number (nor blank); never for a numeric column."""
-    values = plain(values)
+    values = decoded_array(values)
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         return np.zeros(len(values), dtype=bool)
     text = pc.utf8_trim_whitespace(values)
@@ -99,7 +99,7 @@ def content_id(values: pa.Array | pa.ChunkedArray, *more: pa.Array | pa.ChunkedA
 def case_ids(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """The ids as text, whitespace trimmed; a float id column holding whole numbers (an integer id column with a
     gap, as pandas writes it) reads as those integers, so 842302.0 is 842302 as in the CSV."""
-    values = plain(values)
+    values = decoded_array(values)
     if pa.types.is_floating(values.type):
         numbers = values.to_numpy(zero_copy_only=False)
         finite = numbers[np.isfinite(numbers)]

@@ -106,10 +106,10 @@ class Layout:
             if self.case_id
             else cells.content_id(*(batch.column(feature) for feature in self.features))
         ]
-        arrays += [cells.plain(batch.column(feature)) for feature in self.features]
+        arrays += [cells.decoded_array(batch.column(feature)) for feature in self.features]
         names = [CASE_ID, *FEATURE_COLUMNS]
         if self.label:
-            labels = cells.plain(batch.column(self.label))
+            labels = cells.decoded_array(batch.column(self.label))
             arrays.append(_diagnosis_codes(labels, file) if self.diagnosis else labels)
             names.append(TARGET)
         return pa.RecordBatch.from_arrays(arrays, names=names)

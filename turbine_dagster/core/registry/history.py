@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from turbine_dagster.core.registry.storage import utc_now
+from turbine_dagster.core.registry.objects import utc_now
 from turbine_dagster.core.registry.versions import version_label
 
 EventKind = Literal["registered", "promoted", "refused", "rollback"]
@@ -93,12 +93,12 @@ def moves_of(pointer: dict[str, Any] | None, events: Sequence[dict[str, Any]]) -
     return moves
 
 
-def names_move(pointer: dict[str, Any] | None, event_id: str) -> bool:
+def move_was_made(pointer: dict[str, Any] | None, event_id: str) -> bool:
     """Whether the pointer's history names the move of ``event_id``: the move was made."""
     return any(move["event_id"] == event_id for move in moves_of(pointer, ()))
 
 
-def visible(events: Sequence[dict[str, Any]], moves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def visible_events(events: Sequence[dict[str, Any]], moves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The events that happened: a pointer move's event counts once the pointer history names it."""
     made = {move["event_id"] for move in moves}
     return [event for event in events if not event.get("moves_pointer") or event["event_id"] in made]

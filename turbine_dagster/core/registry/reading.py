@@ -14,7 +14,7 @@ from upath import UPath
 
 from turbine_dagster.core.data.landing import is_team_name, validate_team
 from turbine_dagster.core.models.checkpoints import Checkpoint
-from turbine_dagster.core.registry import history, storage
+from turbine_dagster.core.registry import history, objects
 from turbine_dagster.core.registry.versions import (
     ModelVersion,
     RegistryLookupError,
@@ -84,7 +84,7 @@ class RegistryReader:
         entries = []
         for number in self._claimed_numbers(team):
             try:
-                entries.append(storage.read_json(self._entry_path(team, number)))
+                entries.append(objects.read_json(self._entry_path(team, number)))
             except FileNotFoundError:
                 continue  # registration still running, or it died before its entry was written
         return entries
@@ -108,7 +108,7 @@ class RegistryReader:
 
     def _read_pointer(self, team: str) -> tuple[dict[str, Any] | None, str | None]:
         """The serving pointer and, on S3, the ETag that a conditional replace must match."""
-        return storage.read_with_etag(self._pointer_path(team))
+        return objects.read_with_etag(self._pointer_path(team))
 
     def versions(self, team: str) -> list[ModelVersion]:
         """All complete versions of ``team``, oldest first; empty for a team with none yet."""
@@ -134,7 +134,7 @@ class RegistryReader:
 
     def get(self, team: str, version: int) -> ModelVersion:
         try:
-            entry = storage.read_json(self._entry_path(team, version))
+            entry = objects.read_json(self._entry_path(team, version))
         except FileNotFoundError:
             raise self._unknown(team, version) from None
         pointer, _ = self._read_pointer(team)
@@ -168,7 +168,7 @@ class RegistryReader:
         """
         pointer, _ = self._read_pointer(team)  # before listing: every move it names has its event written
         events = self._all_events(team)
-        return history.visible(events, history.moves_of(pointer, events))
+        return history.visible_events(events, history.moves_of(pointer, events))
 
     def pointer_history(self, team: str) -> list[dict[str, Any]]:
         """Every move of ``team``'s serving pointer, oldest first (``version``, ``previous_version``, ``kind``,
@@ -225,16 +225,16 @@ class RegistryReader:
     def load_model(self, model_version: ModelVersion, checkpoint: str | Checkpoint | None = None) -> Any:
         """The version's model, or the model of one of its checkpoints (an id or a ``Checkpoint``)."""
         from turbine_dagster.core.storage import (
-            model_files as model_store,  # imports TensorFlow: only paid by callers that load models
+            model_files,  # imports TensorFlow: only paid by callers that load models
         )
 
         if checkpoint is None:
-            return model_store.load_model(self._path(model_version.artifact_uri))
+            return model_files.load_model(self._path(model_version.artifact_uri))
         if isinstance(checkpoint, str):
             checkpoint = model_version.checkpoint(checkpoint)
         if checkpoint.artifact_uri is None:
             raise ValueError(f"checkpoint {checkpoint.checkpoint_id} has no artifact_uri: it was never stored")
-        return model_store.load_model(self._path(checkpoint.artifact_uri))
+        return model_files.load_model(self._path(checkpoint.artifact_uri))
 
     def load_reference(self, model_version: ModelVersion) -> pd.DataFrame:
         """The training features stored with the version, for drift detection."""

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from turbine_dagster.core.models.checkpoints import Checkpoint
-from turbine_dagster.core.registry.storage import json_bytes
+from turbine_dagster.core.registry.objects import json_bytes
 from turbine_dagster.core.schema import FEATURE_COLUMNS
 
 REFERENCE_MAX_ROWS = 5000
@@ -30,14 +30,14 @@ def drift_reference(team: str, reference: pd.DataFrame) -> pd.DataFrame:
     return features
 
 
-def plain_values(values: Mapping[str, Any]) -> dict[str, Any]:
+def as_stored_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` as stored in an entry (NumPy scalars as plain numbers); TypeError for anything JSON cannot hold."""
     return json.loads(json_bytes(dict(values)))
 
 
 def check_checkpoints(team: str, checkpoints: Sequence[Checkpoint], kind: str, suffix: str) -> None:
     """Refuse checkpoints that cannot be stored with a ``kind`` model whose files end in ``suffix``."""
-    from turbine_dagster.core.storage import model_files as model_store  # imports TensorFlow
+    from turbine_dagster.core.storage import model_files  # imports TensorFlow
 
     seen: set[str] = set()
     for checkpoint in checkpoints:
@@ -46,9 +46,9 @@ def check_checkpoints(team: str, checkpoints: Sequence[Checkpoint], kind: str, s
             raise ValueError(f"{where} is given twice; checkpoint ids are unique within a version")
         seen.add(checkpoint.checkpoint_id)
         if checkpoint.model is not None:
-            if model_store.model_kind(checkpoint.model) != kind:
+            if model_files.model_kind(checkpoint.model) != kind:
                 raise ValueError(
-                    f"{where} holds a {model_store.model_kind(checkpoint.model)} model, but the version's "
+                    f"{where} holds a {model_files.model_kind(checkpoint.model)} model, but the version's "
                     f"model is {kind}; a version keeps checkpoints of its own model only"
                 )
         elif checkpoint.artifact_uri is None:
@@ -57,4 +57,4 @@ def check_checkpoints(team: str, checkpoints: Sequence[Checkpoint], kind: str, s
             raise ValueError(
                 f"{where}: {checkpoint.artifact_uri} is not a '{suffix}' file, the format of the version's {kind} model"
             )
-        plain_values(checkpoint.to_dict())  # plain metrics only
+        as_stored_values(checkpoint.to_dict())  # plain metrics only

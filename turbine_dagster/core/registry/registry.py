@@ -15,7 +15,7 @@ from upath import UPath
 
 from turbine_dagster.core.evaluation.selection import GateDecision
 from turbine_dagster.core.models.checkpoints import Checkpoint
-from turbine_dagster.core.registry import history, registration, storage
+from turbine_dagster.core.registry import history, objects, registration
 from turbine_dagster.core.registry.history import EventKind, Move
 from turbine_dagster.core.registry.reading import RegistryReader
 from turbine_dagster.core.registry.versions import CHECKPOINTS, ModelVersion, version_label
@@ -46,15 +46,15 @@ class ModelRegistry(RegistryReader):
         """Write one event (``history.new_event``'s fields). One with ``moves_pointer`` records a pointer move:
         written before the move, it counts once the pointer history names it."""
         event = history.new_event(team, kind, version, **fields)
-        write_bytes_atomic(self._event_path(team, event["event_id"]), storage.json_bytes(event))
+        write_bytes_atomic(self._event_path(team, event["event_id"]), objects.json_bytes(event))
         return event
 
     def _claim_version(self, team: str, run_id: str | None) -> int:
         number = max(self._claimed_numbers(team), default=0) + 1
-        claim = storage.json_bytes({"run_id": run_id, "claimed_at": storage.utc_now().isoformat()})
+        claim = objects.json_bytes({"run_id": run_id, "claimed_at": objects.utc_now().isoformat()})
         while True:
             try:
-                storage.create_exclusive(self._version_dir(team, number) / _CLAIM, claim)
+                objects.create_exclusive(self._version_dir(team, number) / _CLAIM, claim)
                 return number
             except FileExistsError:
                 number += 1  # a concurrent registration took this number
@@ -83,19 +83,19 @@ class ModelRegistry(RegistryReader):
         ``split_scheme`` names how the training data was split (kept in the entry as given).
         """
         from turbine_dagster.core.storage import (
-            model_files as model_store,  # imports TensorFlow: only paid by callers that save models
+            model_files,  # imports TensorFlow: only paid by callers that save models
         )
 
-        kind = model_store.model_kind(model)
+        kind = model_files.model_kind(model)
         registration.check_threshold(threshold)
         features = registration.drift_reference(team, reference)
-        entry_metrics = registration.plain_values(metrics)  # fail before any file is written
-        suffix = model_store.MODEL_SUFFIX[kind]
+        entry_metrics = registration.as_stored_values(metrics)  # fail before any file is written
+        suffix = model_files.MODEL_SUFFIX[kind]
         registration.check_checkpoints(team, checkpoints, kind, suffix)
 
         version = self._claim_version(team, run_id)
         folder = self._version_dir(team, version)
-        artifact = model_store.save_model(model, folder / f"model{suffix}")
+        artifact = model_files.save_model(model, folder / f"model{suffix}")
         reference_path = folder / _REFERENCE
         buffer = io.BytesIO()
         features.to_parquet(buffer, index=False)
@@ -115,19 +115,19 @@ class ModelRegistry(RegistryReader):
             "partition": partition,
             "run_id": run_id,
             "data_version": data_version,
-            "created_at": storage.utc_now().isoformat(),
+            "created_at": objects.utc_now().isoformat(),
             CHECKPOINTS: [checkpoint.to_dict() for checkpoint in stored],
             "split_scheme": split_scheme,
         }
-        write_bytes_atomic(self._entry_path(team, version), storage.json_bytes(entry))
+        write_bytes_atomic(self._entry_path(team, version), objects.json_bytes(entry))
         self._record(team, "registered", version, reason=f"registered from partition {partition}", run_id=run_id)
         return ModelVersion.from_entry(entry, "candidate")
 
     def _store_checkpoint(self, checkpoint: Checkpoint, target: UPath) -> Checkpoint:
-        from turbine_dagster.core.storage import model_files as model_store
+        from turbine_dagster.core.storage import model_files
 
         if checkpoint.model is not None:
-            uri = model_store.save_model(checkpoint.model, target).uri
+            uri = model_files.save_model(checkpoint.model, target).uri
         else:  # a native file written by save_checkpoints: copied byte for byte
             source = UPath(checkpoint.artifact_uri)
             source = source if is_local(source) else self._path(checkpoint.artifact_uri)
@@ -138,7 +138,7 @@ class ModelRegistry(RegistryReader):
     def _made_move(self, team: str, event_id: str) -> tuple[bool, str | None]:
         """Whether the pointer history names ``event_id`` (the write was ours), and the pointer's ETag."""
         pointer, etag = self._read_pointer(team)
-        return history.names_move(pointer, event_id), etag
+        return history.move_was_made(pointer, event_id), etag
 
     def _change_pointer(self, team: str, version: int, change: PointerChange[T]) -> T:
         """Under the team lock, ``change(serving, target)`` returns ``(move, finish)``.
@@ -150,7 +150,7 @@ class ModelRegistry(RegistryReader):
         write was ours (an earlier attempt whose answer was lost); if not, ``change`` runs again on the
         new pointer. A write that failed otherwise is checked the same way before its error is raised.
         """
-        with storage.team_lock(self._team_dir(team), team, self.lock_timeout_s):
+        with objects.team_lock(self._team_dir(team), team, self.lock_timeout_s):
             for attempt in range(_POINTER_ATTEMPTS):
                 pointer, etag = self._read_pointer(team)
                 moves = self._moves(team, pointer)
@@ -169,15 +169,15 @@ class ModelRegistry(RegistryReader):
                     details=move.details,
                     moves_pointer=True,
                 )
-                data = storage.json_bytes(history.pointer_after(team, moves, event))
+                data = objects.json_bytes(history.pointer_after(team, moves, event))
                 try:
-                    storage.replace_if_unchanged(self._pointer_path(team), data, etag)
-                except storage.ConditionalWriteLost:
+                    objects.replace_if_unchanged(self._pointer_path(team), data, etag)
+                except objects.ConditionalWriteLost:
                     ours, now = self._made_move(team, event["event_id"])
                     if ours:
                         return finish(event)
                     if now != etag:  # the pointer moved past the one we read: our write can never land
-                        storage.remove_quietly(self._event_path(team, event["event_id"]))  # readers ignore it anyway
+                        objects.remove_quietly(self._event_path(team, event["event_id"]))  # readers ignore it anyway
                     time.sleep(random.uniform(0, min(0.5, 0.02 * 2**attempt)))  # let the winner finish
                     continue
                 except OSError:

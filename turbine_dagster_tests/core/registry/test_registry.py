@@ -18,7 +18,7 @@ from turbine_dagster.core.registry.registration import REFERENCE_MAX_ROWS  # noq
 from turbine_dagster.core.registry.registry import ModelRegistry  # noqa: E402
 from turbine_dagster.core.registry.versions import RegistryLookupError  # noqa: E402
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET  # noqa: E402
-from turbine_dagster.core.storage import model_files as model_store  # noqa: E402, F401  loaded before any fork: children inherit it
+from turbine_dagster.core.storage import model_files  # noqa: E402, F401  loaded before any fork: children inherit it
 from turbine_dagster_tests.conftest import create_bucket  # noqa: E402
 
 TEAM = "team_a"

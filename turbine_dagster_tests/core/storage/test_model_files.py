@@ -9,7 +9,7 @@ from turbine_dagster.core.models.interface import feature_matrix, predict_malign
 from turbine_dagster.core.models.params import TFTrainingParams
 from turbine_dagster.core.models.tf_model import build_tf_model
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
-from turbine_dagster.core.storage import model_files as model_store
+from turbine_dagster.core.storage import model_files
 from turbine_dagster.core.storage.model_files import MODEL_SUFFIX, load_model, model_kind, save_model
 from turbine_dagster_tests.conftest import create_bucket
 
@@ -95,7 +95,7 @@ def _failing_copy(source, destination):
 
 
 def test_failed_save_leaves_no_file(catboost_model, tmp_path, monkeypatch):
-    monkeypatch.setattr(model_store.shutil, "copyfileobj", _failing_copy)
+    monkeypatch.setattr(model_files.shutil, "copyfileobj", _failing_copy)
 
     with pytest.raises(OSError, match="No space left"):
         save_model(catboost_model, tmp_path / "model.cbm")
@@ -107,7 +107,7 @@ def test_failed_save_keeps_the_previous_version(catboost_model, tmp_path, monkey
     target = tmp_path / "model.cbm"
     save_model(catboost_model, target)
     previous = target.read_bytes()
-    monkeypatch.setattr(model_store.shutil, "copyfileobj", _failing_copy)
+    monkeypatch.setattr(model_files.shutil, "copyfileobj", _failing_copy)
 
     with pytest.raises(OSError):
         save_model(catboost_model, target)

@@ -1,4 +1,4 @@
-"""The registry's storage primitives on local folders and object stores: JSON objects, exclusive
+"""The registry's objects in its store, local folders or S3: JSON objects, exclusive
 creates, conditional replaces (S3), and the per-team lock that serialises pointer moves."""
 
 import datetime as dt
