@@ -83,7 +83,7 @@ def evaluation_plots_markdown(y_true: Any, p_malignant: Any, threshold: float, d
     scores = as_scores(p_malignant, len(labels), "p_malignant")
     require_both_classes(labels, data)
     is_malignant = labels == MALIGNANT
-    predicted_malignant = scores >= threshold
+    predicted_malignant = predict_labels(scores, threshold) == MALIGNANT
     recall = float(np.mean(predicted_malignant[is_malignant]))
     false_positive_rate = float(np.mean(predicted_malignant[~is_malignant]))
     precision = float(np.mean(is_malignant[predicted_malignant])) if predicted_malignant.any() else 0.0

@@ -118,13 +118,14 @@ def validation_metrics(malignant: np.ndarray, p_malignant: np.ndarray, val_loss:
     """VALIDATION_METRICS from the validation labels (True = malignant) and the checkpoint's P(malignant)."""
     from sklearn.metrics import roc_auc_score
 
-    from turbine_dagster.core.evaluation.metrics import DEFAULT_THRESHOLD
+    from turbine_dagster.core.evaluation.metrics import DEFAULT_THRESHOLD, predict_labels
+    from turbine_dagster.core.schema import MALIGNANT
 
     malignant = np.asarray(malignant, dtype=bool)
     return {
         "val_loss": float(val_loss),
         "val_roc_auc": float(roc_auc_score(malignant, p_malignant)),
-        "val_malignant_recall": float(np.mean(p_malignant[malignant] >= DEFAULT_THRESHOLD)),
+        "val_malignant_recall": float(np.mean(predict_labels(p_malignant[malignant], DEFAULT_THRESHOLD) == MALIGNANT)),
     }
 
 
