@@ -14,7 +14,7 @@ from turbine_dagster.core.serving.comparison_report import (
     histogram_quantile,
 )
 from turbine_dagster.presentation.figures import figure_markdown
-from turbine_dagster.presentation.tables import markdown_table
+from turbine_dagster.presentation.tables import compact_markdown_table
 
 
 def _share(value: float | None) -> str:
@@ -49,7 +49,7 @@ def comparison_markdown(report: ComparisonReport) -> str:
         [f"threshold {champion}", _share(report.champion_threshold)],
         [f"threshold {challenger}", _share(report.challenger_threshold)],
     ]
-    parts = [markdown_table(pd.DataFrame(summary, columns=["", "value"]), align={"value": "right"})]
+    parts = [compact_markdown_table(pd.DataFrame(summary, columns=["", "value"]), align={"value": "right"})]
 
     shift = report.shift
     quantiles = [["mean", f"{shift['champion_mean']:.4f}", f"{shift['challenger_mean']:.4f}"]] + [
@@ -59,7 +59,7 @@ def comparison_markdown(report: ComparisonReport) -> str:
         f"**P(malignant) shift** ({challenger} - {champion}): mean difference {shift['mean_difference']:+.4f}, "
         f"mean absolute difference {shift['mean_absolute_difference']:.4f}, "
         f"largest {shift['max_absolute_difference']:.4f}, KS statistic {shift['ks_statistic']:.4f}",
-        markdown_table(
+        compact_markdown_table(
             pd.DataFrame(quantiles, columns=["quantile", champion, challenger]),
             align={"quantile": "right", champion: "right", challenger: "right"},
         ),
@@ -86,7 +86,7 @@ def comparison_markdown(report: ComparisonReport) -> str:
             f"{challenger} says",
         ]
         probabilities = {headers[1]: "right", headers[3]: "right"}
-        parts.append(markdown_table(pd.DataFrame(disagreements, columns=headers), align=probabilities))
+        parts.append(compact_markdown_table(pd.DataFrame(disagreements, columns=headers), align=probabilities))
 
     if report.labeled is not None:
         counts = report.labeled["champion"]
@@ -98,7 +98,9 @@ def comparison_markdown(report: ComparisonReport) -> str:
         headers = ["model", "malignant recall", "malignant precision", "malignant found", "predicted malignant"]
         parts += [
             f"**On the {counts.n_labeled:,} compared cases with a label** ({counts.n_malignant:,} malignant)",
-            markdown_table(pd.DataFrame(labelled, columns=headers), align={column: "right" for column in headers[1:]}),
+            compact_markdown_table(
+                pd.DataFrame(labelled, columns=headers), align={column: "right" for column in headers[1:]}
+            ),
             f"Labelled disagreements: {split['n']:,}; {champion} right on {split['champion_right']:,}, "
             f"{challenger} right on {split['challenger_right']:,}.",
         ]

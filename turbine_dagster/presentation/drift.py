@@ -6,7 +6,7 @@ import pandas as pd
 
 from turbine_dagster.core.monitoring.drift import DriftResult
 from turbine_dagster.presentation.figures import figure_markdown
-from turbine_dagster.presentation.tables import markdown_table
+from turbine_dagster.presentation.tables import compact_markdown_table
 
 
 def _format_p(p: float) -> str:
@@ -27,7 +27,7 @@ def drift_table_markdown(result: DriftResult, top: int | None = None) -> str:
             "drifted": ["yes" if drifted else "no" for drifted in rows["drifted"]],
         }
     )
-    return markdown_table(
+    return compact_markdown_table(
         table, align={"PSI": "right", "KS statistic": "right", "corrected p": "right", "drifted": "center"}
     )
 

@@ -18,7 +18,7 @@ from turbine_dagster.core.evaluation.metrics import (
 )
 from turbine_dagster.core.schema import CLASS_NAMES, MALIGNANT
 from turbine_dagster.presentation.figures import figure_markdown
-from turbine_dagster.presentation.tables import markdown_table
+from turbine_dagster.presentation.tables import compact_markdown_table
 
 
 def metrics_table_markdown(report: Mapping[str, Any]) -> str:
@@ -53,7 +53,7 @@ def metrics_table_markdown(report: Mapping[str, Any]) -> str:
         f"at operating threshold {report['threshold']:.3f}",
         f"{percent} % interval (operating)",
     ]
-    table = markdown_table(pd.DataFrame(rows, columns=columns), align=dict.fromkeys(columns[1:], "right"))
+    table = compact_markdown_table(pd.DataFrame(rows, columns=columns), align=dict.fromkeys(columns[1:], "right"))
 
     malignant_support = int(operating["malignant"]["support"])
     paragraphs = [

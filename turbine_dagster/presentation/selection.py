@@ -14,7 +14,7 @@ from turbine_dagster.core.evaluation.selection import (
     strictly_best,
 )
 from turbine_dagster.core.schema import CLASS_NAMES, MALIGNANT
-from turbine_dagster.presentation.tables import markdown_table
+from turbine_dagster.presentation.tables import compact_markdown_table
 
 
 def comparison_table_markdown(reports: Mapping[str, Mapping[str, Any]]) -> str:
@@ -30,4 +30,4 @@ def comparison_table_markdown(reports: Mapping[str, Mapping[str, Any]]) -> str:
     rows.append(
         ["malignant support (cases)", *(str(int(metric_value(reports[m], (malignant, "support"), m))) for m in models)]
     )
-    return markdown_table(pd.DataFrame(rows, columns=["metric", *models]), align=dict.fromkeys(models, "right"))
+    return compact_markdown_table(pd.DataFrame(rows, columns=["metric", *models]), align=dict.fromkeys(models, "right"))

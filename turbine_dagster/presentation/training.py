@@ -1,12 +1,15 @@
-"""Training as people read it: learning curves of the Keras folds and CatBoost's feature importance, as PNGs."""
+"""Training as people read it: learning curves of the Keras folds, CatBoost's feature importance (a table and a
+PNG), and the checkpoints kept with their metrics."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from turbine_dagster.core.models.checkpoints import Checkpoint
 from turbine_dagster.presentation.figures import figure_markdown
+from turbine_dagster.presentation.tables import padded_markdown_table
 
 
 def learning_curve_markdown(histories: Sequence[dict[str, list[float]]]) -> str:
@@ -39,3 +42,22 @@ def feature_importance_markdown(feature_importance: pd.DataFrame, top: int = 15)
     axis.set_xlabel("importance (prediction values change)")
     axis.set_title(f"Top {len(shown)} features")
     return figure_markdown(fig, "Feature importance")
+
+
+def feature_importance_table_markdown(feature_importance: pd.DataFrame, top: int = 10) -> str:
+    """The first ``top`` rows of a feature-importance table (most important first), as a Markdown table."""
+    return padded_markdown_table(feature_importance.head(top))
+
+
+def checkpoints_table_markdown(checkpoints: Iterable[Checkpoint]) -> str:
+    """One row per checkpoint: its id, step, threshold and validation metrics, rounded to 4 decimals."""
+    rows = [
+        {
+            "checkpoint": c.checkpoint_id,
+            "step": c.step,
+            "threshold": round(c.threshold, 4),
+            **{k: round(v, 4) for k, v in c.metrics.items()},
+        }
+        for c in checkpoints
+    ]
+    return padded_markdown_table(pd.DataFrame(rows))

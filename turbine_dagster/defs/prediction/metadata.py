@@ -14,21 +14,19 @@ from turbine_dagster.core.serving.comparison_report import DISAGREEMENT_COLUMNS,
 from turbine_dagster.defs.table_metadata import column_schema, table_metadata
 from turbine_dagster.presentation.comparison import comparison_markdown, p_malignant_plot_markdown
 from turbine_dagster.presentation.drift import drift_distributions_markdown, drift_table_markdown
+from turbine_dagster.presentation.scoring import unusual_values_markdown
 
 
 def summary_metadata(summary) -> dict[str, Any]:
     """What a person checks first about a scoring run's input: the layouts it came in, unusually large values."""
     layouts = pd.Series(summary.layouts, dtype="object").value_counts().sort_index()
-    unusual = pd.DataFrame(
-        {"feature": list(summary.unusually_large_by_feature), "rows": list(summary.unusually_large_by_feature.values())}
-    )
     return {
         "layouts": dg.MetadataValue.json({str(name): int(count) for name, count in layouts.items()}),
         "rows_with_unusually_large_values": summary.rows_unusually_large,
         **(
             {
                 "unusually_large_values": dg.MetadataValue.md(
-                    unusual.to_markdown(index=False) + "\n\nExamples: " + ", ".join(summary.unusually_large_examples)
+                    unusual_values_markdown(summary.unusually_large_by_feature, summary.unusually_large_examples)
                 )
             }
             if summary.rows_unusually_large

@@ -16,6 +16,7 @@ from turbine_dagster.defs.failures import asset_and_partition, failing_on
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import LandingZone
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
+from turbine_dagster.presentation.tables import padded_markdown_table
 
 OWNERS = ["team:ml-platform"]
 
@@ -42,10 +43,6 @@ class SplitConfig(dg.Config):
     )
     folds: int = Field(data.SplitParams.folds, ge=2, description="Cross-fitting folds over the development cases.")
     seed: int = Field(data.SplitParams.seed, description="Seed of the stratified fold assignment.")
-
-
-def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.to_markdown(index=False))
 
 
 def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
@@ -84,7 +81,10 @@ def raw_data_check_results(frame: pd.DataFrame, config: RawDataConfig) -> list[d
                 passed=outcome.passed,
                 severity=dg.AssetCheckSeverity.ERROR,
                 description=outcome.description(),
-                metadata={"failing_rows": int(problems["rows"].sum()), "problems": markdown_table(problems)},
+                metadata={
+                    "failing_rows": int(problems["rows"].sum()),
+                    "problems": dg.MetadataValue.md(padded_markdown_table(problems)),
+                },
             )
         )
     return results
@@ -129,11 +129,15 @@ def raw_data(
             **class_balance_metadata(frame),
             "weeks": len(frame[data.WEEK].unique()),
             "layouts": dg.MetadataValue.json(frame[data.LAYOUT].value_counts().sort_index().to_dict()),
-            "source_files": markdown_table(files),
+            "source_files": dg.MetadataValue.md(padded_markdown_table(files)),
             "rows_with_unusually_large_values": int(unusual.sum()),
-            **({"unusually_large_values": markdown_table(data.unusual_values_table(frame))} if unusual.any() else {}),
+            **(
+                {"unusually_large_values": dg.MetadataValue.md(padded_markdown_table(data.unusual_values_table(frame)))}
+                if unusual.any()
+                else {}
+            ),
             **({"ignored_landing_entries": dg.MetadataValue.json(strays)} if strays else {}),
-            "preview": markdown_table(preview),
+            "preview": dg.MetadataValue.md(padded_markdown_table(preview)),
         },
         check_results=raw_data_check_results(frame, config),
     )

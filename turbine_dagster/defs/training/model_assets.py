@@ -134,21 +134,11 @@ def _crossfit_outputs(
     context: dg.AssetExecutionContext, store: PartitionFolders, name: str, result: Any, metadata: dict[str, Any]
 ) -> Iterator[dg.Output]:
     from turbine_dagster.core.models.checkpoints import save_checkpoints
+    from turbine_dagster.presentation.training import checkpoints_table_markdown
 
     team, week = team_and_week(context)
     with final_unless_transient(f"{name} for {context.partition_key}: saving checkpoints"):
         saved = save_checkpoints(result.checkpoints, store.folder(team, week, name))
-    table = pd.DataFrame(
-        [
-            {
-                "checkpoint": c.checkpoint_id,
-                "step": c.step,
-                "threshold": round(c.threshold, 4),
-                **{k: round(v, 4) for k, v in c.metrics.items()},
-            }
-            for c in saved
-        ]
-    )
     yield dg.Output(
         result.model,
         output_name=name,
@@ -157,7 +147,7 @@ def _crossfit_outputs(
     yield dg.Output(
         [c.to_dict() for c in saved],
         output_name=f"{name}_checkpoints",
-        metadata={"checkpoints": dg.MetadataValue.md(table.to_markdown(index=False)), "count": len(saved)},
+        metadata={"checkpoints": dg.MetadataValue.md(checkpoints_table_markdown(saved)), "count": len(saved)},
     )
     out_of_fold = result.out_of_fold
     yield dg.Output(
@@ -231,7 +221,7 @@ def catboost_model(
     train_split: pd.DataFrame,
 ):
     from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model
-    from turbine_dagster.presentation.training import feature_importance_markdown
+    from turbine_dagster.presentation.training import feature_importance_markdown, feature_importance_table_markdown
 
     def log_candidate(fold: int, line: str) -> None:
         context.log.info(f"fold {fold} {line}")
@@ -262,7 +252,7 @@ def catboost_model(
             "best_iterations": dg.MetadataValue.json([fold.best_iteration for fold in folds]),
             "device": folds[0].device,
             "feature_importance": dg.MetadataValue.md(
-                importance.head(10).to_markdown(index=False) + "\n\n" + feature_importance_markdown(importance)
+                feature_importance_table_markdown(importance) + "\n\n" + feature_importance_markdown(importance)
             ),
         },
     )
