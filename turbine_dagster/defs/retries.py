@@ -22,7 +22,7 @@ STORAGE_RETRY_POLICY = dg.RetryPolicy(
 
 @contextmanager
 def final_unless_transient(what: str) -> Iterator[None]:
-    """Errors in the block other than transient ones (``core.storage.is_transient``) fail the step for good,
+    """Errors in the block other than transient ones (``core.storage.files.is_transient``) fail the step for good,
     described as ``what: error``."""
     try:
         yield

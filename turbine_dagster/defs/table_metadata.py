@@ -8,7 +8,15 @@ import pandas as pd
 import pyarrow as pa
 
 from turbine_dagster.core.data.cases import FOLD, HOLDOUT_SCHEME_COLUMN, LAYOUT, WEEK
-from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, SOURCE_FILE, TARGET
+from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, P_MALIGNANT, SOURCE_FILE, TARGET
+from turbine_dagster.core.serving.columns import (
+    MODEL_VERSION,
+    PREDICTED_LABEL,
+    REASON,
+    SCORED_AT,
+    SOURCE_ROW,
+    THRESHOLD,
+)
 
 COLUMN_SCHEMA = "dagster/column_schema"
 ROW_COUNT = "dagster/row_count"
@@ -21,13 +29,13 @@ COLUMN_DESCRIPTIONS = {
     LAYOUT: "Published layout the file was recognised as.",
     FOLD: "Cross-fitting fold the case is held out in.",
     HOLDOUT_SCHEME_COLUMN: "How the holdout was chosen (scheme and share): the gate pairs only equal schemes.",
-    "p_malignant": "P(malignant) from the model.",
-    "predicted_label": "0 malignant when p_malignant >= threshold, else 1 benign.",
-    "model_version": "Registry version (and checkpoint) that scored the case.",
-    "threshold": "Operating threshold the label was predicted at.",
-    "scored_at": "When the case was scored (UTC).",
-    "source_row": "0-based data row in the source file.",
-    "reason": "Why the row was not scored.",
+    P_MALIGNANT: "P(malignant) from the model.",
+    PREDICTED_LABEL: "0 malignant when p_malignant >= threshold, else 1 benign.",
+    MODEL_VERSION: "Registry version (and checkpoint) that scored the case.",
+    THRESHOLD: "Operating threshold the label was predicted at.",
+    SCORED_AT: "When the case was scored (UTC).",
+    SOURCE_ROW: "0-based data row in the source file.",
+    REASON: "Why the row was not scored.",
 }
 FEATURE_DESCRIPTION = "Cell-nucleus measurement (WDBC feature)."
 

@@ -15,6 +15,7 @@ from pydantic import Field
 from turbine_dagster.core.data import cases as data
 from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
 from turbine_dagster.defs.code_versions import versioned
+from turbine_dagster.defs.failures import asset_and_partition
 from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
 from turbine_dagster.defs.resources import GPU_POOL, PartitionFolders, gpu_op_tags
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY, final_unless_transient
@@ -137,7 +138,7 @@ def _crossfit_outputs(
     from turbine_dagster.presentation.training import checkpoints_table_markdown
 
     team, week = team_and_week(context)
-    with final_unless_transient(f"{name} for {context.partition_key}: saving checkpoints"):
+    with final_unless_transient(f"{asset_and_partition(context)}: saving checkpoints"):
         saved = save_checkpoints(result.checkpoints, store.folder(team, week, name))
     yield dg.Output(
         result.model,
@@ -177,7 +178,7 @@ def tf_model(
             f"fold {fold} epoch {epoch}/{config.epochs}: loss {logs['loss']:.4f}, val_loss {logs['val_loss']:.4f}"
         )
 
-    with final_unless_transient(f"tf_model for {context.partition_key}"):  # a retry would train again
+    with final_unless_transient(asset_and_partition(context)):  # a retry would train again
         result = cross_fit_tf_model(
             train_split,
             config.training_params(),
@@ -226,7 +227,7 @@ def catboost_model(
     def log_candidate(fold: int, line: str) -> None:
         context.log.info(f"fold {fold} {line}")
 
-    with final_unless_transient(f"catboost_model for {context.partition_key}"):  # a retry would train again
+    with final_unless_transient(asset_and_partition(context)):  # a retry would train again
         result = cross_fit_catboost_model(
             train_split,
             config.search_params(),
