@@ -19,7 +19,7 @@ from upath import UPath
 from turbine_dagster.core.data import landing
 from turbine_dagster.core.storage import files as storage
 from turbine_dagster.defs.object_store import s3fs_options
-from turbine_dagster.defs.partitions import team_and_week_of
+from turbine_dagster.defs.partitions import parse_team_week
 from turbine_dagster.defs.retries import final_unless_transient
 from turbine_dagster.defs.table_metadata import table_metadata
 
@@ -95,7 +95,7 @@ def _team_and_week(partition: str, context: dg.InputContext | dg.OutputContext) 
         partition,
     )
     try:
-        team, week = team_and_week_of(key)
+        team, week = parse_team_week(key)
         return landing.validate_team(team), landing.validate_week(week)
     except ValueError as error:  # LandingError included
         raise landing.LandingError(

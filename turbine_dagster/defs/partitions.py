@@ -1,7 +1,6 @@
 """Team × week: every asset of the pipeline is materialized per team and per landing week."""
 
 import dagster as dg
-from dagster._check import CheckError
 
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.failures import final_failure
@@ -19,24 +18,24 @@ def team_week_key(team: str, week: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({TEAM: team, WEEK: week})
 
 
-def team_and_week_of(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
+def parse_team_week(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
     """Team and week of a key, a plain ``team|week`` string included, as Dagster reads it; not checked against the
     partitions. Raises ValueError for a string with another number of dimensions."""
-    try:
-        dimensions = team_week_partitions.get_partition_key_from_str(str(key)).keys_by_dimension
-    except CheckError as error:
-        raise ValueError("expected a team|week key") from error
+    text = str(key)
+    if not team_week_partitions.is_valid_key_format(text):
+        raise ValueError("expected a team|week key")
+    dimensions = team_week_partitions.get_partition_key_from_str(text).keys_by_dimension
     return dimensions[TEAM], dimensions[WEEK]
 
 
-def team_and_week(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:
+def partition_team_week(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:
     """The partition's team and week; a key that is not a partition (launches through the API are not
     checked by Dagster) fails here, before any path is built from it."""
     # A run launched with only the `dagster/partition` tag (GraphQL, some UI paths) hands over a plain string.
     key = str(context.partition_key)
     where = f"partition {key!r}"
     try:
-        team, week = team_and_week_of(key)
+        team, week = parse_team_week(key)
     except ValueError as error:
         raise final_failure(where, error) from error
     if team not in SETTINGS.teams:

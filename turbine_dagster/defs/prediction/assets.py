@@ -16,7 +16,7 @@ from turbine_dagster.core.monitoring import drift
 from turbine_dagster.core.registry.versions import model_reference
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.failures import failing_on
-from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
+from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
 from turbine_dagster.defs.prediction.config import BatchPredictionConfig, ChallengerComparisonConfig, DriftConfig
 from turbine_dagster.defs.prediction.metadata import (
     batch_predictions_metadata,
@@ -62,7 +62,7 @@ def batch_predictions(
     registry: ModelRegistryResource,
     prediction_store: PartitionFolders,
 ) -> Iterator[dg.MaterializeResult]:
-    team, week = team_and_week(context)
+    team, week = partition_team_week(context)
     store = registry.registry()
     version, checkpoint = resolve_model(context, store, team, config.model_version, config.checkpoint)
     root, files = scoring_files(context, landing_zone, team, week)
@@ -107,7 +107,7 @@ def batch_predictions(
 def drift_report(
     context: dg.AssetExecutionContext, config: DriftConfig, landing_zone: LandingZone, registry: ModelRegistryResource
 ) -> Iterator[dg.Output[dict]]:
-    team, week = team_and_week(context)
+    team, week = partition_team_week(context)
     store = registry.registry()
     version = serving_version(context, store, team)
     root, files = scoring_files(context, landing_zone, team, week)
@@ -144,7 +144,7 @@ def challenger_comparison(
 ) -> Iterator[dg.Output[dict]]:
     from turbine_dagster.core.serving.comparison import compare_prediction_files
 
-    team, week = team_and_week(context)
+    team, week = partition_team_week(context)
     store = registry.registry()
     champion = serving_version(context, store, team)
     if config.challenger_version is None and config.challenger_checkpoint is None:

@@ -6,7 +6,7 @@ import json
 
 import dagster as dg
 
-from turbine_dagster.defs.partitions import team_and_week_of, team_week_key
+from turbine_dagster.defs.partitions import parse_team_week, team_week_key
 from turbine_dagster.defs.prediction.assets import SERVING_CHAMPION
 from turbine_dagster.defs.schedules import run_tags
 
@@ -28,7 +28,7 @@ def _scored_weeks(instance: dg.DagsterInstance, team: str) -> set[str]:
     weeks = set()
     for key in RESCORED:
         for partition in instance.get_materialized_partitions(key):
-            scored_team, week = team_and_week_of(partition)
+            scored_team, week = parse_team_week(partition)
             if scored_team == team:
                 weeks.add(week)
     return weeks
@@ -66,7 +66,7 @@ def promotion_rescoring_sensor_for(job, minimum_interval_seconds: int = 60) -> d
             if materialization.partition is None:
                 context.log.warning(f"serving_champion event {record.storage_id} has no partition: ignored")
                 continue
-            team, week = team_and_week_of(materialization.partition)
+            team, week = parse_team_week(materialization.partition)
             promoted = materialization.metadata.get("promoted")
             if promoted is None or not promoted.value:
                 refused.append(materialization.partition)

@@ -12,7 +12,7 @@ from turbine_dagster.core.evaluation import metrics as evaluation
 from turbine_dagster.core.evaluation import selection
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
 from turbine_dagster.defs.code_versions import versioned
-from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
+from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
 from turbine_dagster.defs.resources import ModelRegistryResource
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 from turbine_dagster.presentation.evaluation import evaluation_plots_markdown, metrics_table_markdown
@@ -132,7 +132,7 @@ def champion_model(
     evaluations = {"tf_model": tf_evaluation, "catboost_model": catboost_evaluation}
     reports = {name: report["at_operating_threshold"]["classification_report"] for name, report in evaluations.items()}
     chosen = selection.select_champion(reports, config.policy, config.tie_tolerance)
-    team, week = team_and_week(context)
+    team, week = partition_team_week(context)
     decision_report = evaluations[chosen.champion]
     model = {"tf_model": tf_model, "catboost_model": catboost_model}[chosen.champion]
     threshold = decision_report["threshold"]

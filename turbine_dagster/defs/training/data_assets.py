@@ -13,7 +13,7 @@ from turbine_dagster.core.data.landing import LandingError
 from turbine_dagster.core.schema import CASE_ID, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.failures import asset_and_partition, failing_on
-from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
+from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
 from turbine_dagster.defs.resources import LandingZone
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 from turbine_dagster.presentation.tables import padded_markdown_table
@@ -108,7 +108,7 @@ def raw_data_check_results(frame: pd.DataFrame, config: RawDataConfig) -> list[d
 def raw_data(
     context: dg.AssetExecutionContext, config: RawDataConfig, landing_zone: LandingZone
 ):  # a MaterializeResult: the table, and its checks' results
-    team, week = team_and_week(context)
+    team, week = partition_team_week(context)
     strays = landing.stray_entries(landing_zone.path(), landing.LABELED, team)
     if strays:
         context.log.warning(f"{asset_and_partition(context)}: {landing.stray_warning(strays)}")

@@ -16,7 +16,7 @@ from turbine_dagster.core.data import cases as data
 from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.failures import asset_and_partition
-from turbine_dagster.defs.partitions import team_and_week, team_week_partitions
+from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
 from turbine_dagster.defs.resources import GPU_POOL, PartitionFolders, gpu_op_tags
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY, final_unless_transient
 
@@ -137,7 +137,7 @@ def _crossfit_outputs(
     from turbine_dagster.core.models.checkpoints import save_checkpoints
     from turbine_dagster.presentation.training import checkpoints_table_markdown
 
-    team, week = team_and_week(context)
+    team, week = partition_team_week(context)
     with final_unless_transient(f"{asset_and_partition(context)}: saving checkpoints"):
         saved = save_checkpoints(result.checkpoints, store.folder(team, week, name))
     yield dg.Output(

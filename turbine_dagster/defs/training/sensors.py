@@ -12,7 +12,7 @@ import dagster as dg
 
 from turbine_dagster.core.data import landing
 from turbine_dagster.defs.environment import SETTINGS
-from turbine_dagster.defs.partitions import team_and_week_of, team_week_key, weeks_partitions
+from turbine_dagster.defs.partitions import parse_team_week, team_week_key, weeks_partitions
 from turbine_dagster.defs.resources import LandingZone
 from turbine_dagster.defs.schedules import run_tags
 
@@ -45,7 +45,7 @@ def drift_retraining_sensor_for(job, cooldown_hours: float = SETTINGS.drift_cool
             if flag is None or not flag.value:
                 continue
             partition = materialization.partition
-            team, _ = team_and_week_of(partition)
+            team, _ = parse_team_week(partition)
             last = state["last_retraining"].get(team)
             if last is not None and record.timestamp - last < cooldown_hours * 3600:
                 skipped.append(f"{partition} (team {team} retrained {(record.timestamp - last) / 3600:.1f} h ago)")
