@@ -17,7 +17,7 @@ from pydantic import Field
 from upath import UPath
 
 from turbine_dagster.core.data import landing
-from turbine_dagster.core.storage import files as storage
+from turbine_dagster.core.storage import files
 from turbine_dagster.defs.object_store import s3fs_options
 from turbine_dagster.defs.partitions import parse_team_week
 from turbine_dagster.defs.retries import final_unless_transient
@@ -45,9 +45,9 @@ class _NativeFormatIOManager(dg.UPathIOManager):
             if self.file_format == "parquet":
                 buffer = io.BytesIO()
                 obj.to_parquet(buffer, index=False)
-                storage.write_bytes_atomic(path, buffer.getvalue())
+                files.write_bytes_atomic(path, buffer.getvalue())
             elif self.file_format == "json":
-                storage.write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+                files.write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
             else:
                 from turbine_dagster.core.storage.model_files import (
                     save_model,  # TensorFlow loads only where models are

@@ -190,7 +190,7 @@ class QualityBars:
 
 
 def check_quality_bars(metrics: Mapping[str, float], bars: QualityBars = QualityBars()) -> list[str]:
-    """One sentence per bar missed (empty list: all passed). ``metrics`` as ``evaluation.headline_metrics``."""
+    """One sentence per bar missed (empty list: all passed). ``metrics`` as ``metrics.headline_metrics``."""
     checks = (
         ("malignant_recall", "malignant recall", bars.min_malignant_recall),
         ("roc_auc", "ROC-AUC", bars.min_roc_auc),

@@ -160,16 +160,14 @@ def save_checkpoints(checkpoints: Iterable[Checkpoint], folder: str | os.PathLik
     """
     from upath import UPath
 
-    from turbine_dagster.core.storage import (
-        model_files as model_store,  # imports TensorFlow: only paid where models are written
-    )
+    from turbine_dagster.core.storage import model_files  # imports TensorFlow: only paid where models are written
 
     root = folder if isinstance(folder, UPath) else UPath(folder)
     saved = []
     for checkpoint in checkpoints:
         if checkpoint.model is None:
             raise ValueError(f"checkpoint {checkpoint.checkpoint_id} holds no model object to save")
-        suffix = model_store.MODEL_SUFFIX[model_store.model_kind(checkpoint.model)]
-        artifact = model_store.save_model(checkpoint.model, root / f"{checkpoint.checkpoint_id}{suffix}")
+        suffix = model_files.MODEL_SUFFIX[model_files.model_kind(checkpoint.model)]
+        artifact = model_files.save_model(checkpoint.model, root / f"{checkpoint.checkpoint_id}{suffix}")
         saved.append(replace(checkpoint, artifact_uri=artifact.uri))
     return saved

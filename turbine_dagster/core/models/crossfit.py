@@ -65,7 +65,7 @@ def cross_fit(
 ) -> CrossFitResult:
     """Train one model per fold of ``development[FOLD]``, score each held-out fold, and combine the models."""
     if FOLD not in development.columns:
-        raise ValueError(f"development cases have no '{FOLD}' column; split them with data.development_and_holdout")
+        raise ValueError(f"development cases have no '{FOLD}' column; split them with cases.development_and_holdout")
     if not 0 < early_stopping_fraction < 1:
         raise ValueError(f"early_stopping_fraction must be in (0, 1), got {early_stopping_fraction}")
     started = time.perf_counter()

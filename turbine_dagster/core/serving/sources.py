@@ -156,7 +156,7 @@ def validate_batch(
     """Splits a batch (our columns) into clean rows and quarantined rows (QUARANTINE_SCHEMA), by ``row_problems``'
     rules, and counts the clean rows holding unusually large values.
 
-    A row is clean when every feature reads as a usable number (``data.usable``: finite, within float32, not
+    A row is clean when every feature reads as a usable number (``cases.usable``: finite, within float32, not
     negative) and it has a case id. That is checked here on all rows at once; ``row_problems`` then words the
     reasons for the few rows that failed.
     """

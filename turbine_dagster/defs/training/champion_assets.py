@@ -7,9 +7,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core.data import cases as data
-from turbine_dagster.core.evaluation import metrics as evaluation
+from turbine_dagster.core.data.cases import HOLDOUT_SCHEME_COLUMN, fingerprint
 from turbine_dagster.core.evaluation import selection
+from turbine_dagster.core.evaluation.metrics import N_BOOTSTRAP, evaluate_scores, headline_metrics
 from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
@@ -41,7 +41,7 @@ class ChampionConfig(dg.Config):
         selection.TIE_TOLERANCE, ge=0, description="recall_first: differences up to this are ties."
     )
     n_bootstrap: int = Field(
-        evaluation.N_BOOTSTRAP, ge=100, description="Bootstrap resamples for the holdout report's 95% intervals."
+        N_BOOTSTRAP, ge=100, description="Bootstrap resamples for the holdout report's 95% intervals."
     )
     min_malignant_recall: float = Field(
         selection.QualityBars.min_malignant_recall,
@@ -137,11 +137,11 @@ def champion_model(
     model = {"tf_model": tf_model, "catboost_model": catboost_model}[chosen.champion]
     threshold = decision_report["threshold"]
     p_holdout = predict_malignant_proba(model, test_split)
-    holdout = evaluation.evaluate_scores(test_split[TARGET], p_holdout, threshold, "holdout", config.n_bootstrap)
+    holdout = evaluate_scores(test_split[TARGET], p_holdout, threshold, "holdout", config.n_bootstrap)
     plots = evaluation_plots_markdown(test_split[TARGET], p_holdout, threshold, "holdout")
-    metrics = evaluation.headline_metrics(holdout)
-    out_of_fold_metrics = evaluation.headline_metrics(decision_report)
-    scheme = str(test_split[data.HOLDOUT_SCHEME_COLUMN].iloc[0])
+    metrics = headline_metrics(holdout)
+    out_of_fold_metrics = headline_metrics(decision_report)
+    scheme = str(test_split[HOLDOUT_SCHEME_COLUMN].iloc[0])
     version = registry.registry().register(
         team,
         model,
@@ -149,7 +149,7 @@ def champion_model(
         metrics={**metrics, **{f"out_of_fold_{name}": value for name, value in out_of_fold_metrics.items()}},
         partition=context.partition_key,
         run_id=context.run.run_id,
-        data_version=data.fingerprint(train_split),
+        data_version=fingerprint(train_split),
         reference=train_split.loc[:, list(FEATURE_COLUMNS)],
         checkpoints=[
             Checkpoint.from_dict(c)

@@ -7,10 +7,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core.data import cases as data
-from turbine_dagster.core.data import landing
+from turbine_dagster.core.data import cases, landing
 from turbine_dagster.core.data.landing import LandingError
-from turbine_dagster.core.schema import CASE_ID, TARGET
+from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, SOURCE_FILE, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.failures import asset_and_partition, failing_on
 from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
@@ -23,10 +22,10 @@ OWNERS = ["team:ml-platform"]
 
 class RawDataConfig(dg.Config):
     window_weeks: int = Field(
-        data.ALL_WEEKS, ge=0, description="Weeks of labeled history up to this week to use; 0 = all."
+        cases.ALL_WEEKS, ge=0, description="Weeks of labeled history up to this week to use; 0 = all."
     )
     min_cases_per_class: int = Field(
-        data.MIN_CASES_PER_CLASS,
+        cases.MIN_CASES_PER_CLASS,
         ge=1,
         description="Check enough_rows_per_class: fewest cases of each class a training set may hold.",
     )
@@ -34,19 +33,23 @@ class RawDataConfig(dg.Config):
 
 class SplitConfig(dg.Config):
     test_fraction: float = Field(
-        data.SplitParams.test_fraction,
+        cases.SplitParams.test_fraction,
         gt=0,
         lt=1,
         description="Share of case ids in the fixed holdout (chosen by a "
         "hash of the case id: a case never changes split). Changing it starts a new split "
         "scheme: the gate then cannot pair the next candidate with the serving champion.",
     )
-    folds: int = Field(data.SplitParams.folds, ge=2, description="Cross-fitting folds over the development cases.")
-    seed: int = Field(data.SplitParams.seed, description="Seed of the stratified fold assignment.")
+    folds: int = Field(cases.SplitParams.folds, ge=2, description="Cross-fitting folds over the development cases.")
+    seed: int = Field(cases.SplitParams.seed, description="Seed of the stratified fold assignment.")
+
+
+def unusual_values_metadata(frame: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(padded_markdown_table(cases.unusual_values_table(frame)))
 
 
 def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
-    counts = data.class_counts(frame)
+    counts = cases.class_counts(frame)
     return {
         "malignant_cases": counts["malignant"],
         "benign_cases": counts["benign"],
@@ -54,17 +57,17 @@ def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-RAW_DATA_CHECKS: dict[str, tuple[str, Callable[..., data.CheckOutcome]]] = {
-    "feature_columns_numeric": ("The 30 feature columns hold numbers only.", data.check_numeric_features),
+RAW_DATA_CHECKS: dict[str, tuple[str, Callable[..., cases.CheckOutcome]]] = {
+    "feature_columns_numeric": ("The 30 feature columns hold numbers only.", cases.check_numeric_features),
     "no_missing_or_infinite_values": (
         "No NaN, infinite, beyond-float32 (infinite to the model) or negative (no measurement is) feature values.",
-        data.check_finite_features,
+        cases.check_finite_features,
     ),
-    "labels_valid": ("Every target is 0 (malignant) or 1 (benign).", data.check_labels),
-    "case_ids_unique": ("No case id appears twice.", data.check_unique_case_ids),
+    "labels_valid": ("Every target is 0 (malignant) or 1 (benign).", cases.check_labels),
+    "case_ids_unique": ("No case id appears twice.", cases.check_unique_case_ids),
     "enough_rows_per_class": (
         "Each class has the minimum number of cases (config min_cases_per_class).",
-        data.check_rows_per_class,
+        cases.check_rows_per_class,
     ),
 }
 """raw_data's blocking checks, evaluated in raw_data's own step: an ERROR stops every downstream asset of the run."""
@@ -112,30 +115,26 @@ def raw_data(
     strays = landing.stray_entries(landing_zone.path(), landing.LABELED, team)
     if strays:
         context.log.warning(f"{asset_and_partition(context)}: {landing.stray_warning(strays)}")
-    with failing_on(context, LandingError, data.EmptyPartitionError):
-        frame = data.load_labeled_cases(landing_zone.path(), team, week, config.window_weeks)
+    with failing_on(context, LandingError, cases.EmptyPartitionError):
+        frame = cases.load_labeled_cases(landing_zone.path(), team, week, config.window_weeks)
     files = (
-        frame.groupby([data.SOURCE_FILE, data.LAYOUT], sort=True)
+        frame.groupby([SOURCE_FILE, cases.LAYOUT], sort=True)
         .size()
         .rename_axis(["file", "layout"])
         .reset_index(name="rows")
     )
-    preview = frame.loc[:, [CASE_ID, *data.FEATURE_COLUMNS[:4], TARGET, data.WEEK]].head(10)
-    unusual = data.unusually_large(frame)
+    preview = frame.loc[:, [CASE_ID, *FEATURE_COLUMNS[:4], TARGET, cases.WEEK]].head(10)
+    unusual = cases.unusually_large(frame)
     return dg.MaterializeResult(
         value=frame,
-        data_version=dg.DataVersion(data.fingerprint(frame)),
+        data_version=dg.DataVersion(cases.fingerprint(frame)),
         metadata={
             **class_balance_metadata(frame),
-            "weeks": len(frame[data.WEEK].unique()),
-            "layouts": dg.MetadataValue.json(frame[data.LAYOUT].value_counts().sort_index().to_dict()),
+            "weeks": len(frame[cases.WEEK].unique()),
+            "layouts": dg.MetadataValue.json(frame[cases.LAYOUT].value_counts().sort_index().to_dict()),
             "source_files": dg.MetadataValue.md(padded_markdown_table(files)),
             "rows_with_unusually_large_values": int(unusual.sum()),
-            **(
-                {"unusually_large_values": dg.MetadataValue.md(padded_markdown_table(data.unusual_values_table(frame)))}
-                if unusual.any()
-                else {}
-            ),
+            **({"unusually_large_values": unusual_values_metadata(frame)} if unusual.any() else {}),
             **({"ignored_landing_entries": dg.MetadataValue.json(strays)} if strays else {}),
             "preview": dg.MetadataValue.md(padded_markdown_table(preview)),
         },
@@ -162,10 +161,10 @@ SPLIT_DESCRIPTIONS = {
     retry_policy=STORAGE_RETRY_POLICY,
 )
 def splits(context: dg.AssetExecutionContext, config: SplitConfig, raw_data: pd.DataFrame):
-    params = data.SplitParams(config.test_fraction, config.folds, config.seed)
+    params = cases.SplitParams(config.test_fraction, config.folds, config.seed)
     with failing_on(context, ValueError):
-        development, holdout = data.development_and_holdout(raw_data, params)
-    holdout = holdout.assign(**{data.HOLDOUT_SCHEME_COLUMN: params.scheme})
+        development, holdout = cases.development_and_holdout(raw_data, params)
+    holdout = holdout.assign(**{cases.HOLDOUT_SCHEME_COLUMN: params.scheme})
     for name, part in (("train_split", development), ("test_split", holdout)):
         yield dg.Output(
             part, output_name=name, metadata={**class_balance_metadata(part), "split_scheme": params.scheme}

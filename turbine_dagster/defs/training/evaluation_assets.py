@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core.evaluation import metrics as evaluation
+from turbine_dagster.core.evaluation import metrics
 from turbine_dagster.core.schema import P_MALIGNANT, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import team_week_partitions
@@ -20,21 +20,21 @@ OWNERS = ["team:data-science"]
 
 class EvaluationConfig(dg.Config):
     target_recall: float = Field(
-        evaluation.DEFAULT_TARGET_RECALL,
+        metrics.DEFAULT_TARGET_RECALL,
         gt=0,
         lt=1,
         description="Malignant recall the operating threshold promises on "
         "new cases (split-conformal on out-of-fold scores).",
     )
-    n_bootstrap: int = Field(evaluation.N_BOOTSTRAP, ge=100, description="Bootstrap resamples for the 95% intervals.")
-    seed: int = Field(evaluation.BOOTSTRAP_SEED, description="Seed of the bootstrap resampling.")
+    n_bootstrap: int = Field(metrics.N_BOOTSTRAP, ge=100, description="Bootstrap resamples for the 95% intervals.")
+    seed: int = Field(metrics.BOOTSTRAP_SEED, description="Seed of the bootstrap resampling.")
 
 
 def report_metadata(report: dict, plots: dict[str, str]) -> dict:
     """What the UI shows of an evaluation report: headline floats (plotted over time), intervals, table, plots."""
     bootstrap = report["bootstrap"]
     return {
-        **evaluation.headline_metrics(report),
+        **metrics.headline_metrics(report),
         "malignant_recall_ci_low": bootstrap["malignant_recall"]["low"],
         "malignant_recall_ci_high": bootstrap["malignant_recall"]["high"],
         "metrics": dg.MetadataValue.md(metrics_table_markdown(report)),
@@ -43,7 +43,7 @@ def report_metadata(report: dict, plots: dict[str, str]) -> dict:
 
 
 def evaluate_out_of_fold(out_of_fold: pd.DataFrame, config: EvaluationConfig) -> dg.Output[dict]:
-    report = evaluation.evaluate_out_of_fold(
+    report = metrics.evaluate_out_of_fold(
         out_of_fold[TARGET], out_of_fold[P_MALIGNANT], config.target_recall, config.n_bootstrap, config.seed
     )
     plots = evaluation_plots_markdown(out_of_fold[TARGET], out_of_fold[P_MALIGNANT], report["threshold"], "out-of-fold")

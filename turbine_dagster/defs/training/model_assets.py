@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
 from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.failures import asset_and_partition
@@ -29,7 +29,7 @@ class CrossFitConfig(dg.Config):
     """What both models' Launchpad configs share."""
 
     early_stopping_fraction: float = Field(
-        data.EARLY_STOPPING_FRACTION,
+        EARLY_STOPPING_FRACTION,
         gt=0,
         lt=1,
         description="Share of each fold's training cases held back for early stopping.",
