@@ -24,7 +24,9 @@ class ChallengerComparisonConfig(dg.Config):
     )
     challenger_checkpoint: str | None = Field(None, description="A checkpoint of the challenger version.")
     sample_size: int = Field(DISAGREEMENTS_LISTED, ge=1, description="Disagreeing cases listed in the metadata.")
-    chunk_rows: int = Field(CHUNK_ROWS, ge=1)
+    chunk_rows: int = Field(
+        CHUNK_ROWS, ge=1, description="Rows read, validated and scored at a time by each model: bounds memory."
+    )
 
 
 class DriftConfig(dg.Config):

@@ -44,8 +44,8 @@ class TFModelConfig(CrossFitConfig):
     epochs: int = Field(
         TF_DEFAULTS.epochs, ge=1, description="Upper bound on epochs; early stopping usually ends sooner."
     )
-    batch_size: int = Field(TF_DEFAULTS.batch_size, ge=1)
-    learning_rate: float = Field(TF_DEFAULTS.learning_rate, gt=0)
+    batch_size: int = Field(TF_DEFAULTS.batch_size, ge=1, description="Training cases per gradient step.")
+    learning_rate: float = Field(TF_DEFAULTS.learning_rate, gt=0, description="Learning rate of the Adam optimizer.")
     balanced_class_weight: bool = Field(
         TF_DEFAULTS.class_weight == "balanced", description="Weight classes inversely to their frequency."
     )
@@ -78,13 +78,26 @@ class CatBoostConfig(CrossFitConfig):
         list(CATBOOST_DEFAULTS.param_grid["l2_leaf_reg"]), description="Search space: L2 regularisation."
     )
     n_iter: int = Field(CATBOOST_DEFAULTS.n_iter, ge=1, description="Candidates tried by the randomized search.")
-    cv_folds: int = Field(CATBOOST_DEFAULTS.cv_folds, ge=2)
-    iterations: int = Field(CATBOOST_DEFAULTS.iterations, ge=1)
-    early_stopping_rounds: int = Field(CATBOOST_DEFAULTS.early_stopping_rounds, ge=1)
+    cv_folds: int = Field(
+        CATBOOST_DEFAULTS.cv_folds,
+        ge=2,
+        description="Folds of the search's cross-validation on each fold's training cases.",
+    )
+    iterations: int = Field(
+        CATBOOST_DEFAULTS.iterations, ge=1, description="Upper bound on trees; early stopping usually ends sooner."
+    )
+    early_stopping_rounds: int = Field(
+        CATBOOST_DEFAULTS.early_stopping_rounds,
+        ge=1,
+        description="Trees without a better early-stopping loss before stopping.",
+    )
     balanced_class_weight: bool = Field(
         CATBOOST_DEFAULTS.class_weight == "balanced", description="Weight classes inversely to their frequency."
     )
-    seed: int = Field(CATBOOST_DEFAULTS.seed)
+    seed: int = Field(
+        CATBOOST_DEFAULTS.seed,
+        description="Seeds CatBoost's training, its search's folds and the early-stopping split.",
+    )
     use_gpu: bool = Field(CATBOOST_DEFAULTS.use_gpu, description="task_type=GPU when a GPU is present; CPU otherwise.")
     checkpoint_iterations: list[int] = Field(
         list(CATBOOST_DEFAULTS.checkpoint_iterations),
