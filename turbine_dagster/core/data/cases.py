@@ -1,11 +1,5 @@
-"""Labeled case data: loading from the landing zone, validation rules, stratified splits.
-
-The same cell-level rules (text in a numeric column, NaN, inf, a value beyond float32 that the
-model would read as inf, a negative measurement) serve two callers: the blocking checks on
-``raw_data`` (counts per column and file) and batch scoring (a reason per row, for the quarantine
-file). They live here once. Values that are merely unusually large (``UNUSUALLY_LARGE``) break no
-rule: they are likely the cancers, so they are scored and counted in metadata.
-"""
+"""Labeled case data: loading from the landing zone, the value rules that the ``raw_data`` checks and batch
+scoring share, and the stratified holdout and cross-fitting splits."""
 
 import datetime as dt
 import hashlib

@@ -1,11 +1,5 @@
-"""Cross-fitting: K models, each trained without one fold, and the ensemble of all K that serves.
-
-Fold k's model is fitted on the other folds minus a stratified early-stopping share, stops on that
-share, and then scores fold k: every development case gets one out-of-fold P(malignant) from a model
-that neither fitted it nor early-stopped on it. Those scores choose the operating threshold and the
-champion. What serves is the mean of the K fold models (each trainer combines its own kind into one
-native model), so the out-of-fold scores describe the model that scores new cases.
-"""
+"""Cross-fitting: K models, each trained without one fold and scoring it (the out-of-fold scores that choose
+threshold and champion), and the ensemble of all K that serves."""
 
 import time
 from collections.abc import Callable, Sequence
