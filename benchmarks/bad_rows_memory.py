@@ -22,7 +22,6 @@ Figures are printed whether or not they meet the target, with the load average (
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 sys.path.insert(0, str(Path(__file__).parent))
-from batch_scoring import current_rss_bytes, load_average, mib, peak_rss_bytes, reset_peak_rss  # noqa: E402
+import measuring  # noqa: E402
 
 TEAM = "bench"
 WEEKS = {"bad": "2026-02-01", "bad_large": "2026-02-08", "clean": "2026-02-15"}
@@ -57,7 +56,7 @@ def main() -> None:
         return
 
     started = time.perf_counter()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load_average()} at start", flush=True)
+    print(f"machine: {os.cpu_count()} CPUs, load average {measuring.load_average()} at start", flush=True)
     landing_root = UPath(out / "landing")
     sizes = {"bad": args.rows, "bad_large": args.rows_large, "clean": args.rows}
     results: dict[str, dict] = {}
@@ -73,7 +72,7 @@ def main() -> None:
             print(f"peak RSS: compare_prediction_files, {rows:,} rows each in a fresh process ...", flush=True)
             results[f"comparison_{rows}"] = run_child(args, out, "comparison", str(rows))
     report(args, results)
-    print(f"\nload average at the end {load_average()}; whole run {time.perf_counter() - started:,.0f} s")
+    print(f"\nload average at the end {measuring.load_average()}; whole run {time.perf_counter() - started:,.0f} s")
     (out / "results.json").write_text(json.dumps({"chunk_rows": args.chunk_rows, "results": results}, indent=2))
     print(f"figures written to {out / 'results.json'}")
 
@@ -157,21 +156,8 @@ def ensure_predictions(folder: Path, rows: int) -> None:
 
 
 def run_child(args, out: Path, kind: str, source: str) -> dict:
-    result = out / f"rss-{kind}-{source}.json"
-    command = [
-        sys.executable,
-        __file__,
-        "--out",
-        str(out),
-        "--chunk-rows",
-        str(args.chunk_rows),
-        "--child",
-        kind,
-        source,
-        str(result),
-    ]
-    subprocess.run(command, check=True)
-    return json.loads(result.read_text())
+    options = ["--out", str(out), "--chunk-rows", str(args.chunk_rows)]
+    return measuring.measure_in_fresh_process(__file__, options, [kind, source], out / f"rss-{kind}-{source}.json")
 
 
 def child(args, out: Path, kind: str, source: str, result: str) -> None:
@@ -209,12 +195,12 @@ def child(args, out: Path, kind: str, source: str, result: str) -> None:
             report = compare_prediction_files(folder / "champion.parquet", folder / "challenger.parquet")
             return {"rows": report.n_compared, "agreement_rate": report.agreement_rate}
 
-    rss_before = current_rss_bytes()
-    scoped = reset_peak_rss()
+    rss_before = measuring.current_rss_bytes()
+    scoped = measuring.reset_peak_rss()
     began = time.perf_counter()
     figures = work()
     seconds = time.perf_counter() - began
-    peak = peak_rss_bytes()
+    peak = measuring.peak_rss_bytes()
     if kind == "scoring":
         for name in ("predictions.parquet", "quarantine.parquet"):
             Path(scratch.path, name).unlink(missing_ok=True)
@@ -257,8 +243,9 @@ def report(args, results: dict[str, dict]) -> None:
     print(f"{'work':<34} {'rows':>12} {'before':>10} {'peak':>10} {'growth':>10} {'seconds':>9}")
     for name, figures in results.items():
         print(
-            f"{name:<34} {figures['rows']:>12,} {mib(figures['rss_before_bytes']):>10} "
-            f"{mib(figures['peak_rss_bytes']):>10} {mib(figures['peak_rss_bytes'] - figures['rss_before_bytes']):>10} "
+            f"{name:<34} {figures['rows']:>12,} {measuring.mib(figures['rss_before_bytes']):>10} "
+            f"{measuring.mib(figures['peak_rss_bytes']):>10} "
+            f"{measuring.mib(figures['peak_rss_bytes'] - figures['rss_before_bytes']):>10} "
             f"{figures['seconds']:>9,.1f}"
         )
     pairs = [

@@ -28,9 +28,7 @@ to run: the load average is printed with them.
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +44,9 @@ from upath import UPath  # noqa: E402
 
 from turbine_dagster.core.data import landing  # noqa: E402
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import measuring  # noqa: E402
 
 TEAM = "bench"
 WEEK_BY_SIZE = {"default": "2026-01-04", "large": "2026-01-11"}
@@ -98,7 +99,7 @@ def main() -> None:
     out = args.out.resolve()
     landing_root = UPath(out / "landing")
     started = time.perf_counter()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load_average()} at start")
+    print(f"machine: {os.cpu_count()} CPUs, load average {measuring.load_average()} at start")
     sizes = {"default": args.rows, **({"large": args.rows_large} if args.large else {})}
     for size, rows in sizes.items():
         ensure_scoring_data(landing_root, WEEK_BY_SIZE[size], rows)
@@ -114,7 +115,7 @@ def main() -> None:
             memory.setdefault(kind, {})[size] = run_child(args, model_file, WEEK_BY_SIZE[size], out)
 
     report(args, sizes, models, throughput, memory)
-    print(f"\nload average at the end {load_average()}; whole run {time.perf_counter() - started:,.0f} s")
+    print(f"\nload average at the end {measuring.load_average()}; whole run {time.perf_counter() - started:,.0f} s")
     results = {
         "rows": sizes,
         "chunk_rows": args.chunk_rows,
@@ -140,10 +141,6 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def load_average() -> str:
-    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def partition_files(landing_root: UPath, week: str) -> list[UPath]:
@@ -268,53 +265,10 @@ def measure_throughput(kind: str, model, landing_root: UPath, out: Path, args) -
 
 
 def run_child(args, model_file: Path, week: str, out: Path) -> dict:
-    result = out / f"rss-{model_file.stem}-{week}.json"
-    command = [
-        sys.executable,
-        __file__,
-        "--out",
-        str(out),
-        "--chunk-rows",
-        str(args.chunk_rows),
-        "--batch-size",
-        str(args.batch_size),
-        "--child",
-        str(model_file),
-        week,
-        str(result),
-    ]
-    subprocess.run(command, check=True)
-    return json.loads(result.read_text())
-
-
-def peak_rss_bytes() -> int:
-    """This process' peak RSS. On Linux VmHWM, the peak of this program's own memory: ru_maxrss also counts
-    the parent's RSS copied at fork, before exec, which here is the parent's TensorFlow and models."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def current_rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def reset_peak_rss() -> bool:
-    """Linux: restart the peak-RSS mark (VmHWM) at the current RSS, so the peak read later is the peak of what
-    ran in between, not of importing TensorFlow or loading the model."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
+    options = ["--out", str(out), "--chunk-rows", str(args.chunk_rows), "--batch-size", str(args.batch_size)]
+    return measuring.measure_in_fresh_process(
+        __file__, options, [str(model_file), week], out / f"rss-{model_file.stem}-{week}.json"
+    )
 
 
 def child(args, model_file: str, week: str, result: str) -> None:
@@ -327,9 +281,9 @@ def child(args, model_file: str, week: str, result: str) -> None:
     model = load_model(model_file)
     # Warm the model once, so the baseline holds what any run holds before its first chunk (Keras' traced function).
     library_p_malignant(model, np.zeros((args.batch_size, len(FEATURE_COLUMNS)), np.float32), args.batch_size)
-    peak_before = peak_rss_bytes()
-    rss_before = current_rss_bytes()
-    scoring_only = reset_peak_rss()
+    peak_before = measuring.peak_rss_bytes()
+    rss_before = measuring.current_rss_bytes()
+    scoring_only = measuring.reset_peak_rss()
     output = UPath(tempfile.mkdtemp(dir=out)) / "predictions.parquet"
     summary = score_partition(
         files,
@@ -342,7 +296,7 @@ def child(args, model_file: str, week: str, result: str) -> None:
         chunk_rows=args.chunk_rows,
         batch_size=args.batch_size,
     )
-    peak = peak_rss_bytes()
+    peak = measuring.peak_rss_bytes()
     Path(output.path).unlink()
     Path(output.path).parent.rmdir()
     Path(result).write_text(
@@ -365,10 +319,6 @@ def child(args, model_file: str, week: str, result: str) -> None:
 
 def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
-
-
-def mib(value: float) -> str:
-    return f"{value / 2**20:,.0f} MiB"
 
 
 def report(args, sizes: dict[str, int], models: dict, throughput: list[Throughput], memory: dict) -> None:
@@ -396,9 +346,9 @@ def report(args, sizes: dict[str, int], models: dict, throughput: list[Throughpu
     for kind, by_size in memory.items():
         for size, figures in by_size.items():
             line = (
-                f"{kind:<11} {figures['rows']:>12,} {mib(figures['rss_before_scoring_bytes']):>10} "
-                f"{mib(figures['peak_rss_bytes']):>10} "
-                f"{mib(figures['peak_rss_bytes'] - figures['rss_before_scoring_bytes']):>10} "
+                f"{kind:<11} {figures['rows']:>12,} {measuring.mib(figures['rss_before_scoring_bytes']):>10} "
+                f"{measuring.mib(figures['peak_rss_bytes']):>10} "
+                f"{measuring.mib(figures['peak_rss_bytes'] - figures['rss_before_scoring_bytes']):>10} "
                 f"{figures['rows_per_second']:>10,.0f}"
             )
             if size == "large":
@@ -409,7 +359,7 @@ def report(args, sizes: dict[str, int], models: dict, throughput: list[Throughpu
         print("(this kernel cannot reset the peak-RSS mark: 'peak' is the whole process' peak, imports included)")
     else:
         lifetime = max(f["peak_rss_before_scoring_bytes"] for by_size in memory.values() for f in by_size.values())
-        print(f"(highest RSS of a child before scoring, while importing and loading: {mib(lifetime)})")
+        print(f"(highest RSS of a child before scoring, while importing and loading: {measuring.mib(lifetime)})")
     if "large" not in sizes:
         print(f"(peak RSS at {args.rows_large:,} rows not measured: run with --large)")
 

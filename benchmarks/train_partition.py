@@ -39,6 +39,7 @@ import argparse
 import dataclasses
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -64,6 +65,9 @@ from turbine_dagster.defs.resources import local_resources  # noqa: E402
 from turbine_dagster.defs.training.data_assets import raw_data, splits  # noqa: E402
 from turbine_dagster.defs.training.model_assets import catboost_model, tf_model  # noqa: E402
 from turbine_dagster.settings import Settings  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import measuring  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - IMPORTS_STARTED
 
@@ -174,10 +178,6 @@ def largest_prediction_difference(partition: Partition, models_dir: Path) -> dic
     }
 
 
-def load_average() -> str:
-    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path, alternating order")
@@ -193,7 +193,7 @@ def main() -> None:
         print(
             f"partition {partition.key}: {args.weeks} weeks x {args.labeled_rows} labeled cases; "
             + ", ".join(f"{name} {rows}" for name, rows in split_rows.items())
-            + f"; {os.cpu_count()} CPUs, load average {load_average()}"
+            + f"; {os.cpu_count()} CPUs, load average {measuring.load_average()}"
         )
         warm_up_started = time.perf_counter()
         warm_up(partition)
@@ -210,7 +210,7 @@ def main() -> None:
                 print(
                     f"repeat {repeat}/{args.repeats} {timing.path:<7}: {timing.wall_seconds:6.1f} s wall, "
                     f"{timing.cpu_seconds:6.1f} s CPU, {timing.training_seconds:6.1f} s in the trainers "
-                    f"(load average {load_average()})",
+                    f"(load average {measuring.load_average()})",
                     flush=True,
                 )
         differences = largest_prediction_difference(partition, models_dir)

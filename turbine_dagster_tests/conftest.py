@@ -96,20 +96,25 @@ def s3_server():
     server.stop()
 
 
-@pytest.fixture
-def s3_environment(s3_server, monkeypatch):
-    """Credentials, region and endpoint in the environment, as in a deployment; clients made afresh."""
-    import s3fs
-
+def set_s3_environment(monkeypatch, endpoint: str) -> None:
+    """Credentials, region and endpoint of the local S3 in the environment, as in a deployment."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_server,
-        "TURBINE_S3_ENDPOINT_URL": s3_server,
+        "AWS_ENDPOINT_URL": endpoint,
+        "TURBINE_S3_ENDPOINT_URL": endpoint,
     }.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def s3_environment(s3_server, monkeypatch):
+    """Credentials, region and endpoint in the environment, as in a deployment; clients made afresh."""
+    import s3fs
+
+    set_s3_environment(monkeypatch, s3_server)
     s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep an earlier endpoint
     yield s3_server
     s3fs.S3FileSystem.clear_instance_cache()

@@ -1,9 +1,24 @@
 """Helpers for Dagster-layer tests: materialize with the local resources against temporary folders."""
 
-import dagster as dg
+import dataclasses
+from pathlib import Path
 
+import dagster as dg
+from upath import UPath
+
+from turbine_dagster.core.data.demo import write_demo_data
 from turbine_dagster.defs.resources import local_resources
 from turbine_dagster.settings import Settings
+from turbine_dagster_tests.conftest import TEAM
+
+
+def settings_with_demo_data(root: Path, week: str, scoring_rows: int) -> Settings:
+    """Settings for ``root``: demo data of TEAM (200 labeled cases) landed for ``week`` in landing/, storage in
+    storage/."""
+    write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=200, scoring_rows=scoring_rows)
+    return dataclasses.replace(
+        Settings.from_env({}), landing_root=str(root / "landing"), storage_root=str(root / "storage")
+    )
 
 
 def materialize(

@@ -1,13 +1,10 @@
 """Code versions: an asset's version follows its own code and defaults, and Dagster's staleness follows versions."""
 
-import dataclasses
-
 import dagster as dg
 import pytest
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest  # what the webserver's staleStatus reads, without it
-from upath import UPath
 
 from turbine_dagster.defs import code_versions
 from turbine_dagster.defs.prediction.assets import prediction_assets
@@ -16,11 +13,17 @@ from turbine_dagster.defs.training.data_assets import data_assets
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
 from turbine_dagster.defs.training.model_assets import model_assets
 from turbine_dagster_tests.conftest import TEAM
-from turbine_dagster_tests.defs.helpers import failure_messages, materialize
+from turbine_dagster_tests.defs.helpers import failure_messages, materialize, settings_with_demo_data
 from turbine_dagster_tests.defs.test_training_assets import FAST_TRAINING
 
 ASSETS = [*data_assets, *model_assets, *evaluation_assets, *champion_assets, *prediction_assets]
 TF_OUTPUTS = {"tf_model", "tf_model_checkpoints", "tf_model_out_of_fold"}
+# A change to the FCN block's code: module, old text, new text.
+FCN_BLOCK_CHANGE = (
+    "turbine_dagster.core.models.fcn",
+    'keras.layers.LayerNormalization(name="norm")',
+    'keras.layers.LayerNormalization(epsilon=1e-5, name="norm")',
+)
 
 
 def versions(assets) -> dict[str, str]:
@@ -53,6 +56,14 @@ def reversioned(assets) -> list[dg.AssetsDefinition]:
     return [code_versions.versioned(asset) for asset in assets]
 
 
+def versions_changed_by(monkeypatch, module: str, old: str, new: str) -> set[str]:
+    """The assets whose code version changes when ``module`` reads ``new`` where it read ``old``."""
+    before = versions(ASSETS)
+    with_source_changed(monkeypatch, module, old, new)
+    after = versions(reversioned(ASSETS))
+    return {key for key in before if before[key] != after[key]}
+
+
 def test_every_asset_of_both_locations_has_a_code_version():
     from turbine_dagster.locations.prediction import defs as prediction
     from turbine_dagster.locations.training import defs as training
@@ -73,36 +84,23 @@ def test_versions_are_deterministic():
 
 
 def test_a_change_to_the_fcn_block_changes_tf_model_and_nothing_else(monkeypatch):
-    before = versions(ASSETS)
-    with_source_changed(
-        monkeypatch,
-        "turbine_dagster.core.models.fcn",
-        'keras.layers.LayerNormalization(name="norm")',
-        'keras.layers.LayerNormalization(epsilon=1e-5, name="norm")',
-    )
-    after = versions(reversioned(ASSETS))
-    assert {key for key in before if before[key] != after[key]} == TF_OUTPUTS
+    assert versions_changed_by(monkeypatch, *FCN_BLOCK_CHANGE) == TF_OUTPUTS
 
 
 def test_a_changed_model_default_changes_that_model_only(monkeypatch):
-    before = versions(ASSETS)
-    with_source_changed(
+    changed = versions_changed_by(
         monkeypatch,
         "turbine_dagster.core.models.params",
         "hidden_units: tuple[int, ...] = (64, 32)",
         "hidden_units: tuple[int, ...] = (128, 64)",
     )
-    after = versions(reversioned(ASSETS))
-    assert {key for key in before if before[key] != after[key]} == TF_OUTPUTS
+    assert changed == TF_OUTPUTS
 
 
 def test_a_change_in_shared_core_code_changes_every_asset_that_runs_it(monkeypatch):
-    before = versions(ASSETS)
-    with_source_changed(
+    changed = versions_changed_by(
         monkeypatch, "turbine_dagster.core.data.cases", "UNUSUALLY_LARGE_FACTOR = 1.25", "UNUSUALLY_LARGE_FACTOR = 1.5"
     )
-    after = versions(reversioned(ASSETS))
-    changed = {key for key in before if before[key] != after[key]}
     assert "raw_data" in changed and "batch_predictions" in changed  # both flag unusually large values
     assert not changed & {"tf_model", "catboost_model", "tf_evaluation"}
 
@@ -128,14 +126,7 @@ def test_comments_docstrings_and_descriptions_change_no_version(monkeypatch):
 @pytest.fixture(scope="module")
 def materialized_everything(tmp_path_factory, week):
     """The whole graph, data to predictions, materialized once for one partition on a persistent instance."""
-    from turbine_dagster.core.data.demo import write_demo_data
-    from turbine_dagster.settings import Settings
-
-    root = tmp_path_factory.mktemp("versions")
-    write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=200, scoring_rows=300)
-    settings = dataclasses.replace(
-        Settings.from_env({}), landing_root=str(root / "landing"), storage_root=str(root / "storage")
-    )
+    settings = settings_with_demo_data(tmp_path_factory.mktemp("versions"), week, scoring_rows=300)
     with dg.instance_for_test() as instance:
         result = materialize(ASSETS, settings, f"{TEAM}|{week}", instance=instance, run_config={"ops": FAST_TRAINING})
         assert result.success, failure_messages(result)
@@ -155,12 +146,7 @@ def test_after_a_change_to_the_fcn_block_the_model_and_then_everything_downstrea
     instance, settings, partition = materialized_everything
     assert stale(instance, ASSETS, partition) == set()
 
-    with_source_changed(
-        monkeypatch,
-        "turbine_dagster.core.models.fcn",
-        'keras.layers.LayerNormalization(name="norm")',
-        'keras.layers.LayerNormalization(epsilon=1e-5, name="norm")',
-    )
+    with_source_changed(monkeypatch, *FCN_BLOCK_CHANGE)
     changed = reversioned(ASSETS)
     by_name = {asset.op.name: asset for asset in changed}
     # The model: a new code version. Dagster marks a dependent once the asset it reads has a new data version.

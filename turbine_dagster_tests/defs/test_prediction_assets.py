@@ -13,6 +13,7 @@ from turbine_dagster.core.models.interface import predict_malignant_proba
 from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
 from turbine_dagster.core.models.tf_model import train_tf_model
 from turbine_dagster.core.registry.registry import ModelRegistry
+from turbine_dagster.core.registry.versions import ModelVersion
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT
 from turbine_dagster.defs.prediction.assets import batch_predictions, drift_report
 from turbine_dagster.defs.prediction.checks import no_data_drift
@@ -33,18 +34,24 @@ def team_models():
     return {"tensorflow": tf, "catboost": catboost}, train
 
 
-def serve(settings, model, reference, threshold=0.5) -> ModelRegistry:
-    registry = ModelRegistry(f"{settings.storage_root}/registry")
-    version = registry.register(
+def register(registry, model, reference, threshold=0.5, malignant_recall=0.9, checkpoints=()) -> ModelVersion:
+    """``model`` as TEAM's next version, with ``reference``'s features as its reference data; not serving."""
+    return registry.register(
         TEAM,
         model,
         threshold=threshold,
-        metrics={"malignant_recall": 0.99},
+        metrics={"malignant_recall": malignant_recall},
         partition=None,
         run_id=None,
         data_version=None,
         reference=reference.loc[:, list(FEATURE_COLUMNS)],
+        checkpoints=checkpoints,
     )
+
+
+def serve(settings, model, reference, threshold=0.5) -> ModelRegistry:
+    registry = ModelRegistry(f"{settings.storage_root}/registry")
+    version = register(registry, model, reference, threshold=threshold, malignant_recall=0.99)
     registry.promote_if(TEAM, version.version, lambda current: GateDecision(True, "test"))
     return registry
 
@@ -196,17 +203,7 @@ def test_explicit_version_and_checkpoint_score_with_exactly_that_artifact(
     tf_checkpoint = take_checkpoint(
         "epoch", 2, models["tensorflow"], is_malignant, predict_malignant_proba(models["tensorflow"], validation), 0.3
     )
-    registry.register(
-        TEAM,
-        models["tensorflow"],
-        threshold=0.5,
-        metrics={"malignant_recall": 0.9},
-        partition=None,
-        run_id=None,
-        data_version=None,
-        reference=train.loc[:, list(FEATURE_COLUMNS)],
-        checkpoints=[tf_checkpoint],
-    )  # v0002, not serving
+    register(registry, models["tensorflow"], train, checkpoints=[tf_checkpoint])  # v0002, not serving
     run_config = {"ops": {"batch_predictions": {"config": {"model_version": "v0002", "checkpoint": "epoch-0002"}}}}
     result = materialize(PREDICTION, settings, partition_key, run_config=run_config)
     assert result.success, failure_messages(result)
@@ -241,16 +238,7 @@ def test_challenger_comparison_reports_agreement_and_disagreements(settings, par
 
     models, train = team_models
     registry = serve(settings, models["catboost"], train)
-    registry.register(
-        TEAM,
-        models["tensorflow"],
-        threshold=0.5,
-        metrics={"malignant_recall": 0.9},
-        partition=None,
-        run_id=None,
-        data_version=None,
-        reference=train.loc[:, list(FEATURE_COLUMNS)],
-    )
+    register(registry, models["tensorflow"], train)
     result = materialize([challenger_comparison], settings, partition_key)
     assert result.success, failure_messages(result)
     metadata = result.asset_materializations_for_node("challenger_comparison")[0].metadata

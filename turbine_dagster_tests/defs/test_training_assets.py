@@ -17,6 +17,7 @@ from turbine_dagster_tests.defs.helpers import (
     failure_messages,
     materialize,
     materialized_keys,
+    settings_with_demo_data,
 )
 
 FAST_TRAINING = {
@@ -45,18 +46,8 @@ TRAINING_GRAPH = [raw_data, splits, *model_assets, *evaluation_assets, *champion
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, week):
     """One materialization of data → models → evaluation, shared by the assertions below."""
-    import dataclasses
-
-    from upath import UPath
-
-    from turbine_dagster.core.data.demo import write_demo_data
-    from turbine_dagster.settings import Settings
-
     root = tmp_path_factory.mktemp("training")
-    write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=200, scoring_rows=0)
-    settings = dataclasses.replace(
-        Settings.from_env({}), landing_root=str(root / "landing"), storage_root=str(root / "storage")
-    )
+    settings = settings_with_demo_data(root, week, scoring_rows=0)
     with dg.DagsterInstance.ephemeral() as instance:
         result = materialize(
             TRAINING_GRAPH, settings, f"{TEAM}|{week}", instance=instance, run_config={"ops": FAST_TRAINING}

@@ -19,6 +19,7 @@ from upath import UPath
 from turbine_dagster.core.evaluation.selection import GateDecision
 from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.settings import Settings
+from turbine_dagster_tests.conftest import create_bucket, set_s3_environment
 from turbine_dagster_tests.deploy.conftest import DEPLOY_DIR, load_yaml
 
 COMPONENTS = ("training", "prediction", "webserver", "daemon")
@@ -89,19 +90,9 @@ def deployment(s3_server, week):
     from turbine_dagster_tests.defs.test_training_assets import FAST_TRAINING, TRAINING_GRAPH
 
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": s3_server,
-            "TURBINE_S3_ENDPOINT_URL": s3_server,
-        }.items():
-            monkeypatch.setenv(name, value)
-        s3 = boto3.client("s3")
+        set_s3_environment(monkeypatch, s3_server)
         for bucket in {UPath(LANDING_ROOT).drive, UPath(STORAGE_ROOT).drive, LOG_BUCKET}:
-            if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-                s3.create_bucket(Bucket=bucket)
+            create_bucket(bucket)
         iam, credentials = boto3.client("iam"), {}
         for component in COMPONENTS:
             user = f"turbine-{component}-{uuid.uuid4().hex[:6]}"

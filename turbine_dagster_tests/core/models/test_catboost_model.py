@@ -4,8 +4,9 @@ import pytest
 from turbine_dagster.core.models.catboost_model import train_catboost_model
 from turbine_dagster.core.models.interface import predict_malignant_proba
 from turbine_dagster.core.models.params import CatBoostSearchParams
-from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, MALIGNANT, TARGET
+from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster.presentation.training import feature_importance_markdown
+from turbine_dagster_tests.core.models.helpers import mean_malignant_proba_by_class
 
 SPACE = {"depth": [2, 3], "learning_rate": [0.1, 0.3]}
 FAST = CatBoostSearchParams(param_grid=SPACE, cv_folds=3, iterations=40, early_stopping_rounds=10)
@@ -75,12 +76,9 @@ def test_predicts_probability_of_malignant(grid_searched, split):
     result, _, _ = grid_searched
     _, validation = split
 
-    proba = predict_malignant_proba(result.model, validation)
+    malignant, benign = mean_malignant_proba_by_class(result.model, validation)
 
-    assert (
-        proba[(validation[TARGET] == MALIGNANT).to_numpy()].mean()
-        > proba[(validation[TARGET] == BENIGN).to_numpy()].mean()
-    )
+    assert malignant > benign
 
 
 def test_prediction_reads_features_by_name_not_by_position(grid_searched, split):
@@ -91,6 +89,14 @@ def test_prediction_reads_features_by_name_not_by_position(grid_searched, split)
     np.testing.assert_array_equal(
         predict_malignant_proba(result.model, reversed_columns), predict_malignant_proba(result.model, validation)
     )
+
+
+def test_feature_importance_plot_is_an_embedded_png(grid_searched):
+    result, _, _ = grid_searched
+
+    markdown = feature_importance_markdown(result.feature_importance, top=5)
+
+    assert markdown.startswith("![Feature importance](data:image/png;base64,")
 
 
 def test_single_class_split_is_refused_naming_where(split):
@@ -104,11 +110,3 @@ def test_single_class_split_is_refused_naming_where(split):
 def test_empty_search_space_is_refused():
     with pytest.raises(ValueError, match=r"no candidate values for \['depth'\]"):
         CatBoostSearchParams(param_grid={"depth": []})
-
-
-def test_feature_importance_plot_is_an_embedded_png(grid_searched):
-    result, _, _ = grid_searched
-
-    markdown = feature_importance_markdown(result.feature_importance, top=5)
-
-    assert markdown.startswith("![Feature importance](data:image/png;base64,")

@@ -6,6 +6,7 @@ from turbine_dagster.core.models.params import TFTrainingParams
 from turbine_dagster.core.models.tf_model import train_tf_model
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
 from turbine_dagster.presentation.training import learning_curve_markdown
+from turbine_dagster_tests.core.models.helpers import mean_malignant_proba_by_class
 
 # A high learning rate makes validation loss turn up within a few epochs, so early stopping triggers.
 FAST = TFTrainingParams(hidden_units=(16, 8), epochs=12, learning_rate=0.05, patience=3)
@@ -53,12 +54,9 @@ def test_output_is_probability_of_malignant(trained, split):
     result, _ = trained
     _, validation = split
 
-    proba = predict_malignant_proba(result.model, validation)
+    malignant, benign = mean_malignant_proba_by_class(result.model, validation)
 
-    assert (
-        proba[(validation[TARGET] == MALIGNANT).to_numpy()].mean()
-        > proba[(validation[TARGET] == BENIGN).to_numpy()].mean()
-    )
+    assert malignant > benign
 
 
 def test_same_seed_gives_identical_predictions(trained, split):
@@ -70,6 +68,14 @@ def test_same_seed_gives_identical_predictions(trained, split):
     assert second.history == first.history
     np.testing.assert_array_equal(
         predict_malignant_proba(second.model, validation), predict_malignant_proba(first.model, validation)
+    )
+
+
+def test_learning_curve_is_an_embedded_png(trained):
+    result, _ = trained
+
+    assert learning_curve_markdown([result.history, result.history]).startswith(
+        "![Learning curve](data:image/png;base64,"
     )
 
 
@@ -86,14 +92,6 @@ def test_empty_split_is_refused_naming_where(split):
 
     with pytest.raises(ValueError, match=r"train split for team_a\|2026-11-22 is empty"):
         train_tf_model(train.iloc[:0], validation, FAST, where="team_a|2026-11-22")
-
-
-def test_learning_curve_is_an_embedded_png(trained):
-    result, _ = trained
-
-    assert learning_curve_markdown([result.history, result.history]).startswith(
-        "![Learning curve](data:image/png;base64,"
-    )
 
 
 def test_params_refuse_an_unknown_class_weight():
