@@ -5,7 +5,7 @@ from collections import defaultdict
 import dagster as dg
 import pytest
 
-from turbine_dagster.core.storage import files as storage
+from turbine_dagster.core.storage import files
 from turbine_dagster.defs.resources import LandingZone
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 from turbine_dagster.defs.training.data_assets import raw_data, splits
@@ -31,14 +31,14 @@ def inject(where: str) -> None:
 def flaky_writes(monkeypatch):
     """Stored files are written as usual, except raw_data's, which meet the faults queued under ``write raw_data``
     (as an S3 PUT would)."""
-    write = storage.write_bytes_atomic
+    write = files.write_bytes_atomic
 
     def flaky(target, data):
         if "/raw_data/" in str(target):
             inject("write raw_data")
         write(target, data)
 
-    monkeypatch.setattr(storage, "write_bytes_atomic", flaky)
+    monkeypatch.setattr(files, "write_bytes_atomic", flaky)
 
 
 class FlakyLanding(LandingZone):
