@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from turbine_dagster_tests.processes import free_port, stop_process_group
+from turbine_dagster_tests.processes import free_port, graphql, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -56,11 +56,7 @@ class Platform:
     log: Path
 
     def graphql(self, query: str, **variables) -> dict:
-        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return graphql(self.url, query, variables, timeout=60)
 
     def locations(self) -> dict[str, dict]:
         entries = self.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]

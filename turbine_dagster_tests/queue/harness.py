@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from turbine_dagster_tests.processes import free_port, stop_process_group
+from turbine_dagster_tests.processes import free_port, graphql, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -91,11 +91,7 @@ class Webserver:
     log: Path
 
     def graphql(self, query: str, **variables) -> dict:
-        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=120)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return graphql(self.url, query, variables, timeout=120)
 
 
 WORKSPACE_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
