@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from turbine_dagster.core.evaluation.metrics import has_both_classes
+from turbine_dagster.core.models.params import PREDICT_BATCH_ROWS
 from turbine_dagster.core.schema import CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, TARGET
-from turbine_dagster.core.serving.defaults import PREDICT_BATCH_ROWS
 from turbine_dagster.core.storage.model_files import model_kind
 
 

@@ -1,5 +1,5 @@
-"""Training parameters of both models, in a module without TensorFlow or CatBoost: the trainers take them, and
-the code servers read their defaults (the Launchpad's) without loading either library."""
+"""Training and prediction parameters of both models, in a module without TensorFlow or CatBoost: the trainers
+and the scorer take them, and the code servers read their defaults (the Launchpad's) without loading either library."""
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -82,3 +82,7 @@ class CatBoostSearchParams:
                 self.checkpoint_iterations, self.iterations, name="checkpoint_iterations", limit_name="iterations"
             ),
         )
+
+
+PREDICT_BATCH_ROWS = 8192
+"""Rows per predict batch of either model kind: bounds the memory of one prediction call."""

@@ -3,7 +3,5 @@ server reads them for the Launchpad without importing TensorFlow."""
 
 CHUNK_ROWS = 100_000
 """Rows read, validated and scored at a time: bounds memory."""
-PREDICT_BATCH_ROWS = 8192
-"""Rows per Keras predict batch."""
 DISAGREEMENTS_LISTED = 20
 """Disagreeing cases a comparison report lists, the most different first."""

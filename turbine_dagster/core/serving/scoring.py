@@ -19,6 +19,7 @@ from upath import UPath
 
 from turbine_dagster.core.evaluation.metrics import predict_labels
 from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba
+from turbine_dagster.core.models.params import PREDICT_BATCH_ROWS
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT
 from turbine_dagster.core.serving.columns import (
     MODEL_VERSION,
@@ -28,7 +29,7 @@ from turbine_dagster.core.serving.columns import (
     SCORED_AT,
     THRESHOLD,
 )
-from turbine_dagster.core.serving.defaults import CHUNK_ROWS, PREDICT_BATCH_ROWS
+from turbine_dagster.core.serving.defaults import CHUNK_ROWS
 from turbine_dagster.core.serving.sources import QUARANTINE_BLOCK_ROWS, Source, UnusualValues, clean_chunks
 from turbine_dagster.core.serving.staging import StagedParquet, read_ahead
 from turbine_dagster.core.storage.model_files import model_kind

@@ -3,8 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
+from turbine_dagster.core.models.params import PREDICT_BATCH_ROWS
 from turbine_dagster.core.monitoring.drift import SAMPLE_ROWS, SAMPLE_SEED, DriftRule
-from turbine_dagster.core.serving.defaults import CHUNK_ROWS, DISAGREEMENTS_LISTED, PREDICT_BATCH_ROWS
+from turbine_dagster.core.serving.defaults import CHUNK_ROWS, DISAGREEMENTS_LISTED
 
 
 class BatchPredictionConfig(dg.Config):

@@ -6,6 +6,7 @@ from upath import UPath
 
 from turbine_dagster.core.data import landing
 from turbine_dagster.core.models.checkpoints import Checkpoint
+from turbine_dagster.core.models.params import PREDICT_BATCH_ROWS
 from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.core.registry.versions import (
     ModelVersion,
@@ -13,7 +14,6 @@ from turbine_dagster.core.registry.versions import (
     model_reference,
     scoring_threshold,
 )
-from turbine_dagster.core.serving.defaults import PREDICT_BATCH_ROWS
 from turbine_dagster.defs.failures import asset_and_partition, asset_failure, failing_on
 from turbine_dagster.defs.resources import LandingZone
 
