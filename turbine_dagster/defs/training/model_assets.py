@@ -5,7 +5,7 @@ Both hold a slot of the ``gpu`` pool for their whole run (``granularity: run`` i
 TensorFlow and CatBoost are imported inside the asset bodies so code servers load in seconds.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import dagster as dg
@@ -144,6 +144,26 @@ def cross_fitted_model(name: str, io_manager_key: str, kinds: set[str], descript
     )
 
 
+def _cross_fit(
+    context: dg.AssetExecutionContext,
+    cross_fit_model: Callable[..., Any],
+    train_split: pd.DataFrame,
+    params: Any,
+    config: CrossFitConfig,
+    **on_progress: Callable[..., None],
+) -> Any:
+    """``cross_fit_model`` of ``params`` on the partition's development cases; its failure is final (a retry would
+    train again)."""
+    with final_unless_transient(asset_and_partition(context)):
+        return cross_fit_model(
+            train_split,
+            params,
+            early_stopping_fraction=config.early_stopping_fraction,
+            where=context.partition_key,
+            **on_progress,
+        )
+
+
 def _crossfit_outputs(
     context: dg.AssetExecutionContext, store: PartitionFolders, name: str, result: Any, metadata: dict[str, Any]
 ) -> Iterator[dg.Output]:
@@ -191,14 +211,9 @@ def tf_model(
             f"fold {fold} epoch {epoch}/{config.epochs}: loss {logs['loss']:.4f}, val_loss {logs['val_loss']:.4f}"
         )
 
-    with final_unless_transient(asset_and_partition(context)):  # a retry would train again
-        result = cross_fit_tf_model(
-            train_split,
-            config.training_params(),
-            early_stopping_fraction=config.early_stopping_fraction,
-            on_epoch_end=log_epoch,
-            where=context.partition_key,
-        )
+    result = _cross_fit(
+        context, cross_fit_tf_model, train_split, config.training_params(), config, on_epoch_end=log_epoch
+    )
     folds = result.fold_results
     context.log.info(
         f"cross-fitted {len(folds)} folds on {folds[0].device} in {result.seconds:.1f} s; best epochs "
@@ -240,14 +255,9 @@ def catboost_model(
     def log_candidate(fold: int, line: str) -> None:
         context.log.info(f"fold {fold} {line}")
 
-    with final_unless_transient(asset_and_partition(context)):  # a retry would train again
-        result = cross_fit_catboost_model(
-            train_split,
-            config.search_params(),
-            early_stopping_fraction=config.early_stopping_fraction,
-            on_candidate=log_candidate,
-            where=context.partition_key,
-        )
+    result = _cross_fit(
+        context, cross_fit_catboost_model, train_split, config.search_params(), config, on_candidate=log_candidate
+    )
     folds = result.fold_results
     importance = (
         pd.concat([fold.feature_importance for fold in folds])
