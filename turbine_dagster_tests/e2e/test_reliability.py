@@ -23,8 +23,7 @@ import pytest
 from dagster._core.scheduler.instigation import TickStatus
 from upath import UPath
 
-from turbine_dagster.core.data import cases as data
-from turbine_dagster.core.data import landing
+from turbine_dagster.core.data import cases, landing
 from turbine_dagster.core.data.demo import recent_weeks
 from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.defs.resources import LandingZone, PartitionFolders
@@ -235,7 +234,7 @@ def test_an_asset_subset_cannot_read_or_write_outside_the_storage_root(site, cur
     planted_dir = site.tmp / "planted-by-drill"
     planted_dir.mkdir()
     planted = planted_dir / f"{current_week}.parquet"
-    data.load_labeled_cases(UPath(site.platform.landing_root), "team_a", current_week).to_parquet(planted, index=False)
+    cases.load_labeled_cases(UPath(site.platform.landing_root), "team_a", current_week).to_parquet(planted, index=False)
     before = planted.read_bytes()
     # <storage>/assets/raw_data/<team>/<week>.parquet with this team is the planted file.
     key = f"../../../planted-by-drill|{current_week}"
@@ -272,7 +271,7 @@ def test_team_names_and_weeks_that_leave_the_landing_root_are_rejected_at_the_co
         with pytest.raises(landing.LandingError, match="invalid team name"):
             landing.landed_weeks(zone.path(), landing.LABELED, team)
         with pytest.raises(landing.LandingError, match="invalid team name"):
-            data.load_labeled_cases(zone.path(), team, current_week)
+            cases.load_labeled_cases(zone.path(), team, current_week)
         with pytest.raises(landing.LandingError, match="invalid team name"):
             predictions.folder(team, current_week)
     for week in ("../2026-11-22", "/etc", "2026-11-22/../../x", "2026-11-22/..", "../../../etc/passwd"):
@@ -287,7 +286,7 @@ def test_team_names_and_weeks_that_leave_the_landing_root_are_rejected_at_the_co
 
 def test_a_week_that_leaves_the_landing_root_gets_the_landing_zone_error_from_the_loader(tmp_path):
     with pytest.raises(landing.LandingError, match="invalid week"):
-        data.load_labeled_cases(UPath(tmp_path), "team_a", "../../etc")
+        cases.load_labeled_cases(UPath(tmp_path), "team_a", "../../etc")
 
 
 def test_registry_team_names_that_leave_the_registry_root_are_rejected(tmp_path):

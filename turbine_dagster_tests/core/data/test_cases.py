@@ -4,8 +4,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
-from turbine_dagster.core.data import cases as data
-from turbine_dagster.core.data import landing
+from turbine_dagster.core.data import cases, landing
 from turbine_dagster.core.data.demo import write_demo_data
 from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster_tests.conftest import TEAM
@@ -18,17 +17,17 @@ def labeled_file(root: UPath, week: str) -> UPath:
 def test_load_labeled_cases_reads_every_week_up_to_the_partition(tmp_path):
     root = UPath(tmp_path)
     write_demo_data(root, [TEAM], ["2026-11-08", "2026-11-15", "2026-11-22"], labeled_rows=50, scoring_rows=0)
-    frame = data.load_labeled_cases(root, TEAM, "2026-11-15")
+    frame = cases.load_labeled_cases(root, TEAM, "2026-11-15")
     assert len(frame) == 100
-    assert sorted(frame[data.WEEK].unique()) == ["2026-11-08", "2026-11-15"]
-    assert frame[data.SOURCE_FILE].iloc[0] == "labeled/team=team_a/week=2026-11-08/cases.csv"
+    assert sorted(frame[cases.WEEK].unique()) == ["2026-11-08", "2026-11-15"]
+    assert frame[cases.SOURCE_FILE].iloc[0] == "labeled/team=team_a/week=2026-11-08/cases.csv"
 
 
 def test_window_keeps_only_the_last_weeks(tmp_path):
     root = UPath(tmp_path)
     write_demo_data(root, [TEAM], ["2026-11-08", "2026-11-15", "2026-11-22"], labeled_rows=50, scoring_rows=0)
-    frame = data.load_labeled_cases(root, TEAM, "2026-11-22", window_weeks=2)
-    assert sorted(frame[data.WEEK].unique()) == ["2026-11-15", "2026-11-22"]
+    frame = cases.load_labeled_cases(root, TEAM, "2026-11-22", window_weeks=2)
+    assert sorted(frame[cases.WEEK].unique()) == ["2026-11-15", "2026-11-22"]
 
 
 def test_missing_column_names_column_and_file(landing_root, week):
@@ -37,12 +36,12 @@ def test_missing_column_names_column_and_file(landing_root, week):
     with pytest.raises(
         landing.LandingError, match=r"column 'mean radius' missing in labeled/team=team_a/week=.*/cases\.csv"
     ):
-        data.load_labeled_cases(landing_root, TEAM, week)
+        cases.load_labeled_cases(landing_root, TEAM, week)
 
 
 def test_empty_partition_says_where_it_looked(tmp_path):
-    with pytest.raises(data.EmptyPartitionError, match="no labeled cases for team_a up to week 2026-11-22"):
-        data.load_labeled_cases(UPath(tmp_path), TEAM, "2026-11-22")
+    with pytest.raises(cases.EmptyPartitionError, match="no labeled cases for team_a up to week 2026-11-22"):
+        cases.load_labeled_cases(UPath(tmp_path), TEAM, "2026-11-22")
 
 
 def test_text_in_numeric_column_is_kept_and_reported(landing_root, week):
@@ -50,8 +49,8 @@ def test_text_in_numeric_column_is_kept_and_reported(landing_root, week):
     frame = pd.read_csv(path).astype({"mean texture": object})
     frame.loc[[1, 2], "mean texture"] = "n/a?"
     frame.to_csv(path, index=False)
-    loaded = data.load_labeled_cases(landing_root, TEAM, week)
-    outcome = data.check_numeric_features(loaded)
+    loaded = cases.load_labeled_cases(landing_root, TEAM, week)
+    outcome = cases.check_numeric_features(loaded)
     assert not outcome.passed
     assert [(p.column, p.rows) for p in outcome.problems] == [("mean texture", 2)]
     assert "cases.csv" in outcome.description()
@@ -63,7 +62,7 @@ def test_nan_and_inf_are_counted_per_column_and_file(landing_root, week, value, 
     frame = pd.read_csv(path)
     frame.loc[[0, 5, 9], "worst area"] = value
     frame.to_csv(path, index=False)
-    outcome = data.check_finite_features(data.load_labeled_cases(landing_root, TEAM, week))
+    outcome = cases.check_finite_features(cases.load_labeled_cases(landing_root, TEAM, week))
     assert [(p.column, p.rows, p.detail) for p in outcome.problems] == [("worst area", 3, detail)]
 
 
@@ -73,15 +72,15 @@ def test_unknown_label_and_duplicate_ids_are_reported(landing_root, week):
     frame.loc[0, TARGET] = 2
     frame.loc[1, CASE_ID] = frame.loc[2, CASE_ID]
     frame.to_csv(path, index=False)
-    loaded = data.load_labeled_cases(landing_root, TEAM, week)
-    assert data.check_labels(loaded).problems[0].rows == 1
-    assert data.check_unique_case_ids(loaded).problems[0].rows == 2
+    loaded = cases.load_labeled_cases(landing_root, TEAM, week)
+    assert cases.check_labels(loaded).problems[0].rows == 1
+    assert cases.check_unique_case_ids(loaded).problems[0].rows == 2
 
 
 def test_rows_per_class_minimum(landing_root, week):
-    loaded = data.load_labeled_cases(landing_root, TEAM, week)
-    assert data.check_rows_per_class(loaded, 10).passed
-    assert not data.check_rows_per_class(loaded.loc[loaded[TARGET] == 1], 10).passed
+    loaded = cases.load_labeled_cases(landing_root, TEAM, week)
+    assert cases.check_rows_per_class(loaded, 10).passed
+    assert not cases.check_rows_per_class(loaded.loc[loaded[TARGET] == 1], 10).passed
 
 
 def test_row_problems_name_each_bad_column():
@@ -89,62 +88,62 @@ def test_row_problems_name_each_bad_column():
     frame.loc[0, "mean area"] = "abc"
     frame.loc[1, "mean radius"] = np.inf
     frame.loc[1, "worst area"] = np.nan
-    reasons = data.row_problems(frame)
+    reasons = cases.row_problems(frame)
     assert reasons.tolist() == ["'mean area' is not numeric", "'mean radius' is infinite; 'worst area' is NaN", ""]
 
 
 def test_holdout_is_a_pure_function_of_the_case_id(landing_root, week):
-    frame = data.load_labeled_cases(landing_root, TEAM, week)
-    development, holdout = data.development_and_holdout(frame, data.SplitParams(test_fraction=0.2, folds=3))
+    frame = cases.load_labeled_cases(landing_root, TEAM, week)
+    development, holdout = cases.development_and_holdout(frame, cases.SplitParams(test_fraction=0.2, folds=3))
     assert len(development) + len(holdout) == len(frame)
     assert not set(development[CASE_ID]) & set(holdout[CASE_ID])
     assert len(holdout) == pytest.approx(0.2 * len(frame), abs=0.08 * len(frame))
     # More cases, another order, another seed: the cases held out before stay held out, and no other moves in.
     more = pd.concat([frame.sample(frac=1, random_state=3), frame.assign(**{CASE_ID: frame[CASE_ID] + "-new"})])
-    _, holdout_of_more = data.development_and_holdout(more, data.SplitParams(test_fraction=0.2, folds=3, seed=9))
+    _, holdout_of_more = cases.development_and_holdout(more, cases.SplitParams(test_fraction=0.2, folds=3, seed=9))
     old_ids = set(frame[CASE_ID])
     assert {case for case in holdout_of_more[CASE_ID] if case in old_ids} == set(holdout[CASE_ID])
 
 
 def test_development_folds_are_stratified_and_seeded(landing_root, week):
-    frame = data.load_labeled_cases(landing_root, TEAM, week)
-    development, _ = data.development_and_holdout(frame, data.SplitParams(folds=4, seed=7))
-    assert sorted(development[data.FOLD].unique()) == [0, 1, 2, 3]
+    frame = cases.load_labeled_cases(landing_root, TEAM, week)
+    development, _ = cases.development_and_holdout(frame, cases.SplitParams(folds=4, seed=7))
+    assert sorted(development[cases.FOLD].unique()) == [0, 1, 2, 3]
     share = development[TARGET].mean()
-    for _, fold in development.groupby(data.FOLD):
+    for _, fold in development.groupby(cases.FOLD):
         assert fold[TARGET].mean() == pytest.approx(share, abs=0.05)
-    again, _ = data.development_and_holdout(frame, data.SplitParams(folds=4, seed=7))
-    assert again[data.FOLD].tolist() == development[data.FOLD].tolist()
+    again, _ = cases.development_and_holdout(frame, cases.SplitParams(folds=4, seed=7))
+    assert again[cases.FOLD].tolist() == development[cases.FOLD].tolist()
 
 
 def test_split_parameters_and_class_counts_are_validated(landing_root, week):
-    frame = data.load_labeled_cases(landing_root, TEAM, week)
+    frame = cases.load_labeled_cases(landing_root, TEAM, week)
     with pytest.raises(ValueError, match="test_fraction must be in"):
-        data.SplitParams(test_fraction=1.0)
+        cases.SplitParams(test_fraction=1.0)
     with pytest.raises(ValueError, match="at least 2 folds"):
-        data.SplitParams(folds=1)
+        cases.SplitParams(folds=1)
     few = pd.concat([frame[frame[TARGET] == MALIGNANT].head(3), frame[frame[TARGET] == BENIGN]])
     with pytest.raises(ValueError, match="need at least 5 of each class for 5 cross-fitting folds"):
-        data.development_and_holdout(few, data.SplitParams(folds=5))
+        cases.development_and_holdout(few, cases.SplitParams(folds=5))
 
 
 def test_fingerprint_changes_with_content(landing_root, week):
-    frame = data.load_labeled_cases(landing_root, TEAM, week)
+    frame = cases.load_labeled_cases(landing_root, TEAM, week)
     changed = frame.copy()
     changed.loc[0, "mean radius"] += 1
-    assert data.fingerprint(frame) == data.fingerprint(frame.copy())
-    assert data.fingerprint(frame) != data.fingerprint(changed)
+    assert cases.fingerprint(frame) == cases.fingerprint(frame.copy())
+    assert cases.fingerprint(frame) != cases.fingerprint(changed)
 
 
 def test_landed_labels_of_scored_cases_come_from_any_week(tmp_path):
     root = UPath(tmp_path)
     write_demo_data(root, [TEAM], ["2026-11-15", "2026-11-22"], labeled_rows=20, scoring_rows=0)
-    earlier = data.load_labeled_cases(root, TEAM, "2026-11-15")
+    earlier = cases.load_labeled_cases(root, TEAM, "2026-11-15")
     wanted = {earlier[CASE_ID].iloc[0], earlier[CASE_ID].iloc[5], "not-landed"}
-    labels = data.landed_labels(root, TEAM, wanted)
+    labels = cases.landed_labels(root, TEAM, wanted)
     assert set(labels[CASE_ID]) == wanted - {"not-landed"} and list(labels.columns) == [CASE_ID, TARGET]
-    assert data.landed_labels(root, TEAM, {"not-landed"}) is None
-    assert data.landed_labels(UPath(tmp_path / "empty"), TEAM, wanted) is None
+    assert cases.landed_labels(root, TEAM, {"not-landed"}) is None
+    assert cases.landed_labels(UPath(tmp_path / "empty"), TEAM, wanted) is None
 
 
 def test_values_a_model_cannot_take_or_no_measurement_has_fail_the_value_check(landing_root, week):
@@ -154,7 +153,7 @@ def test_values_a_model_cannot_take_or_no_measurement_has_fail_the_value_check(l
     frame.loc[2, "mean radius"] = -3.0  # a radius is not negative
     frame.to_csv(path, index=False)
 
-    outcome = data.check_finite_features(data.load_labeled_cases(landing_root, TEAM, week))
+    outcome = cases.check_finite_features(cases.load_labeled_cases(landing_root, TEAM, week))
 
     assert [(p.column, p.rows, p.detail) for p in outcome.problems] == [
         ("mean radius", 1, "is negative (no measurement is)"),
@@ -166,7 +165,7 @@ def test_row_problems_name_out_of_range_and_negative_values():
     frame = pd.DataFrame({c: [1.0, 2.0, 3.0] for c in FEATURE_COLUMNS})
     frame.loc[0, "mean area"] = -1e300
     frame.loc[1, "mean radius"] = -0.5
-    assert data.row_problems(frame).tolist() == [
+    assert cases.row_problems(frame).tolist() == [
         "'mean area' is beyond float32 range (infinite to the model); 'mean area' is negative (no measurement is)",
         "'mean radius' is negative (no measurement is)",
         "",
@@ -176,12 +175,12 @@ def test_row_problems_name_out_of_range_and_negative_values():
 def test_unusually_large_values_are_counted_not_refused():
     typical = load_breast_cancer(as_frame=True).frame[list(FEATURE_COLUMNS)].median()
     frame = pd.DataFrame({c: [typical[c]] * 3 for c in FEATURE_COLUMNS})
-    bound = data.UNUSUALLY_LARGE["worst area"]
+    bound = cases.UNUSUALLY_LARGE["worst area"]
     frame.loc[0, "worst area"] = bound * 2
     frame.loc[1, "worst area"] = bound  # at the bound: usual
     frame.loc[2, "mean radius"] = np.inf  # not a value: the other checks' business
 
-    unusual = data.unusually_large(frame)
+    unusual = cases.unusually_large(frame)
 
     assert unusual.tolist() == [True, False, False]
-    assert data.check_finite_features(frame.drop(index=2).assign(source_file="f")).passed
+    assert cases.check_finite_features(frame.drop(index=2).assign(source_file="f")).passed

@@ -7,8 +7,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
-from turbine_dagster.core.data import cases as data
-from turbine_dagster.core.data import cells, landing, layouts
+from turbine_dagster.core.data import cases, cells, landing, layouts
 from turbine_dagster.core.schema import BENIGN, CASE_ID, FEATURE_COLUMNS, MALIGNANT, TARGET
 
 TEAM, WEEK = "team_a", "2026-11-08"
@@ -89,12 +88,12 @@ def assert_is_wdbc(frame: pd.DataFrame, ids=None):
 def test_each_published_layout_lands_as_labeled_cases(root, layout, name, content, ids):
     land(root, landing.LABELED, name, content)
 
-    frame = data.load_labeled_cases(root, TEAM, WEEK)
+    frame = cases.load_labeled_cases(root, TEAM, WEEK)
 
     assert_is_wdbc(frame, ids)
-    assert set(frame[data.LAYOUT]) == {layout}
-    assert data.check_labels(frame).passed and data.check_numeric_features(frame).passed
-    assert data.check_finite_features(frame).passed
+    assert set(frame[cases.LAYOUT]) == {layout}
+    assert cases.check_labels(frame).passed and cases.check_numeric_features(frame).passed
+    assert cases.check_finite_features(frame).passed
 
 
 def test_m_is_malignant_and_b_benign(root):
@@ -102,19 +101,19 @@ def test_m_is_malignant_and_b_benign(root):
     row = ",".join(str(v) for v in WDBC[list(FEATURE_COLUMNS)].iloc[0])
     land(root, landing.LABELED, "data.csv", text + f"1,M,{row}\n2,B,{row}\n3, m ,{row}\n")
 
-    frame = data.load_labeled_cases(root, TEAM, WEEK)
+    frame = cases.load_labeled_cases(root, TEAM, WEEK)
 
     assert dict(zip(frame[CASE_ID], frame[TARGET], strict=True)) == {"1": MALIGNANT, "2": BENIGN, "3": MALIGNANT}
 
 
 def test_a_layout_without_id_gets_ids_from_the_row_content_not_its_position(root, tmp_path):
     land(root, landing.LABELED, "cases.csv", sklearn_frame())
-    first = data.load_labeled_cases(root, TEAM, WEEK)
+    first = cases.load_labeled_cases(root, TEAM, WEEK)
     assert first[CASE_ID].is_unique and first[CASE_ID].str.startswith("case-").all()
 
     shuffled = UPath(tmp_path / "again")
     land(shuffled, landing.LABELED, "cases.parquet", sklearn_frame().sample(frac=1.0, random_state=1))
-    again = data.load_labeled_cases(shuffled, TEAM, WEEK)
+    again = cases.load_labeled_cases(shuffled, TEAM, WEEK)
 
     by_id = again.set_index(CASE_ID).loc[first[CASE_ID]]
     np.testing.assert_array_equal(by_id[list(FEATURE_COLUMNS)].to_numpy(), first[list(FEATURE_COLUMNS)].to_numpy())
@@ -164,7 +163,7 @@ def test_export_quirks_are_read(root):
     ]
     land(root, landing.LABELED, "export.csv", b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
 
-    loaded = data.load_labeled_cases(root, TEAM, WEEK)
+    loaded = cases.load_labeled_cases(root, TEAM, WEEK)
 
     assert loaded[CASE_ID].tolist() == [str(i) for i in frame["id"]]
     np.testing.assert_array_equal(loaded[list(FEATURE_COLUMNS)].to_numpy(dtype=float), frame.iloc[:, 2:].to_numpy())
@@ -175,7 +174,7 @@ def test_kaggle_header_with_underscored_concave_points_is_the_same_layout(root):
     frame = kaggle_frame().head(10)
     frame.columns = ["id", "diagnosis", *layouts.SNAKE_FEATURES]
     land(root, landing.LABELED, "data.csv", frame)
-    assert set(data.load_labeled_cases(root, TEAM, WEEK)[data.LAYOUT]) == {layouts.WDBC_CSV}
+    assert set(cases.load_labeled_cases(root, TEAM, WEEK)[cases.LAYOUT]) == {layouts.WDBC_CSV}
 
 
 @pytest.mark.parametrize(
@@ -194,19 +193,19 @@ def test_kaggle_header_with_underscored_concave_points_is_the_same_layout(root):
 def test_ambiguous_files_are_refused_saying_what_is_ambiguous(root, content, expected):
     land(root, landing.LABELED, "cases.parquet", content)
     with pytest.raises(landing.LandingError, match=expected):
-        data.load_labeled_cases(root, TEAM, WEEK)
+        cases.load_labeled_cases(root, TEAM, WEEK)
 
 
 def test_an_unnamed_column_with_values_is_refused(root):
     land(root, landing.LABELED, "cases.csv", sklearn_frame().head(5).to_csv())  # pandas' index, unnamed
     with pytest.raises(landing.LandingError, match=r"column 1 has no name but holds values \(e\.g\. '0'\)"):
-        data.load_labeled_cases(root, TEAM, WEEK)
+        cases.load_labeled_cases(root, TEAM, WEEK)
 
 
 def test_a_duplicated_column_is_refused(root):
     land(root, landing.LABELED, "cases.csv", "case_id,mean radius, Mean Radius\n")
     with pytest.raises(landing.LandingError, match="two columns named 'mean radius' and 'Mean Radius'"):
-        data.load_labeled_cases(root, TEAM, WEEK)
+        cases.load_labeled_cases(root, TEAM, WEEK)
 
 
 @pytest.mark.parametrize(
@@ -225,7 +224,7 @@ def test_a_duplicated_column_is_refused(root):
 def test_an_unknown_layout_fails_naming_the_columns(root, content, expected):
     land(root, landing.LABELED, "cases.csv", content)
     with pytest.raises(landing.LandingError, match=expected):
-        data.load_labeled_cases(root, TEAM, WEEK)
+        cases.load_labeled_cases(root, TEAM, WEEK)
 
 
 def test_text_cells_read_as_numbers_by_one_exact_rule():
@@ -238,8 +237,8 @@ def test_an_unnamed_parquet_column_must_be_empty(root):
     (pandas' index saved as a column) is not."""
     kaggle = kaggle_frame().head(20).assign(**{"Unnamed: 32": np.nan})
     land(root, landing.LABELED, "a.parquet", kaggle)
-    assert len(data.load_labeled_cases(root, TEAM, WEEK)) == 20
+    assert len(cases.load_labeled_cases(root, TEAM, WEEK)) == 20
 
     land(root, landing.LABELED, "b.parquet", sklearn_frame().head(5).reset_index(names="Unnamed: 0"))
     with pytest.raises(landing.LandingError, match=r"b\.parquet: column 1 has no name but holds values"):
-        data.load_labeled_cases(root, TEAM, WEEK)
+        cases.load_labeled_cases(root, TEAM, WEEK)

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from turbine_dagster.core.data import cases as data
+from turbine_dagster.core.data import cases
 from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model, train_catboost_model
 from turbine_dagster.core.models.crossfit import P_MALIGNANT, cross_fit
 from turbine_dagster.core.models.interface import predict_malignant_proba
@@ -21,7 +21,7 @@ TINY_CATBOOST = CatBoostSearchParams(
 def development() -> pd.DataFrame:
     frame = load_breast_cancer(as_frame=True).frame.sample(300, random_state=1)
     frame.insert(0, CASE_ID, [f"wdbc-{row}" for row in frame.index])
-    development, _ = data.development_and_holdout(frame, data.SplitParams(folds=3))
+    development, _ = cases.development_and_holdout(frame, cases.SplitParams(folds=3))
     return development
 
 
@@ -46,9 +46,9 @@ def test_each_case_is_scored_once_by_a_model_that_never_fitted_or_stopped_on_it(
 
     out_of_fold = result.out_of_fold
     assert sorted(out_of_fold[CASE_ID]) == sorted(development[CASE_ID])
-    for fold, cases in out_of_fold.groupby(data.FOLD):
-        assert not set(cases[CASE_ID]) & seen[fold]
-        assert seen[fold] | set(cases[CASE_ID]) == set(development[CASE_ID])
+    for fold, scored in out_of_fold.groupby(cases.FOLD):
+        assert not set(scored[CASE_ID]) & seen[fold]
+        assert seen[fold] | set(scored[CASE_ID]) == set(development[CASE_ID])
     assert out_of_fold[P_MALIGNANT].between(0, 1).all()
 
 
@@ -95,4 +95,4 @@ def test_catboost_ensemble_survives_a_native_round_trip(catboost_result, develop
 
 def test_cross_fitting_needs_the_fold_column(development):
     with pytest.raises(ValueError, match="no 'fold' column"):
-        cross_fit(development.drop(columns=[data.FOLD]), lambda *args: None, lambda models: None)
+        cross_fit(development.drop(columns=[cases.FOLD]), lambda *args: None, lambda models: None)

@@ -327,7 +327,7 @@ def test_on_s3_files_are_read_and_results_published_as_locally(models, s3_enviro
 
 
 def test_each_published_layout_is_scored_with_the_case_ids_training_gives_it(models, root, folder, tmp_path):
-    from turbine_dagster.core.data import cases as data
+    from turbine_dagster.core.data.cases import load_labeled_cases
     from turbine_dagster_tests.core.data.test_layouts import UCI_IDS, WDBC, kaggle_csv_text, sklearn_frame, uci_text
 
     write_csv(sklearn_frame(labeled=False).head(40), folder / "sklearn.csv")
@@ -348,7 +348,7 @@ def test_each_published_layout_is_scored_with_the_case_ids_training_gives_it(mod
     labeled = landing.partition_dir(labeled_root, landing.LABELED, TEAM, WEEK)
     labeled.mkdir(parents=True)
     write_csv(sklearn_frame().head(40), labeled / "cases.csv")
-    assert ids[569:609] == data.load_labeled_cases(labeled_root, TEAM, WEEK)[CASE_ID].tolist()
+    assert ids[569:609] == load_labeled_cases(labeled_root, TEAM, WEEK)[CASE_ID].tolist()
 
 
 def test_values_beyond_float32_and_negative_values_are_quarantined_with_reasons(models, root, folder, tmp_path):
