@@ -222,6 +222,16 @@ def train_catboost_model(
     )
 
 
+def mean_feature_importance(fold_results: Sequence[CatBoostTrainingResult]) -> pd.DataFrame:
+    """Each feature's importance averaged over the fold models, most important first."""
+    return (
+        pd.concat([fold.feature_importance for fold in fold_results])
+        .groupby("feature", as_index=False)["importance"]
+        .mean()
+        .sort_values("importance", ascending=False, ignore_index=True)
+    )
+
+
 def average_models(models: Sequence[catboost.CatBoostClassifier]) -> catboost.CatBoostClassifier:
     """One CatBoost classifier whose raw score is the mean of ``models``' (``catboost.sum_models`` with equal
     weights: the cross-fitted ensemble as a single native ``.cbm``)."""

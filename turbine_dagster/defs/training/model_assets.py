@@ -249,7 +249,7 @@ def catboost_model(
     checkpoint_store: PartitionFolders,
     train_split: pd.DataFrame,
 ):
-    from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model
+    from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model, mean_feature_importance
     from turbine_dagster.presentation.training import feature_importance_markdown, feature_importance_table_markdown
 
     def log_candidate(fold: int, line: str) -> None:
@@ -259,12 +259,7 @@ def catboost_model(
         context, cross_fit_catboost_model, train_split, config.search_params(), config, on_candidate=log_candidate
     )
     folds = result.fold_results
-    importance = (
-        pd.concat([fold.feature_importance for fold in folds])
-        .groupby("feature", as_index=False)["importance"]
-        .mean()
-        .sort_values("importance", ascending=False, ignore_index=True)
-    )
+    importance = mean_feature_importance(folds)
     yield from _crossfit_outputs(
         context,
         checkpoint_store,

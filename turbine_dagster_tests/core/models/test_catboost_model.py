@@ -1,7 +1,10 @@
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from turbine_dagster.core.models.catboost_model import train_catboost_model
+from turbine_dagster.core.models.catboost_model import mean_feature_importance, train_catboost_model
 from turbine_dagster.core.models.interface import predict_malignant_proba
 from turbine_dagster.core.models.params import CatBoostSearchParams
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
@@ -110,3 +113,12 @@ def test_single_class_split_is_refused_naming_where(split):
 def test_empty_search_space_is_refused():
     with pytest.raises(ValueError, match=r"no candidate values for \['depth'\]"):
         CatBoostSearchParams(param_grid={"depth": []})
+
+
+def test_feature_importance_is_averaged_over_the_fold_models_most_important_first():
+    folds = [
+        SimpleNamespace(feature_importance=pd.DataFrame({"feature": ["a", "b"], "importance": [10.0, 30.0]})),
+        SimpleNamespace(feature_importance=pd.DataFrame({"feature": ["b", "a"], "importance": [10.0, 50.0]})),
+    ]
+    mean = mean_feature_importance(folds)
+    assert mean.to_dict("records") == [{"feature": "a", "importance": 30.0}, {"feature": "b", "importance": 20.0}]
