@@ -167,7 +167,7 @@ def train_models() -> dict:
 
     from turbine_dagster.core.models.catboost_model import train_catboost_model
     from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
-    from turbine_dagster.core.models.tf_model import train_tf_model, training_device
+    from turbine_dagster.core.models.tf_model import train_tf_model
 
     frame = load_breast_cancer(as_frame=True).frame
     frame.insert(0, CASE_ID, [f"wdbc-{i}" for i in range(len(frame))])
@@ -183,7 +183,7 @@ def train_models() -> dict:
             os.chdir(here)
     print(
         f"models: Keras FCN {keras_result.param_count:,} parameters ({keras_result.epochs_run} epochs, "
-        f"{training_device()}); CatBoost {catboost_result.model.tree_count_} trees of depth "
+        f"{keras_result.device}); CatBoost {catboost_result.model.tree_count_} trees of depth "
         f"{catboost_result.best_params.get('depth')}"
     )
     return {"tensorflow": keras_result.model, "catboost": catboost_result.model}

@@ -34,7 +34,8 @@ class Settings:
     team_stagger_minutes: int = 30
     prediction_delay_hours: int = 6
     drift_cooldown_hours: float = 24.0
-    gpus_per_training_step: int = 8
+    gpus_per_training_step: int = 4
+    """GPUs each model step requests and uses; a run's two model steps train at once, so a run holds twice this."""
     gpu_node_selector: dict[str, str] = field(default_factory=dict)
     gpu_tolerations: tuple[dict, ...] = ()
 

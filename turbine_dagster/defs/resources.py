@@ -24,10 +24,11 @@ K8S_CONFIG_TAG = "dagster-k8s/config"
 
 
 def gpu_k8s_config(settings: Settings = SETTINGS) -> dict[str, Any]:
-    """The Kubernetes request of a training step: GPUs, and the node pool that has them.
+    """The Kubernetes request of a model step: the GPUs it trains on (TensorFlow mirrors across all it sees,
+    CatBoost trains on all it sees), and the node pool that has them.
 
-    Ignored by the local executors; read from op tags by ``k8s_job_executor`` and from run tags by
-    ``K8sRunLauncher`` (each reads only its own: dagster#22865, #26720), so both carry it.
+    Ignored by the local executors; read from op tags by ``k8s_job_executor``, which runs every step in its
+    own pod. The run pod (``K8sRunLauncher``, from run tags) only orchestrates and asks for no GPU.
     """
     gpus = str(settings.gpus_per_training_step)
     pod_spec: dict[str, Any] = {}

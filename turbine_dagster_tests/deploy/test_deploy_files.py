@@ -19,6 +19,7 @@ from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_
 from dagster_postgres import DagsterPostgresStorage
 
 from turbine_dagster.cli.capacity import queue_limits_from_instance_yaml
+from turbine_dagster.core.planning.capacity import MODEL_STEPS_PER_RUN, CapacityInputs
 from turbine_dagster_tests.deploy.conftest import DEPLOY_DIR, REPO_ROOT, load_yaml
 
 # Everything deploy/dagster.yaml reads from the environment (deploy/README.md, "What to set").
@@ -206,6 +207,13 @@ def test_helm_run_coordinator_leaves_the_limits_to_concurrency(helm_values):
 def test_helm_values_hold_no_database_password(helm_values):
     assert helm_values["generatePostgresqlPasswordSecret"] is False
     assert "postgresqlPassword" not in helm_values["postgresql"]
+
+
+def test_model_step_gpus_of_the_helm_values_fill_the_capacity_planners_vm(helm_values):
+    gpus_per_step = int(env_of(deployments(helm_values)["turbine-training"])["TURBINE_GPU_COUNT"])
+    inputs = CapacityInputs()
+    assert gpus_per_step == inputs.gpus_per_model_step
+    assert MODEL_STEPS_PER_RUN * gpus_per_step == inputs.gpus_per_vm
 
 
 def test_gpu_settings_of_the_training_location_make_a_valid_gpu_pod(helm_values):

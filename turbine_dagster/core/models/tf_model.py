@@ -15,14 +15,14 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.class_weight import compute_sample_weight
 
 from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
 from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, take_checkpoint
 from turbine_dagster.core.models.crossfit import CrossFitResult, cross_fit
 from turbine_dagster.core.models.fcn import FCNBlock
 from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_trainable_split
-from turbine_dagster.core.models.params import TFTrainingParams
+from turbine_dagster.core.models.params import PREDICT_BATCH_ROWS, TFTrainingParams
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -40,15 +40,37 @@ class TFTrainingResult:
     best_val_loss: float
     param_count: int
     device: str
-    """"CPU" or e.g. "GPU:0 (NVIDIA H100 80GB HBM3)"."""
+    """"CPU", e.g. "GPU:0 (NVIDIA H100 80GB HBM3)", or the replicas it trained on, e.g. "2 × GPU (GPU:0, GPU:1)"."""
+    replicas: int
+    """Devices the network trained on at once (``MirroredStrategy`` replicas)."""
+    batch_size: int
+    """Training cases per gradient step over all replicas."""
     seconds: float
     checkpoints: list[Checkpoint] = field(default_factory=list)
     """One per configured epoch that training reached, in epoch order, then ``best`` (whose model is
     ``model`` itself). Each holds its own model object and the validation P(malignant) it gave."""
 
 
-def training_device() -> str:
-    """The device Keras places the model on: the first GPU TensorFlow sees, else the CPU."""
+def distribution_strategy(devices: Sequence[str] = ()) -> tf.distribute.Strategy:
+    """Where a network trains: ``MirroredStrategy`` (one replica per device, gradients summed) over ``devices``,
+    or over every GPU TensorFlow sees when none are named and there are several; one named device, or TensorFlow's
+    default placement (the first GPU, else the CPU), otherwise."""
+    names = list(devices) or [device.name for device in tf.config.list_logical_devices("GPU")]
+    if len(names) > 1:
+        return tf.distribute.MirroredStrategy(names)
+    if names and devices:
+        return tf.distribute.OneDeviceStrategy(names[0])
+    return tf.distribute.get_strategy()
+
+
+def device_label(strategy: tf.distribute.Strategy) -> str:
+    """The device label: "CPU", "GPU:0 (NVIDIA H100 80GB HBM3)", or the replicas, e.g. "2 × GPU (GPU:0, GPU:1)"."""
+    is_default = strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+    replicas = [] if is_default else [name.rsplit("device:", 1)[-1] for name in strategy.extended.worker_devices]
+    if len(replicas) > 1:
+        return f"{len(replicas)} × {replicas[0].split(':')[0]} ({', '.join(replicas)})"
+    if replicas:
+        return replicas[0]
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return "CPU"
@@ -70,23 +92,32 @@ def malignant_labels(frame: pd.DataFrame) -> np.ndarray:
     return (frame[TARGET].to_numpy() == MALIGNANT).astype(np.float32)
 
 
-def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
-    """Weights that give each class the same total weight (scikit-learn's "balanced"), as Keras takes them."""
-    classes = np.unique(labels.astype(int))
-    weights = compute_class_weight("balanced", classes=classes, y=labels.astype(int))
-    return dict(zip(classes.tolist(), weights.tolist(), strict=True))
+def balanced_sample_weight(labels: np.ndarray) -> np.ndarray:
+    """Per case, the weight that gives each class the same total weight (scikit-learn's "balanced"), as float32."""
+    return compute_sample_weight("balanced", labels.astype(int)).astype(np.float32)
+
+
+def training_batches(
+    features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None, batch_size: int, seed: int | None = None
+) -> tf.data.Dataset:
+    """Batches of (features, labels[, weights]) as a ``tf.data`` pipeline, prefetched; reshuffled every epoch
+    (seeded) when ``seed`` is given. Keras splits each batch across the strategy's replicas."""
+    tensors = (features, labels) if weights is None else (features, labels, weights)
+    batches = tf.data.Dataset.from_tensor_slices(tensors)
+    if seed is not None:
+        batches = batches.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    return batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 class _EpochCheckpoints(keras.callbacks.Callback):
-    """At the end of each configured epoch: the model saved as ``.keras`` and its validation P(malignant)."""
+    """At the end of each configured epoch: the model saved as ``.keras``, with its validation loss."""
 
-    def __init__(self, epochs: tuple[int, ...], folder: Path, validation_features: np.ndarray):
+    def __init__(self, epochs: tuple[int, ...], folder: Path):
         super().__init__()
         self._epochs = set(epochs)
         self._folder = folder
-        self._validation_features = validation_features
-        self.taken: list[tuple[int, Path, np.ndarray, float]] = []
-        """(epoch, saved file, validation P(malignant), val_loss) per checkpoint, in epoch order."""
+        self.taken: list[tuple[int, Path, float]] = []
+        """(epoch, saved file, val_loss) per checkpoint, in epoch order."""
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         number = epoch + 1
@@ -96,8 +127,7 @@ class _EpochCheckpoints(keras.callbacks.Callback):
         # loses the adapted Normalization state.
         file = self._folder / f"epoch-{number:04d}.keras"
         self.model.save(file)
-        p_malignant = predict_malignant_proba(self.model, self._validation_features)
-        self.taken.append((number, file, p_malignant, float((logs or {})["val_loss"])))
+        self.taken.append((number, file, float((logs or {})["val_loss"])))
 
 
 def build_tf_model(train_features: np.ndarray, params: TFTrainingParams, name: str = "turbine_fcn") -> keras.Model:
@@ -143,16 +173,21 @@ def train_tf_model(
     validation_features = feature_matrix(validation, split="validation", where=where)
     train_labels = malignant_labels(train)
     validation_labels = malignant_labels(validation)
+    params = params.sized_for(len(train_features))
 
     _grow_gpu_memory_on_demand()
-    device = training_device()
     keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
+    strategy = distribution_strategy(params.devices)
+    replicas = strategy.num_replicas_in_sync
+    batch_size = params.batch_size * replicas
 
     started = time.perf_counter()
-    model = build_tf_model(train_features, params, model_name)
+    with strategy.scope():
+        model = build_tf_model(train_features, params, model_name)
+    weights = balanced_sample_weight(train_labels) if params.class_weight == "balanced" else None
     with tempfile.TemporaryDirectory(prefix="turbine-checkpoints-") as scratch:
-        epoch_checkpoints = _EpochCheckpoints(params.checkpoint_epochs, Path(scratch), validation_features)
+        epoch_checkpoints = _EpochCheckpoints(params.checkpoint_epochs, Path(scratch))
         callbacks: list[keras.callbacks.Callback] = [
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True)
         ]
@@ -167,23 +202,28 @@ def train_tf_model(
                 )
             )
         fit = model.fit(
-            train_features,
-            train_labels,
-            validation_data=(validation_features, validation_labels),
+            training_batches(train_features, train_labels, weights, batch_size, params.seed),
+            validation_data=training_batches(validation_features, validation_labels, None, PREDICT_BATCH_ROWS),
             epochs=params.epochs,
-            batch_size=params.batch_size,
-            class_weight=balanced_class_weight(train_labels) if params.class_weight == "balanced" else None,
             callbacks=callbacks,
+            shuffle=False,  # the dataset reshuffles every epoch
             verbose=0,
         )
         history = {name: [float(value) for value in values] for name, values in fit.history.items()}
         best_index = int(np.argmin(history["val_loss"]))
         is_malignant = validation_labels == 1.0
-        # Loaded back from the saved files, so each checkpoint holds exactly what the registry will store.
-        checkpoints = [
-            take_checkpoint("epoch", epoch, keras.models.load_model(file), is_malignant, p_malignant, val_loss)
-            for epoch, file, p_malignant, val_loss in epoch_checkpoints.taken
-        ]
+        # Loaded back from the saved files (outside any strategy), so each checkpoint holds exactly what the
+        # registry will store.
+        checkpoints = []
+        for epoch, file, val_loss in epoch_checkpoints.taken:
+            snapshot = keras.models.load_model(file)
+            p_malignant = predict_malignant_proba(snapshot, validation_features)
+            checkpoints.append(take_checkpoint("epoch", epoch, snapshot, is_malignant, p_malignant, val_loss))
+    if replicas > 1:
+        # Mirrored variables serve only inside their strategy (predict_on_batch outside it returns every replica's
+        # output): what is scored, averaged and stored is the same network on the default device.
+        trained, model = model, build_tf_model(train_features, params, model_name)
+        model.set_weights(trained.get_weights())
     # EarlyStopping restored the best epoch's weights: the best checkpoint is the returned model.
     checkpoints.append(
         take_checkpoint(
@@ -204,7 +244,9 @@ def train_tf_model(
         best_epoch=best_index + 1,
         best_val_loss=history["val_loss"][best_index],
         param_count=model.count_params(),
-        device=device,
+        device=device_label(strategy),
+        replicas=replicas,
+        batch_size=batch_size,
         seconds=seconds,
         checkpoints=checkpoints,
     )

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 HOURS_PER_WEEK = 168.0
+MODEL_STEPS_PER_RUN = 2
+"""A training run's GPU steps (``tf_model`` and ``catboost_model``), which train at the same time; each asks for
+and uses ``gpus_per_model_step`` GPUs (``TURBINE_GPU_COUNT``), so one run holds one VM."""
 
 # Makespans closer than this (hours, ~4 ms) are equal: repeated float additions must not decide a search.
 _MAKESPAN_TOLERANCE = 1e-6
@@ -28,8 +31,9 @@ class QueueLimits:
 @dataclass(frozen=True)
 class CapacityInputs:
     """A week's load and the GPU fleet. Every run is the same job of ``cpu_hours_per_run`` CPU hours; a GPU does
-    it ``gpu_speedup`` times faster, a VM's GPUs share one run perfectly, and each VM beyond a run's first adds
-    ``scaling_efficiency`` of one VM's throughput. All runs of the week are queued at once."""
+    it ``gpu_speedup`` times faster, a VM's GPUs share one run perfectly (its ``MODEL_STEPS_PER_RUN`` model steps,
+    ``gpus_per_model_step`` GPUs each, all in use: optimistic once the shorter step has ended), and each VM beyond
+    a run's first adds ``scaling_efficiency`` of one VM's throughput. All runs of the week are queued at once."""
 
     teams: int = 4
     runs_per_team_per_week: int = 2
@@ -62,6 +66,11 @@ class CapacityInputs:
             raise ValueError(
                 f"vms_per_run={self.vms_per_run} exceeds max_parallel_vms={self.max_parallel_vms}: the run never fits"
             )
+
+    @property
+    def gpus_per_model_step(self) -> int:
+        """What each model step's pod requests (``TURBINE_GPU_COUNT``) so that a run's steps fill one VM."""
+        return max(1, self.gpus_per_vm // MODEL_STEPS_PER_RUN)
 
     @property
     def runs_per_week(self) -> int:

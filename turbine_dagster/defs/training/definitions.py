@@ -4,7 +4,7 @@ import dagster as dg
 
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.jobs import team_week_job
-from turbine_dagster.defs.resources import executor_for, gpu_op_tags, resources_for
+from turbine_dagster.defs.resources import executor_for, resources_for
 from turbine_dagster.defs.schedules import team_schedules
 from turbine_dagster.defs.training.champion_assets import champion_assets
 from turbine_dagster.defs.training.data_assets import data_assets
@@ -29,8 +29,6 @@ training_job = team_week_job(
     "training_pipeline",
     dg.AssetSelection.groups(*TRAINING_GROUPS),
     "Raw data → splits → both models → evaluations → champion → promotion gate, for one team and week.",
-    # K8sRunLauncher reads only run tags: a run executed in its own pod gets the GPU there.
-    run_tags=gpu_op_tags(SETTINGS),
 )
 
 

@@ -41,22 +41,38 @@ class TFModelConfig(CrossFitConfig):
         list(TF_DEFAULTS.hidden_units), description="Width of each FCN block (Dense → LayerNorm → ReLU)."
     )
     dropout: float = Field(TF_DEFAULTS.dropout, ge=0, lt=1, description="Dropout after each FCN block.")
-    epochs: int = Field(
-        TF_DEFAULTS.epochs, ge=1, description="Upper bound on epochs; early stopping usually ends sooner."
+    epochs: int | None = Field(
+        TF_DEFAULTS.epochs,
+        ge=1,
+        description="Upper bound on epochs; early stopping usually ends sooner. Empty: sized to the data (200 up to "
+        "20 k fit cases, fewer as epochs grow long).",
     )
-    batch_size: int = Field(TF_DEFAULTS.batch_size, ge=1, description="Training cases per gradient step.")
+    batch_size: int | None = Field(
+        TF_DEFAULTS.batch_size,
+        ge=1,
+        description="Training cases per device per gradient step. Empty: grows with the data (32 on WDBC-sized "
+        "folds, about fit cases / 256, at most 4096).",
+    )
     learning_rate: float = Field(TF_DEFAULTS.learning_rate, gt=0, description="Learning rate of the Adam optimizer.")
     balanced_class_weight: bool = Field(
         TF_DEFAULTS.class_weight == "balanced", description="Weight classes inversely to their frequency."
     )
-    patience: int = Field(
-        TF_DEFAULTS.patience, ge=0, description="Epochs without a better early-stopping loss before stopping."
+    patience: int | None = Field(
+        TF_DEFAULTS.patience,
+        ge=0,
+        description="Epochs without a better early-stopping loss before stopping. Empty: a tenth of the epochs, "
+        "at least 5.",
     )
     seed: int = Field(
         TF_DEFAULTS.seed, description="Seeds Python, NumPy and TensorFlow; CPU training is deterministic."
     )
     checkpoint_epochs: list[int] = Field(
         list(TF_DEFAULTS.checkpoint_epochs), description="Epochs kept as checkpoints besides the best one."
+    )
+    devices: list[str] = Field(
+        list(TF_DEFAULTS.devices),
+        description="TensorFlow devices each network trains on, data-parallel when several (e.g. GPU:0, GPU:1). "
+        "Empty: every GPU the step sees (all it requested), else the CPU.",
     )
 
     def training_params(self) -> TFTrainingParams:
@@ -81,7 +97,7 @@ class CatBoostConfig(CrossFitConfig):
     cv_folds: int = Field(
         CATBOOST_DEFAULTS.cv_folds,
         ge=2,
-        description="Folds of the search's cross-validation on each fold's training cases.",
+        description="Folds of the search's cross-validation.",
     )
     iterations: int = Field(
         CATBOOST_DEFAULTS.iterations, ge=1, description="Upper bound on trees; early stopping usually ends sooner."
@@ -98,7 +114,15 @@ class CatBoostConfig(CrossFitConfig):
         CATBOOST_DEFAULTS.seed,
         description="Seeds CatBoost's training, its search's folds and the early-stopping split.",
     )
-    use_gpu: bool = Field(CATBOOST_DEFAULTS.use_gpu, description="task_type=GPU when a GPU is present; CPU otherwise.")
+    use_gpu: bool = Field(
+        CATBOOST_DEFAULTS.use_gpu,
+        description="task_type=GPU on every GPU the step sees, when there is one; the CPU otherwise.",
+    )
+    search_max_rows: int = Field(
+        CATBOOST_DEFAULTS.search_max_rows,
+        ge=100,
+        description="The search runs once per run, on a stratified sample of at most this many development cases.",
+    )
     checkpoint_iterations: list[int] = Field(
         list(CATBOOST_DEFAULTS.checkpoint_iterations),
         description="Tree counts kept as snapshots besides the best one.",
@@ -207,17 +231,15 @@ def tf_model(
     from turbine_dagster.presentation.training import learning_curve_markdown
 
     def log_epoch(fold: int, epoch: int, logs: dict[str, float]) -> None:
-        context.log.info(
-            f"fold {fold} epoch {epoch}/{config.epochs}: loss {logs['loss']:.4f}, val_loss {logs['val_loss']:.4f}"
-        )
+        context.log.info(f"fold {fold} epoch {epoch}: loss {logs['loss']:.4f}, val_loss {logs['val_loss']:.4f}")
 
     result = _cross_fit(
         context, cross_fit_tf_model, train_split, config.training_params(), config, on_epoch_end=log_epoch
     )
     folds = result.fold_results
     context.log.info(
-        f"cross-fitted {len(folds)} folds on {folds[0].device} in {result.seconds:.1f} s; best epochs "
-        f"{[fold.best_epoch for fold in folds]}"
+        f"cross-fitted {len(folds)} folds on {folds[0].device} (batch {folds[0].batch_size}) in "
+        f"{result.seconds:.1f} s; best epochs {[fold.best_epoch for fold in folds]}"
     )
     yield from _crossfit_outputs(
         context,
@@ -230,6 +252,8 @@ def tf_model(
             "best_epochs": dg.MetadataValue.json([fold.best_epoch for fold in folds]),
             "mean_best_val_loss": float(sum(fold.best_val_loss for fold in folds) / len(folds)),
             "device": folds[0].device,
+            "replicas": folds[0].replicas,
+            "batch_size": folds[0].batch_size,
             "learning_curves": dg.MetadataValue.md(learning_curve_markdown([fold.history for fold in folds])),
         },
     )
@@ -240,8 +264,8 @@ def tf_model(
     "catboost_model",
     "catboost_io_manager",
     {"catboost"},
-    "CatBoost classifier, the mean of one model per cross-fitting fold, each tuned by CatBoost's own "
-    "cross-validated search on its fold's training cases and early-stopped.",
+    "CatBoost classifier, the mean of one model per cross-fitting fold, each fitted with the parameters CatBoost's "
+    "own cross-validated search chose once on (a stratified sample of) the development cases, and early-stopped.",
 )
 def catboost_model(
     context: dg.AssetExecutionContext,
@@ -252,13 +276,14 @@ def catboost_model(
     from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model, mean_feature_importance
     from turbine_dagster.presentation.training import feature_importance_markdown, feature_importance_table_markdown
 
-    def log_candidate(fold: int, line: str) -> None:
-        context.log.info(f"fold {fold} {line}")
+    def log_candidate(line: str) -> None:
+        context.log.info(f"search {line}")
 
     result = _cross_fit(
         context, cross_fit_catboost_model, train_split, config.search_params(), config, on_candidate=log_candidate
     )
     folds = result.fold_results
+    search = folds[0].search
     importance = mean_feature_importance(folds)
     yield from _crossfit_outputs(
         context,
@@ -266,8 +291,10 @@ def catboost_model(
         "catboost_model",
         result,
         metadata={
-            "chosen_parameters": dg.MetadataValue.json([fold.best_params for fold in folds]),
-            f"mean_cv_{folds[0].cv_metric}": float(sum(fold.cv_score for fold in folds) / len(folds)),
+            "chosen_parameters": dg.MetadataValue.json(search.best_params),
+            f"search_cv_{folds[0].cv_metric}": search.cv_score,
+            "search_rows": search.rows,
+            "search_seconds": round(search.seconds, 2),
             "best_iterations": dg.MetadataValue.json([fold.best_iteration for fold in folds]),
             "device": folds[0].device,
             "feature_importance": dg.MetadataValue.md(

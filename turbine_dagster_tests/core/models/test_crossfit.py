@@ -4,7 +4,11 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from turbine_dagster.core.data import cases
-from turbine_dagster.core.models.catboost_model import cross_fit_catboost_model, train_catboost_model
+from turbine_dagster.core.models.catboost_model import (
+    cross_fit_catboost_model,
+    search_catboost_params,
+    train_catboost_model,
+)
 from turbine_dagster.core.models.crossfit import P_MALIGNANT, cross_fit
 from turbine_dagster.core.models.interface import predict_malignant_proba
 from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
@@ -96,3 +100,28 @@ def test_catboost_ensemble_survives_a_native_round_trip(catboost_result, develop
 def test_cross_fitting_needs_the_fold_column(development):
     with pytest.raises(ValueError, match="no 'fold' column"):
         cross_fit(development.drop(columns=[cases.FOLD]), lambda *args: None, lambda models: None)
+
+
+def test_catboost_searches_once_per_cross_fitting_and_every_fold_fits_its_choice(development, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    candidate_lines: list[str] = []
+    params = CatBoostSearchParams(param_grid={"depth": [2, 3]}, cv_folds=2, iterations=20, early_stopping_rounds=5)
+
+    result = cross_fit_catboost_model(development, params, on_candidate=candidate_lines.append)
+
+    assert len(candidate_lines) == 2  # the two candidates once, not once per fold
+    searches = {id(fold.search) for fold in result.fold_results}
+    assert len(searches) == 1 and len(result.fold_results) == 3
+    assert result.fold_results[0].search.rows == len(development)
+    for fold in result.fold_results:
+        assert fold.model.get_params()["depth"] == fold.best_params["depth"]
+
+
+def test_catboost_searches_a_stratified_sample_above_search_max_rows(development, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = CatBoostSearchParams(param_grid={"depth": [2]}, cv_folds=2, iterations=10, search_max_rows=100)
+
+    search = search_catboost_params(development, params)
+
+    assert search.rows == 100
+    assert search.best_params == {"depth": 2}

@@ -1,8 +1,13 @@
+import json
+import subprocess
+import sys
+
+import keras
 import numpy as np
 import pytest
 
 from turbine_dagster.core.models.interface import predict_malignant_proba
-from turbine_dagster.core.models.params import TFTrainingParams
+from turbine_dagster.core.models.params import TFTrainingParams, auto_batch_size, auto_epochs
 from turbine_dagster.core.models.tf_model import train_tf_model
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
 from turbine_dagster.presentation.training import learning_curve_markdown
@@ -97,3 +102,84 @@ def test_empty_split_is_refused_naming_where(split):
 def test_params_refuse_an_unknown_class_weight():
     with pytest.raises(ValueError, match="class_weight must be 'balanced' or None"):
         TFTrainingParams(class_weight="Balanced")
+
+
+def test_batch_size_and_epochs_default_to_sizes_that_grow_with_the_fit_cases():
+    wdbc_fold, large_fold = TFTrainingParams().sized_for(290), TFTrainingParams().sized_for(640_000)
+
+    assert (wdbc_fold.batch_size, wdbc_fold.epochs, wdbc_fold.patience) == (32, 200, 20)
+    assert large_fold.batch_size == 2048 and 20 <= large_fold.epochs < 50 and large_fold.patience == 5
+    assert [auto_batch_size(rows) for rows in (10, 64_000, 10_000_000)] == [32, 256, 4096]
+    assert auto_epochs(20_000) == 200 and auto_epochs(10**8) == 20
+    # What is given is kept.
+    assert TFTrainingParams(batch_size=8, epochs=3, patience=0).sized_for(10**6).batch_size == 8
+
+
+def test_an_epoch_is_ceil_of_fit_cases_over_the_batch_size(split):
+    train, validation = split
+    steps: list[int] = []
+
+    class CountSteps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(batch)
+
+    params = TFTrainingParams(hidden_units=(4,), epochs=1, batch_size=50)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keras.callbacks, "EarlyStopping", lambda **kwargs: CountSteps())
+        result = train_tf_model(train, validation, params)
+
+    assert result.batch_size == 50 and result.replicas == 1
+    assert len(steps) == -(-len(train) // 50)
+
+
+# TensorFlow fixes its devices at start-up: a fresh process splits the CPU into two logical devices, as a
+# machine with two GPUs would show two.
+TWO_DEVICES = """
+import json, sys
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+import pandas as pd
+from turbine_dagster.core.models.params import TFTrainingParams
+from turbine_dagster.core.models import tf_model
+from turbine_dagster.core.models.interface import predict_malignant_proba
+from turbine_dagster.core.models.tf_model import train_tf_model
+train, validation = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
+replicas_at_build = []
+build = tf_model.build_tf_model
+def recording_build(*args, **kwargs):
+    model = build(*args, **kwargs)
+    replicas_at_build.append(model.distribute_strategy.num_replicas_in_sync)
+    return model
+tf_model.build_tf_model = recording_build
+params = TFTrainingParams(hidden_units=(4,), epochs=2, batch_size=16, devices=("CPU:0", "CPU:1"))
+result = train_tf_model(train, validation, params)
+result_default = train_tf_model(train, validation, TFTrainingParams(hidden_units=(4,), epochs=1))
+print(json.dumps({"device": result.device, "replicas": result.replicas, "batch_size": result.batch_size,
+                  "replicas_at_build": replicas_at_build,
+                  "served_replicas": result.model.distribute_strategy.num_replicas_in_sync,
+                  "scores": len(predict_malignant_proba(result.model, validation)), "cases": len(validation),
+                  "default_device": result_default.device, "default_replicas": result_default.replicas}))
+"""
+
+
+def test_training_mirrors_the_network_across_the_configured_devices(split, tmp_path):
+    files = [tmp_path / "train.parquet", tmp_path / "validation.parquet"]
+    for frame, file in zip(split, files, strict=True):
+        frame.to_parquet(file)
+
+    completed = subprocess.run(
+        [sys.executable, "-c", TWO_DEVICES, *map(str, files)], capture_output=True, text=True, timeout=300
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    seen = json.loads(completed.stdout.strip().splitlines()[-1])
+    # The network that trained had its variables mirrored on both devices; the second build is its served copy.
+    assert seen["replicas"] == 2 and seen["replicas_at_build"][:2] == [2, 1]
+    assert seen["device"] == "2 × CPU (CPU:0, CPU:1)"
+    assert seen["batch_size"] == 32  # 16 per replica
+    # What is returned (scored, averaged, stored) is the trained network on the default device: one score a case.
+    assert seen["served_replicas"] == 1 and seen["scores"] == seen["cases"]
+    # Without devices named and without GPUs: TensorFlow's default placement, one replica.
+    assert (seen["default_device"], seen["default_replicas"]) == ("CPU", 1)
