@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta, rankdata
+from scipy.stats import beta
 from sklearn.metrics import average_precision_score, classification_report, confusion_matrix, roc_auc_score
 
 from turbine_dagster.core.schema import BENIGN, CLASS_NAMES, MALIGNANT
@@ -24,6 +24,12 @@ N_BOOTSTRAP = 1000
 """Bootstrap resamples behind every 95 % interval."""
 BOOTSTRAP_SEED = 0
 """Default seed of the bootstrap resampling."""
+MAX_BINS = 4096
+"""Most score bins the bootstrap resamples counts over: up to this many distinct scores are bins of their own
+(the per-case bootstrap exactly, in distribution); more are pooled into this many quantile bins (one more
+where the threshold adds an edge)."""
+_BLOCK_CELLS = 2**18
+"""Resample-by-bin counts drawn at once (2 MiB of int64): what bounds the bootstrap's working memory."""
 LABELS = [MALIGNANT, BENIGN]
 # Class counts are small (~43 malignant in a test split), so k/n must not lose to float noise.
 _RATIO_SLACK = 1e-9
@@ -159,8 +165,35 @@ def _interval(values: np.ndarray, point: float) -> dict[str, float]:
     return {"point": float(point), "low": float(low), "high": float(high)}
 
 
+def _score_bins(scores: np.ndarray, threshold: float, max_bins: int) -> tuple[np.ndarray, str]:
+    """Lower edges (ascending) of the bootstrap's score bins, and what they are: the distinct scores if there
+    are at most ``max_bins``, else ``max_bins`` quantile bins of the scores with ``threshold`` an edge too."""
+    ordered = np.sort(scores)
+    starts_a_value = np.empty(len(ordered), dtype=bool)
+    starts_a_value[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts_a_value[1:])
+    if np.count_nonzero(starts_a_value) <= max_bins:
+        return ordered[starts_a_value], "distinct scores"
+    edges = [ordered[:1], ordered[np.arange(1, max_bins) * len(ordered) // max_bins]]
+    if ordered[0] < threshold <= ordered[-1]:
+        edges.append(np.array([threshold]))
+    return np.unique(np.concatenate(edges)), "quantile score bins"
+
+
+def _half_wins(malignant: np.ndarray, benign_below: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Twice the Mann-Whitney count per row: malignant-benign pairs with the malignant case in a higher bin count
+    2, pairs in one bin 1. ``benign_below[:, i]`` holds the benign cases in the ``i`` lowest benign bins;
+    ``low``/``high`` index it at the benign bins below / at or below each malignant bin."""
+    return np.einsum("ij,ij->i", malignant, benign_below[:, low] + benign_below[:, high])
+
+
 def bootstrap_intervals(
-    labels: np.ndarray, scores: np.ndarray, threshold: float, n_bootstrap: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
+    max_bins: int = MAX_BINS,
 ) -> dict[str, Any]:
     """Percentile 95 % intervals of malignant recall, malignant precision and ROC-AUC.
 
@@ -168,34 +201,75 @@ def bootstrap_intervals(
     ROC-AUC is always defined; a precision with no predicted malignant case counts as 0, as in
     the classification report. A percentile interval cannot extend past what the sample shows: at
     a point recall of 1.0 it collapses to [1, 1], so read it with the malignant count.
-    """
-    rng = np.random.default_rng(seed)
-    malignant_scores = scores[labels == MALIGNANT]
-    benign_scores = scores[labels == BENIGN]
-    n_malignant, n_benign = len(malignant_scores), len(benign_scores)
-    resampled_malignant = rng.choice(malignant_scores, size=(n_bootstrap, n_malignant))
-    resampled_benign = rng.choice(benign_scores, size=(n_bootstrap, n_benign))
 
-    true_positives = np.sum(resampled_malignant >= threshold, axis=1)
-    false_positives = np.sum(resampled_benign >= threshold, axis=1)
+    A resample is drawn as counts, not cases: per class, how many of its cases fall in each score bin,
+    one multinomial draw of the class count over the class' bin shares (what drawing its cases with
+    replacement does to the bin counts). When the bins are the distinct scores (at most ``max_bins``) this
+    is the per-case bootstrap exactly, in distribution. Beyond, the bins are quantiles of the scores with
+    the threshold an edge: recall and precision stay exact per resample, and ROC-AUC counts pairs within a
+    bin as ties, the ordering counts cannot see credited at its value in the sample (the point AUC minus
+    the sample's binned AUC), which is also its mean over resamples. Resamples are drawn in blocks:
+    memory is O(n + block x bins), whatever ``n_bootstrap``; time is O(n log n + n_bootstrap x bins).
+    """
+    require_both_classes(labels, "bootstrap")
+    edges, bins_are = _score_bins(scores, threshold, max_bins)
+    case_bins = np.searchsorted(edges, scores, side="right") - 1
+    malignant_counts = np.bincount(case_bins[labels == MALIGNANT], minlength=len(edges))
+    benign_counts = np.bincount(case_bins[labels == BENIGN], minlength=len(edges))
+    del case_bins
+    n_malignant, n_benign = int(malignant_counts.sum()), int(benign_counts.sum())
+    flagged = edges >= threshold  # a bin's cases all score at or above the threshold, or all below
+
+    # Each class is drawn over the bins it occupies only; bins are compared through their edge positions.
+    malignant_bins, benign_bins = np.flatnonzero(malignant_counts), np.flatnonzero(benign_counts)
+    low = np.searchsorted(benign_bins, malignant_bins, side="left")
+    high = np.searchsorted(benign_bins, malignant_bins, side="right")
+
+    def twice_wins(malignant: np.ndarray, benign: np.ndarray) -> np.ndarray:
+        benign_below = np.zeros((len(benign), len(benign_bins) + 1), dtype=np.int64)
+        np.cumsum(benign, axis=1, out=benign_below[:, 1:])
+        return _half_wins(malignant, benign_below, low, high)
+
+    point_auc = float(roc_auc_score(labels == MALIGNANT, scores))
+    pairs = n_malignant * n_benign
+    within_bin_order = 0.0
+    if bins_are != "distinct scores":
+        binned_auc = twice_wins(malignant_counts[None, malignant_bins], benign_counts[None, benign_bins])[0]
+        within_bin_order = point_auc - binned_auc / (2 * pairs)
+
+    malignant_rng, benign_rng = np.random.default_rng(seed).spawn(2)
+    malignant_shares = malignant_counts[malignant_bins] / n_malignant
+    benign_shares = benign_counts[benign_bins] / n_benign
+    malignant_flagged = flagged[malignant_bins].astype(np.int64)
+    benign_flagged = flagged[benign_bins].astype(np.int64)
+    true_positives = np.empty(n_bootstrap, dtype=np.int64)
+    false_positives = np.empty(n_bootstrap, dtype=np.int64)
+    roc_auc = np.empty(n_bootstrap)
+    block = max(1, _BLOCK_CELLS // (len(malignant_bins) + len(benign_bins)))
+    for start in range(0, n_bootstrap, block):
+        rows = slice(start, min(start + block, n_bootstrap))
+        size = rows.stop - rows.start
+        malignant = malignant_rng.multinomial(n_malignant, malignant_shares, size=size)
+        benign = benign_rng.multinomial(n_benign, benign_shares, size=size)
+        true_positives[rows] = malignant @ malignant_flagged
+        false_positives[rows] = benign @ benign_flagged
+        roc_auc[rows] = twice_wins(malignant, benign) / (2 * pairs) + within_bin_order
+
     recall = true_positives / n_malignant
     predicted_malignant = true_positives + false_positives
     precision = np.divide(true_positives, predicted_malignant, out=np.zeros(n_bootstrap), where=predicted_malignant > 0)
-    # Mann-Whitney form of ROC-AUC, vectorised over resamples; ties get half credit via mean ranks.
-    ranks = rankdata(np.hstack([resampled_malignant, resampled_benign]), axis=1)
-    roc_auc = (ranks[:, :n_malignant].sum(axis=1) - n_malignant * (n_malignant + 1) / 2) / (n_malignant * n_benign)
-
-    point_tp = int(np.sum(malignant_scores >= threshold))
-    point_predicted = point_tp + int(np.sum(benign_scores >= threshold))
+    point_tp = int(malignant_counts[flagged].sum())
+    point_predicted = point_tp + int(benign_counts[flagged].sum())
     return {
-        "method": "stratified percentile bootstrap",
+        "method": f"stratified percentile bootstrap, multinomial counts over {bins_are}",
+        "n_bins": int(len(edges)),
         "confidence": CONFIDENCE,
         "n_resamples": n_bootstrap,
         "seed": seed,
         "threshold": float(threshold),
         "malignant_recall": _interval(recall, point_tp / n_malignant),
         "malignant_precision": _interval(precision, point_tp / point_predicted if point_predicted else 0.0),
-        "roc_auc": _interval(roc_auc, roc_auc_score(labels == MALIGNANT, scores)),
+        "roc_auc": _interval(roc_auc, point_auc),
     }
 
 

@@ -1,10 +1,14 @@
 import base64
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
+from scipy.stats import norm, rankdata
 
+from turbine_dagster.core.evaluation import metrics
 from turbine_dagster.core.evaluation.metrics import (
+    bootstrap_intervals,
     conformal_threshold,
     evaluate_out_of_fold,
     evaluate_scores,
@@ -15,6 +19,8 @@ from turbine_dagster.core.schema import BENIGN, MALIGNANT
 from turbine_dagster.presentation.evaluation import evaluation_plots_markdown, metrics_table_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+INTERVAL_METRICS = ("malignant_recall", "malignant_precision", "roc_auc")
+AGREEMENT_RESAMPLES = 2000
 
 
 def noisy_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -23,6 +29,50 @@ def noisy_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     labels = np.where(rng.random(n) < 0.37, MALIGNANT, BENIGN)
     scores = np.clip(np.where(labels == MALIGNANT, 0.7, 0.3) + rng.normal(0, 0.2, n), 0, 1)
     return labels, scores
+
+
+def per_case_bootstrap(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, n_bootstrap: int, seed: int
+) -> dict[str, np.ndarray]:
+    """The reference: the stratified bootstrap that resamples cases, one score per drawn case (what
+    ``bootstrap_intervals`` did before issue 20, at ~58 KB per case), ROC-AUC from mean ranks."""
+    rng = np.random.default_rng(seed)
+    malignant, benign = scores[labels == MALIGNANT], scores[labels == BENIGN]
+    resampled_malignant = rng.choice(malignant, size=(n_bootstrap, len(malignant)))
+    resampled_benign = rng.choice(benign, size=(n_bootstrap, len(benign)))
+    true_positives = np.sum(resampled_malignant >= threshold, axis=1)
+    predicted = true_positives + np.sum(resampled_benign >= threshold, axis=1)
+    ranks = rankdata(np.hstack([resampled_malignant, resampled_benign]), axis=1)
+    pairs = len(malignant) * len(benign)
+    return {
+        "malignant_recall": true_positives / len(malignant),
+        "malignant_precision": np.divide(true_positives, predicted, out=np.zeros(n_bootstrap), where=predicted > 0),
+        "roc_auc": (ranks[:, : len(malignant)].sum(axis=1) - len(malignant) * (len(malignant) + 1) / 2) / pairs,
+    }
+
+
+@pytest.fixture(scope="module")
+def agreement_data() -> tuple[np.ndarray, np.ndarray, float, dict[str, np.ndarray]]:
+    """300 noisy scores (ties at 0 and 1 from clipping), a threshold, and the reference's resampled metrics."""
+    labels, scores = noisy_scores(300, seed=3)
+    return labels, scores, 0.5, per_case_bootstrap(labels, scores, 0.5, AGREEMENT_RESAMPLES, seed=1)
+
+
+def assert_intervals_agree(intervals: dict, reference: dict[str, np.ndarray], n_malignant: int) -> None:
+    """Each interval end within Monte-Carlo error of the reference's. The p-quantile of B draws has a standard
+    error of about sqrt(p (1 - p) / B) / density, the density of a normal of the draws' spread at that quantile;
+    two independent runs differ by sqrt(2) of that, and 4 such errors are allowed (~6e-5 chance each for a
+    correct method). Recall takes the values k / n_malignant, coarse next to that error: a quantile on the edge
+    of an atom moves by one step, so one step is allowed on top (precision and ROC-AUC take far denser values)."""
+    tail = (1 - intervals["confidence"]) / 2
+    standard_error = np.sqrt(tail * (1 - tail) / AGREEMENT_RESAMPLES) / norm.pdf(norm.ppf(tail))
+    for name in INTERVAL_METRICS:
+        draws = reference[name]
+        lattice_step = 1 / n_malignant if name == "malignant_recall" else 0.0
+        tolerance = 4 * np.sqrt(2) * standard_error * draws.std() + lattice_step
+        low, high = np.percentile(draws, [100 * tail, 100 * (1 - tail)])
+        assert intervals[name]["low"] == pytest.approx(low, abs=tolerance), name
+        assert intervals[name]["high"] == pytest.approx(high, abs=tolerance), name
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +161,57 @@ def test_bootstrap_intervals_bracket_the_point_values_and_repeat_with_the_seed(r
 
     again = evaluate_out_of_fold(*noisy_scores(240, seed=1), target_recall=0.9, n_bootstrap=300)
     assert again["bootstrap"] == report["bootstrap"]
+
+
+def test_bootstrap_over_distinct_scores_agrees_with_the_per_case_bootstrap(agreement_data):
+    labels, scores, threshold, reference = agreement_data
+    intervals = bootstrap_intervals(labels, scores, threshold, AGREEMENT_RESAMPLES, seed=2)
+    assert "distinct scores" in intervals["method"]
+    assert intervals["n_bins"] == len(np.unique(scores))
+    assert_intervals_agree(intervals, reference, int(np.sum(labels == MALIGNANT)))
+
+
+@pytest.mark.parametrize("max_bins", [64, 16])
+def test_bootstrap_over_quantile_bins_agrees_with_the_per_case_bootstrap(agreement_data, max_bins):
+    labels, scores, threshold, reference = agreement_data
+    intervals = bootstrap_intervals(labels, scores, threshold, AGREEMENT_RESAMPLES, seed=2, max_bins=max_bins)
+    assert "quantile score bins" in intervals["method"]
+    assert intervals["n_bins"] <= max_bins + 1  # the threshold may add an edge
+    assert_intervals_agree(intervals, reference, int(np.sum(labels == MALIGNANT)))
+
+
+def test_point_values_stay_exact_with_quantile_bins():
+    labels, scores = noisy_scores(400, seed=5)
+    threshold = float(np.quantile(scores, 0.55)) + 1e-4  # between bin edges unless it is one itself
+    exact = evaluate_scores(labels, scores, threshold, "holdout", n_bootstrap=100)
+    binned = bootstrap_intervals(labels, scores, threshold, n_bootstrap=100, max_bins=8)
+    malignant = exact["at_operating_threshold"]["classification_report"]["malignant"]
+    assert binned["malignant_recall"]["point"] == pytest.approx(malignant["recall"])
+    assert binned["malignant_precision"]["point"] == pytest.approx(malignant["precision"])
+    assert binned["roc_auc"]["point"] == pytest.approx(exact["roc_auc"])
+
+
+def test_bootstrap_intervals_do_not_depend_on_the_resampling_block(monkeypatch):
+    labels, scores = noisy_scores(300, seed=6)
+    whole = bootstrap_intervals(labels, scores, 0.5, n_bootstrap=500)
+    monkeypatch.setattr(metrics, "_BLOCK_CELLS", 1000)  # a few resamples per block
+    assert bootstrap_intervals(labels, scores, 0.5, n_bootstrap=500) == whole
+
+
+def test_bootstrap_memory_does_not_grow_with_the_resamples():
+    """10x the resamples, the same peak: resamples are counts over score bins, drawn in blocks. 1024 quantile bins
+    (of 50 k distinct scores) keep it fast; both calls draw more than one block of resamples."""
+    labels, scores = noisy_scores(50_000, seed=7)
+    peaks = []
+    for n_bootstrap in (200, 2000):
+        tracemalloc.start()
+        try:
+            bootstrap_intervals(labels, scores, 0.5, n_bootstrap, max_bins=1024)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] < 1.2 * peaks[0]
+    assert peaks[1] < 200 * len(scores) + 16 * 2**20  # the per-case bootstrap needed ~58 KB per case at 1000
 
 
 def test_headline_metrics_are_flat_floats_at_the_operating_threshold(report):
