@@ -13,6 +13,7 @@ from pydantic import Field
 from upath import UPath
 
 from turbine_dagster.core.data import landing
+from turbine_dagster.core.data.history import ParseCache
 from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.io_managers import ArtifactIOManager
@@ -52,10 +53,21 @@ class LandingZone(dg.ConfigurableResource):
     """Where teams land labeled and scoring case files (hive layout: team=<t>/week=<YYYY-MM-DD>)."""
 
     root: str = Field(description="Landing root: a folder or an s3:// URI.")
+    parse_cache_root: str | None = Field(
+        None,
+        description="Where labeled files, once parsed, are kept and reused while unchanged (a folder or an s3:// "
+        "URI); unset: every load parses every file.",
+    )
     s3: S3Resource | None = Field(None, description="S3 connection settings when the root is an s3:// URI.")
 
     def path(self) -> UPath:
         return landing.root_path(self.root, s3fs_options(self.s3))
+
+    def parse_cache(self) -> ParseCache | None:
+        """A parse cache for one load (it records what that load reused and parsed); None when none is set."""
+        if self.parse_cache_root is None:
+            return None
+        return ParseCache(landing.root_path(self.parse_cache_root, s3fs_options(self.s3)))
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
@@ -83,10 +95,12 @@ class PartitionFolders(dg.ConfigurableResource):
 
 
 def storage_resources(settings: Settings, s3: S3Resource | None = None) -> dict[str, Any]:
-    """Landing zone, registry and asset storage under the configured roots, over S3 when ``s3`` is given."""
+    """Landing zone, registry and asset storage under the configured roots, over S3 when ``s3`` is given. Parsed
+    landing files are cached beside the assets (``assets/parse-cache``: no asset key holds a '-'), where the
+    training location may write."""
     artifacts = f"{settings.storage_root}/assets"
     return {
-        "landing_zone": LandingZone(root=settings.landing_root, s3=s3),
+        "landing_zone": LandingZone(root=settings.landing_root, parse_cache_root=f"{artifacts}/parse-cache", s3=s3),
         "registry": ModelRegistryResource(root=f"{settings.storage_root}/registry", s3=s3),
         "prediction_store": PartitionFolders(root=f"{settings.storage_root}/predictions", s3=s3),
         "checkpoint_store": PartitionFolders(root=f"{settings.storage_root}/checkpoints", s3=s3),

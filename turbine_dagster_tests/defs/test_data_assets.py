@@ -40,12 +40,14 @@ def test_raw_data_and_splits_carry_their_column_schema_and_row_count(settings, p
     assert result.success, failure_messages(result)
     raw = result.asset_materializations_for_node("raw_data")[0].metadata
     types = column_types(raw)
-    assert list(types)[:2] == [CASE_ID, FEATURE_COLUMNS[0]] and len(types) == 35
+    assert list(types)[:2] == [CASE_ID, FEATURE_COLUMNS[0]] and len(types) == 37
     assert {types[CASE_ID], types[FEATURE_COLUMNS[0]], types[TARGET]} == {"string", "double", "int64"}
+    assert list(types)[-2:] == ["holdout_key", "fold_key"]  # each case id's SHA-256 keys, from when it was parsed
     assert raw["dagster/row_count"].value == 200
     train, test = result.asset_materializations_for_node("splits")
     assert {"fold"} == set(column_types(train.metadata)) - set(types)
     assert {"holdout_scheme"} == set(column_types(test.metadata)) - set(types)
+    assert {"holdout_key", "fold_key"} == set(types) - set(column_types(test.metadata))
     assert train.metadata["dagster/row_count"].value + test.metadata["dagster/row_count"].value == 200
 
 
@@ -205,3 +207,37 @@ def test_values_no_model_should_get_fail_the_value_check(settings, landing_root,
     evaluation = check_evaluations(result)["no_missing_or_infinite_values"]
     assert not evaluation.passed and expected in evaluation.description
     assert materialized_keys(result) == {"raw_data"}
+
+
+def test_a_second_run_reads_unchanged_files_from_the_parse_cache(settings, landing_root, week, partition_key):
+    first = materialize([raw_data], settings, partition_key)
+    second = materialize([raw_data], settings, partition_key)
+    assert first.success and second.success, failure_messages(second)
+    assert (
+        _raw_data_metadata(first)["files_parsed"].value,
+        _raw_data_metadata(first)["files_reused_from_parse_cache"].value,
+    ) == (1, 0)
+    assert (
+        _raw_data_metadata(second)["files_parsed"].value,
+        _raw_data_metadata(second)["files_reused_from_parse_cache"].value,
+    ) == (0, 1)
+    assert _raw_data_metadata(second)["dagster/row_count"].value == 200
+    assert all(e.passed for e in check_evaluations(second).values())
+
+
+def test_a_parse_cache_that_cannot_be_written_is_a_warning_not_a_loss(settings, partition_key, monkeypatch):
+    from turbine_dagster.core.storage import files
+
+    write = files.write_bytes_atomic
+
+    def refuse_cache(target, data):
+        if "/parse-cache/" in str(target):
+            raise PermissionError("AccessDenied")
+        write(target, data)
+
+    monkeypatch.setattr(files, "write_bytes_atomic", refuse_cache)
+    result = materialize(DATA_ASSETS, settings, partition_key)
+    assert result.success, failure_messages(result)
+    metadata = _raw_data_metadata(result)
+    assert metadata["dagster/row_count"].value == 200 and metadata["files_parsed"].value == 1
+    assert "could not write parse cache entry" in metadata["parse_cache_problems"].value[0]

@@ -1,19 +1,23 @@
-"""Labeled case data: loading from the landing zone, the value rules that the ``raw_data`` checks and batch
-scoring share, and the stratified holdout and cross-fitting splits."""
+"""Labeled case data: loading from the landing zone (each file parsed once: ``history``), the value rules that the
+``raw_data`` checks and batch scoring share, and the holdout and cross-fitting folds, each a pure function of the
+case id."""
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from sklearn.datasets import load_breast_cancer
-from sklearn.model_selection import StratifiedKFold
 from upath import UPath
 
-from turbine_dagster.core.data import landing, layouts
+from turbine_dagster.core.data import history, landing
 from turbine_dagster.core.data.cells import text_not_numbers, to_float64
+from turbine_dagster.core.data.history import FOLD_KEY, HOLDOUT_KEY, KEY_COLUMNS, ParseCache
 from turbine_dagster.core.schema import BENIGN, CASE_ID, CLASS_NAMES, FEATURE_COLUMNS, MALIGNANT, SOURCE_FILE, TARGET
 
 WEEK = "week"
@@ -24,8 +28,8 @@ ALL_WEEKS = 0
 MIN_CASES_PER_CLASS = 10
 """Fewest cases of each class a training set may hold (the ``raw_data`` check's default minimum)."""
 TRAINING_SEED = 42
-"""Default seed of training's random draws: the fold assignment, each fold's early-stopping share and the
-models' own randomness."""
+"""Default seed of training's random draws: each fold's early-stopping share and the models' own randomness (the
+folds themselves are drawn by case id, with no seed)."""
 
 
 class EmptyPartitionError(ValueError):
@@ -67,43 +71,116 @@ def weeks_in_window(available: list[str], week: str, window_weeks: int) -> list[
     return [w for w in available if start <= dt.date.fromisoformat(w) <= end]
 
 
-def load_labeled_cases(root: UPath, team: str, week: str, window_weeks: int = ALL_WEEKS) -> pd.DataFrame:
+def load_labeled_cases(
+    root: UPath, team: str, week: str, window_weeks: int = ALL_WEEKS, cache: ParseCache | None = None
+) -> pd.DataFrame:
     """All labeled cases of ``team`` landed up to ``week`` (within the window), one frame.
 
     Files may come in any of the published WDBC layouts (``layouts``); each case keeps the layout its
-    file came in (``LAYOUT``). Fails on what makes a table impossible (no files, unreadable, unsupported
-    or ambiguous files, missing columns); value problems are kept in the frame for the checks to report
-    with file names.
+    file came in (``LAYOUT``) and the keys of its case id (``HOLDOUT_KEY``, ``FOLD_KEY``: its holdout and fold).
+    Fails on what makes a table impossible (no files, unreadable, unsupported or ambiguous files, missing
+    columns); value problems are kept in the frame for the checks to report with file names. With a ``cache``,
+    a file unchanged since it was last parsed is read from it (``history``); without one every file is parsed.
     """
     weeks = weeks_in_window(
         landing.landed_weeks(root, landing.LABELED, team), landing.validate_week(week), window_weeks
     )
-    frames = []
-    for landed_week in weeks:
-        for path in landing.data_files(landing.partition_dir(root, landing.LABELED, team, landed_week), root):
-            frame, layout = layouts.read_cases(path, root, landing.LABELED)
-            frames.append(
-                frame.assign(**{WEEK: landed_week, SOURCE_FILE: landing.relative_name(path, root), LAYOUT: layout.name})
-            )
-    if not frames or sum(len(f) for f in frames) == 0:
+    tables = [
+        _with_origin(history.parse(path, root, cache), landed_week)
+        for landed_week in weeks
+        for path in landing.data_files(landing.partition_dir(root, landing.LABELED, team, landed_week), root)
+    ]
+    if sum(table.num_rows for table in tables) == 0:
         folder = landing.relative_name(landing.partition_dir(root, landing.LABELED, team, week), root)
         raise EmptyPartitionError(
             f"no labeled cases for {team} up to week {week} (looked under {folder} and earlier weeks"
             f"{f' within {window_weeks} week(s)' if window_weeks else ''}); land files there or run "
             "`turbine-demo-data`"
         )
-    return _storable(pd.concat(frames, ignore_index=True))
+    return _frame(tables, [*history.CASE_COLUMNS, WEEK, SOURCE_FILE, LAYOUT, *KEY_COLUMNS])
 
 
-def landed_labels(root: UPath, team: str, case_ids: set[str] | None = None) -> pd.DataFrame | None:
+def _with_origin(parsed: history.ParsedFile, week: str) -> pa.Table:
+    """The file's cases with the week, file and layout they came from."""
+    rows = parsed.table.num_rows
+    table = parsed.table.select([*history.CASE_COLUMNS])
+    for name, value in ((WEEK, week), (SOURCE_FILE, parsed.name), (LAYOUT, parsed.layout)):
+        table = table.append_column(name, pa.repeat(pa.scalar(value, pa.string()), rows))
+    return table.append_column(HOLDOUT_KEY, parsed.table.column(HOLDOUT_KEY)).append_column(
+        FOLD_KEY, parsed.table.column(FOLD_KEY)
+    )
+
+
+def _frame(tables: list[pa.Table], columns: list[str]) -> pd.DataFrame:
+    """The files' tables as one frame, each column in one type (``history.common_type``): numbers as float64
+    (``target`` int64 when whole everywhere), text as text. Takes ``tables`` over and empties it: each column is
+    written once into the frame and dropped from the tables, and the float64 columns fill one block in place, so
+    the history is held about once (no concatenated copy, no consolidation copy)."""
+    kinds = {name: history.common_type(table.schema.field(name).type for table in tables) for name in columns}
+    rows = sum(table.num_rows for table in tables)
+    numbers = [name for name in columns if kinds[name] == pa.float64()]
+    block = np.empty((len(numbers), rows), dtype=np.float64)  # pandas' own layout: one row per column
+    others: dict[str, object] = {}
+    for name in columns:
+        pieces = [history.as_type(table.column(name), kinds[name]) for table in tables]
+        tables[:] = [table.drop_columns([name]) for table in tables]  # the column is now held by pieces alone
+        if name in numbers:
+            offset = 0
+            for chunk in (chunk for piece in pieces for chunk in _chunks(piece)):
+                block[numbers.index(name), offset : offset + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                offset += len(chunk)
+        elif pa.types.is_string(kinds[name]):
+            others[name] = pa.chunked_array([c for piece in pieces for c in _chunks(piece)], pa.string()).to_pandas()
+        else:
+            others[name] = np.concatenate([c.to_numpy(zero_copy_only=False) for p in pieces for c in _chunks(p)])
+        del pieces
+        pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed memory unless told
+    tables.clear()
+    frame = pd.DataFrame(block.T, columns=numbers, copy=False)
+    for position, name in enumerate(columns):
+        if name in others:
+            frame.insert(position, name, others.pop(name))
+    return _storable(frame)
+
+
+def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+
+
+def landed_labels(
+    root: UPath,
+    team: str,
+    case_ids: Iterable[str] | pa.Array | pa.ChunkedArray | None = None,
+    cache: ParseCache | None = None,
+) -> pd.DataFrame | None:
     """``case_id`` and ``target`` of the cases whose labels have landed in any week (of the given cases, or of
-    all); None when none has."""
-    weeks = landing.landed_weeks(root, landing.LABELED, team)
-    if not weeks:
+    all); None when none has. Only those two columns are read: from the parse cache for files unchanged since
+    they were parsed, else from the files."""
+    wanted = None if case_ids is None else _id_array(case_ids)
+    tables = []
+    for week in landing.landed_weeks(root, landing.LABELED, team):
+        for path in landing.data_files(landing.partition_dir(root, landing.LABELED, team, week), root):
+            table = history.labels(path, root, cache)
+            if wanted is not None:
+                table = table.filter(pc.fill_null(pc.is_in(table.column(CASE_ID), value_set=wanted), False))
+            tables.append(table)
+    if sum(table.num_rows for table in tables) == 0:
         return None
-    cases = load_labeled_cases(root, team, weeks[-1])
-    labeled = cases.loc[cases[CASE_ID].isin(case_ids) if case_ids is not None else slice(None), [CASE_ID, TARGET]]
-    return labeled if len(labeled) else None
+    return _frame(tables, [CASE_ID, TARGET])
+
+
+def _id_array(case_ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(case_ids, pa.ChunkedArray):
+        case_ids = case_ids.combine_chunks()
+    if isinstance(case_ids, pa.Array):
+        return case_ids.cast(pa.string())
+    return pa.array([str(case) for case in case_ids], pa.string())
+
+
+def case_ids_in(path: UPath) -> pa.ChunkedArray:
+    """The ``case_id`` column of a Parquet file (a predictions file), read alone."""
+    with path.open("rb") as handle:
+        return pq.read_table(handle, columns=[CASE_ID]).column(CASE_ID)
 
 
 def _storable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -111,7 +188,7 @@ def _storable(frame: pd.DataFrame) -> pd.DataFrame:
     Parquet can store it, and the numeric check reports it."""
     frame[CASE_ID] = frame[CASE_ID].astype(str)
     for column in (*FEATURE_COLUMNS, TARGET):
-        if not pd.api.types.is_numeric_dtype(frame[column]):
+        if column in frame.columns and not pd.api.types.is_numeric_dtype(frame[column]):
             frame[column] = frame[column].astype("string")
     return frame
 
@@ -266,22 +343,42 @@ def class_counts(frame: pd.DataFrame) -> dict[str, int]:
     return {CLASS_NAMES[code]: int((labels == code).sum()) for code in (MALIGNANT, BENIGN)}
 
 
-def fingerprint(frame: pd.DataFrame) -> str:
-    """A content hash of the cases: the data version recorded with every model trained on them."""
-    hashed = pd.util.hash_pandas_object(frame.loc[:, [CASE_ID, *FEATURE_COLUMNS, TARGET]], index=False)
-    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
+FINGERPRINT_ROWS = 131_072
+"""Rows hashed at a time by ``fingerprint``: the memory it needs (text columns are hashed as Python strings)."""
+
+
+def fingerprint(frame: pd.DataFrame, rows_at_a_time: int = FINGERPRINT_ROWS) -> str:
+    """A content hash of the cases: the data version recorded with every model trained on them.
+
+    The row hashes of ``pd.util.hash_pandas_object`` over the case columns, combined column by column as it
+    combines them; computed ``rows_at_a_time`` rows at a time (a row's hash depends on that row alone), so no
+    copy of the columns is made."""
+    columns = [CASE_ID, *FEATURE_COLUMNS, TARGET]
+    hashed = np.empty(len(frame), dtype=np.uint64)
+    for start in range(0, len(frame), rows_at_a_time):
+        part = frame.iloc[start : start + rows_at_a_time]
+        rows = np.full(len(part), 0x345678, dtype=np.uint64)
+        multiplier = np.uint64(1000003)
+        with np.errstate(over="ignore"):
+            for position, column in enumerate(columns):
+                rows ^= pd.util.hash_pandas_object(part[column], index=False).to_numpy()
+                rows *= multiplier
+                multiplier += np.uint64(82520 + 2 * (len(columns) - position))
+            rows += np.uint64(97531)
+        hashed[start : start + len(part)] = rows
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    """How labeled cases are divided: a fixed holdout by case id, and cross-fitting folds over the rest."""
+    """How labeled cases are divided: a fixed holdout by case id, and cross-fitting folds over the rest, also by
+    case id. Both come from one SHA-256 digest of the case id (``history.case_keys``): a case keeps its split and
+    its fold whatever else lands, so nothing here is seeded."""
 
     test_fraction: float = 0.2
     """Share of case ids held out for the final grade and the promotion gate, never trained or tuned on."""
     folds: int = 5
     """Cross-fitting folds over the development cases (out-of-fold scores choose thresholds and champions)."""
-    seed: int = TRAINING_SEED
-    """Seed of the stratified fold assignment (the holdout depends on the case ids alone)."""
 
     def __post_init__(self):
         if not 0 < self.test_fraction < 1:
@@ -301,21 +398,43 @@ HOLDOUT_SCHEME = "case-id-sha256-holdout"
 HOLDOUT_SCHEME_COLUMN = "holdout_scheme"
 """Carried by the holdout table, so whatever reads it knows (and registers) the scheme it came from."""
 FOLD = "fold"
+_KEYS_CHECKED = 32
+"""Rows of a frame whose stored case-id keys are checked against their case ids before the keys are used."""
+
+
+def holdout_mask(holdout_keys: np.ndarray, test_fraction: float) -> np.ndarray:
+    """True where a case's ``HOLDOUT_KEY`` puts it in the holdout: key / 2**64 below ``test_fraction``."""
+    return np.asarray(holdout_keys, dtype=np.uint64).astype(np.float64) / 2.0**64 < test_fraction
 
 
 def in_holdout(case_ids: pd.Series, test_fraction: float) -> np.ndarray:
     """True for the case ids in the holdout: a pure function of each id (a SHA-256 bucket), so a case stays
     in the same split every week, whatever else landed."""
-    buckets = [int.from_bytes(hashlib.sha256(str(case).encode()).digest()[:8], "big") / 2**64 for case in case_ids]
-    return np.asarray(buckets) < test_fraction
+    return holdout_mask(history.case_keys(case_ids)[0], test_fraction)
+
+
+def case_keys(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``HOLDOUT_KEY`` and ``FOLD_KEY`` of each row: the frame's own (as loaded, computed when its file was parsed)
+    when a sample of rows shows they belong to its case ids, else computed from the case ids."""
+    if all(column in frame.columns for column in KEY_COLUMNS):
+        keys = tuple(frame[column].to_numpy(dtype=np.uint64) for column in KEY_COLUMNS)
+        sample = np.unique(np.linspace(0, len(frame) - 1, num=min(len(frame), _KEYS_CHECKED)).astype(np.int64))
+        fresh = history.case_keys(frame[CASE_ID].iloc[sample])
+        if all(np.array_equal(key[sample], again) for key, again in zip(keys, fresh, strict=True)):
+            return keys
+    return history.case_keys(frame[CASE_ID])
 
 
 def development_and_holdout(
     frame: pd.DataFrame, params: SplitParams = SplitParams()
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The development cases (with a stratified ``fold`` for cross-fitting) and the fixed holdout."""
-    holdout_mask = in_holdout(frame[CASE_ID], params.test_fraction)
-    development, holdout = frame.loc[~holdout_mask], frame.loc[holdout_mask]
+    """The development cases, each with its cross-fitting ``fold``, and the fixed holdout. Both by case id alone:
+    the holdout by ``HOLDOUT_KEY``, the fold by ``FOLD_KEY`` mod ``folds``, so a case stays in its fold as weeks
+    are added. Folds are not stratified: a fold without a case of each class is an error that says so."""
+    holdout_keys, fold_keys = case_keys(frame)
+    holdout_rows = holdout_mask(holdout_keys, params.test_fraction)
+    frame = frame.drop(columns=[column for column in KEY_COLUMNS if column in frame.columns])
+    development, holdout = frame.loc[~holdout_rows], frame.loc[holdout_rows]
     for name, part, needed in (("development", development, params.folds), ("holdout", holdout, 1)):
         counts = class_counts(part)
         if min(counts.values()) < needed:
@@ -325,9 +444,23 @@ def development_and_holdout(
                 + (f" for {params.folds} cross-fitting folds" if name == "development" else "")
                 + ": land more cases or change the split"
             )
-    folds = StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.seed)
-    fold_of_row = np.empty(len(development), dtype=np.int64)
-    for fold, (_, rows) in enumerate(folds.split(np.zeros(len(development)), development[TARGET].astype(int))):
-        fold_of_row[rows] = fold
-    development = development.assign(**{FOLD: fold_of_row})
+    folds = (fold_keys[~holdout_rows] % np.uint64(params.folds)).astype(np.int64)
+    _check_folds(development, folds, params.folds)
+    development = development.assign(**{FOLD: folds})
     return development.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def _check_folds(development: pd.DataFrame, folds: np.ndarray, count: int) -> None:
+    """Every fold holds a case of each class: its model is scored, and thresholds chosen, on both."""
+    labels = pd.to_numeric(development[TARGET], errors="coerce").to_numpy()
+    per_fold = {
+        fold: {CLASS_NAMES[code]: int(((folds == fold) & (labels == code)).sum()) for code in (MALIGNANT, BENIGN)}
+        for fold in range(count)
+    }
+    lacking = {fold: counts for fold, counts in per_fold.items() if min(counts.values()) < 1}
+    if lacking:
+        raise ValueError(
+            f"cross-fitting fold(s) {', '.join(str(f) for f in lacking)} of {count} (folds drawn by case id, "
+            f"{len(development)} development cases) lack a class: class counts per fold {per_fold}; every fold "
+            "needs at least 1 case of each class: land more cases or use fewer folds"
+        )

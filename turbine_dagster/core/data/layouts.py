@@ -89,6 +89,16 @@ class Layout:
         ]
 
     @property
+    def label_columns(self) -> list[str]:
+        """The columns that give a labeled file's case ids and labels: the id column (the features where the id
+        comes from the row's content), the label, and the unnamed columns (checked empty, as in a whole read)."""
+        return [
+            *([self.case_id] if self.case_id else self.features),
+            *([self.label] if self.label else []),
+            *self.unnamed,
+        ]
+
+    @property
     def description(self) -> str:
         return LAYOUTS[self.name]
 
@@ -96,23 +106,35 @@ class Layout:
         """The batch in our layout: ``case_id`` (text), the feature columns as read, and ``target`` when the
         file is labeled (``diagnosis`` mapped M -> 0, B -> 1; any other value kept as it is, for the label
         check to report)."""
+        self._check_unnamed(batch, file)
+        arrays = [self._case_ids(batch)]
+        arrays += [cells.decoded_array(batch.column(feature)) for feature in self.features]
+        names = [CASE_ID, *FEATURE_COLUMNS]
+        if self.label:
+            arrays.append(self._labels(batch, file))
+            names.append(TARGET)
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def to_labels(self, batch: pa.RecordBatch | pa.Table, file: str) -> pa.RecordBatch:
+        """``case_id`` and ``target`` of a labeled file's batch of ``label_columns``, as ``to_internal`` gives them."""
+        self._check_unnamed(batch, file)
+        return pa.RecordBatch.from_arrays([self._case_ids(batch), self._labels(batch, file)], names=[CASE_ID, TARGET])
+
+    def _check_unnamed(self, batch: pa.RecordBatch | pa.Table, file: str) -> None:
         for column in self.unnamed:
             values = batch.column(column)
             filled = ~cells.is_blank(values)
             if filled.any():
                 raise landing.LandingError(_unnamed_message(file, column, _first(values, filled)))
-        arrays = [
-            cells.case_ids(batch.column(self.case_id))
-            if self.case_id
-            else cells.content_id(*(batch.column(feature) for feature in self.features))
-        ]
-        arrays += [cells.decoded_array(batch.column(feature)) for feature in self.features]
-        names = [CASE_ID, *FEATURE_COLUMNS]
-        if self.label:
-            labels = cells.decoded_array(batch.column(self.label))
-            arrays.append(_diagnosis_codes(labels, file) if self.diagnosis else labels)
-            names.append(TARGET)
-        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def _case_ids(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
+        if self.case_id:
+            return cells.case_ids(batch.column(self.case_id))
+        return cells.content_id(*(batch.column(feature) for feature in self.features))
+
+    def _labels(self, batch: pa.RecordBatch | pa.Table, file: str) -> pa.Array:
+        labels = cells.decoded_array(batch.column(self.label))
+        return _diagnosis_codes(labels, file) if self.diagnosis else labels
 
 
 def recognise(path: UPath, root: UPath, kind: str) -> Layout:
@@ -340,33 +362,61 @@ def csv_convert_options(layout: Layout) -> pacsv.ConvertOptions:
     return pacsv.ConvertOptions(column_types={name: pa.string() for name in layout.columns}, strings_can_be_null=True)
 
 
-def read_cases(path: UPath, root: UPath, kind: str) -> tuple[pd.DataFrame, Layout]:
+def read_table(path: UPath, root: UPath, kind: str) -> tuple[pa.Table, Layout]:
     """One landing file, whole, in our layout (``case_id``, the features and, labeled, ``target``), with the
     layout it came in. Numeric columns are float64 (``target`` int64 when whole); a column holding text that
-    is not a number keeps its text, so nothing is lost and the checks can name it."""
+    is not a number keeps its text (a string column), so nothing is lost and the checks can name it."""
     layout = recognise(path, root, kind)
     name = landing.relative_name(path, root)
-    try:
-        with path.open("rb") as handle:
-            if path.suffix.lower() == ".parquet":
-                table = pq.read_table(handle, columns=layout.read_columns)
-            else:
-                convert = csv_convert_options(layout)
-                convert.include_columns = layout.read_columns
-                table = pacsv.read_csv(handle, read_options=csv_read_options(layout), convert_options=convert)
-    except Exception as error:  # the reader's own words, with the file named
-        raise landing.LandingError(f"cannot read {name}: {_first_line(error)}") from error
-    batch = layout.to_internal(table, name)
-    frame = pd.DataFrame({CASE_ID: batch.column(CASE_ID).to_pandas(types_mapper=None).astype(object)})
+    batch = layout.to_internal(_read(path, layout, layout.read_columns, name), name)
+    columns = {CASE_ID: batch.column(CASE_ID)}
     for column in batch.schema.names[1:]:
-        frame[column] = _numbers_or_text(batch.column(column), whole=column == TARGET)
+        columns[column] = numbers_or_text(batch.column(column), whole=column == TARGET)
+    return pa.table(columns), layout
+
+
+def read_labels(path: UPath, root: UPath) -> pa.Table:
+    """``case_id`` and ``target`` of one labeled landing file, as ``read_table`` gives them, reading only the
+    columns they come from."""
+    layout = recognise(path, root, landing.LABELED)
+    name = landing.relative_name(path, root)
+    batch = layout.to_labels(_read(path, layout, layout.label_columns, name), name)
+    return pa.table({CASE_ID: batch.column(CASE_ID), TARGET: numbers_or_text(batch.column(TARGET), whole=True)})
+
+
+def read_cases(path: UPath, root: UPath, kind: str) -> tuple[pd.DataFrame, Layout]:
+    """``read_table`` as a frame: ``case_id`` as text, numeric columns as float64 (``target`` int64 when whole),
+    a column holding text that is not a number as text."""
+    table, layout = read_table(path, root, kind)
+    frame = pd.DataFrame({CASE_ID: table.column(CASE_ID).to_pandas(types_mapper=None).astype(object)})
+    for column in table.column_names[1:]:
+        values = table.column(column)
+        frame[column] = (
+            pd.Series(values.to_pylist(), dtype="string")
+            if pa.types.is_string(values.type)
+            else values.to_pandas(types_mapper=None)
+        )
     return frame, layout
 
 
-def _numbers_or_text(values: pa.Array, whole: bool) -> pd.Series:
-    numbers = cells.to_float64(values)
+def _read(path: UPath, layout: Layout, columns: list[str], name: str) -> pa.Table:
+    try:
+        with path.open("rb") as handle:
+            if path.suffix.lower() == ".parquet":
+                return pq.read_table(handle, columns=columns)
+            convert = csv_convert_options(layout)
+            convert.include_columns = columns
+            return pacsv.read_csv(handle, read_options=csv_read_options(layout), convert_options=convert)
+    except Exception as error:  # the reader's own words, with the file named
+        raise landing.LandingError(f"cannot read {name}: {_first_line(error)}") from error
+
+
+def numbers_or_text(values: pa.Array, whole: bool) -> pa.Array:
+    """A column as it is kept: float64 (int64 when ``whole`` and every value is a whole number), or its text when
+    some cell holds text that is not a number."""
     if cells.text_not_numbers(values).any():
-        return pd.Series(pc.cast(values, pa.string()).to_pylist(), dtype="string")
+        return pc.cast(cells.decoded_array(values), pa.string())
+    numbers = cells.to_float64(values)
     if whole and len(numbers) and not np.isnan(numbers).any() and np.all(numbers == np.round(numbers)):
-        return pd.Series(numbers.astype(np.int64))
-    return pd.Series(numbers)
+        return pa.array(numbers.astype(np.int64))
+    return pa.array(numbers)

@@ -1,4 +1,4 @@
-"""Labeled data per team and week, its blocking quality checks, and stratified splits."""
+"""Labeled data per team and week, its blocking quality checks, and the holdout and folds by case id."""
 
 from collections.abc import Callable
 from typing import Any
@@ -8,6 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from turbine_dagster.core.data import cases, landing
+from turbine_dagster.core.data.history import ParseCache
 from turbine_dagster.core.data.landing import LandingError
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, SOURCE_FILE, TARGET
 from turbine_dagster.defs.code_versions import versioned
@@ -40,8 +41,12 @@ class SplitConfig(dg.Config):
         "hash of the case id: a case never changes split). Changing it starts a new split "
         "scheme: the gate then cannot pair the next candidate with the serving champion.",
     )
-    folds: int = Field(cases.SplitParams.folds, ge=2, description="Cross-fitting folds over the development cases.")
-    seed: int = Field(cases.SplitParams.seed, description="Seed of the stratified fold assignment.")
+    folds: int = Field(
+        cases.SplitParams.folds,
+        ge=2,
+        description="Cross-fitting folds over the development cases, chosen by a hash of the case id (a case keeps "
+        "its fold as weeks are added; folds are not stratified, and one without both classes fails the split).",
+    )
 
 
 def unusual_values_metadata(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -54,6 +59,15 @@ def class_balance_metadata(frame: pd.DataFrame) -> dict[str, Any]:
         "malignant_cases": counts["malignant"],
         "benign_cases": counts["benign"],
         "malignant_share": round(counts["malignant"] / max(len(frame), 1), 4),
+    }
+
+
+def parse_cache_metadata(cache: ParseCache) -> dict[str, Any]:
+    """How many landing files this load read from the parse cache and how many it parsed (and cached)."""
+    return {
+        "files_reused_from_parse_cache": len(cache.reused),
+        "files_parsed": len(cache.parsed),
+        **({"parse_cache_problems": dg.MetadataValue.json(cache.problems)} if cache.problems else {}),
     }
 
 
@@ -115,8 +129,11 @@ def raw_data(
     strays = landing.stray_entries(landing_zone.path(), landing.LABELED, team)
     if strays:
         context.log.warning(f"{asset_and_partition(context)}: {landing.stray_warning(strays)}")
+    cache = landing_zone.parse_cache()
     with failing_on(context, LandingError, cases.EmptyPartitionError):
-        frame = cases.load_labeled_cases(landing_zone.path(), team, week, config.window_weeks)
+        frame = cases.load_labeled_cases(landing_zone.path(), team, week, config.window_weeks, cache)
+    for problem in cache.problems if cache else []:
+        context.log.warning(f"{asset_and_partition(context)}: {problem}")
     files = (
         frame.groupby([SOURCE_FILE, cases.LAYOUT], sort=True)
         .size()
@@ -136,6 +153,7 @@ def raw_data(
             "rows_with_unusually_large_values": int(unusual.sum()),
             **({"unusually_large_values": unusual_values_metadata(frame)} if unusual.any() else {}),
             **({"ignored_landing_entries": dg.MetadataValue.json(strays)} if strays else {}),
+            **(parse_cache_metadata(cache) if cache else {}),
             "preview": dg.MetadataValue.md(padded_markdown_table(preview)),
         },
         check_results=raw_data_check_results(frame, config),
@@ -161,7 +179,7 @@ SPLIT_DESCRIPTIONS = {
     retry_policy=STORAGE_RETRY_POLICY,
 )
 def splits(context: dg.AssetExecutionContext, config: SplitConfig, raw_data: pd.DataFrame):
-    params = cases.SplitParams(config.test_fraction, config.folds, config.seed)
+    params = cases.SplitParams(config.test_fraction, config.folds)
     with failing_on(context, ValueError):
         development, holdout = cases.development_and_holdout(raw_data, params)
     holdout = holdout.assign(**{cases.HOLDOUT_SCHEME_COLUMN: params.scheme})

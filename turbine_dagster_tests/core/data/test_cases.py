@@ -98,22 +98,74 @@ def test_holdout_is_a_pure_function_of_the_case_id(landing_root, week):
     assert len(development) + len(holdout) == len(frame)
     assert not set(development[CASE_ID]) & set(holdout[CASE_ID])
     assert len(holdout) == pytest.approx(0.2 * len(frame), abs=0.08 * len(frame))
-    # More cases, another order, another seed: the cases held out before stay held out, and no other moves in.
+    # More cases, another order: the cases held out before stay held out, and no other moves in. The new ids'
+    # stored keys are their old ids': they are found stale and computed again.
     more = pd.concat([frame.sample(frac=1, random_state=3), frame.assign(**{CASE_ID: frame[CASE_ID] + "-new"})])
-    _, holdout_of_more = cases.development_and_holdout(more, cases.SplitParams(test_fraction=0.2, folds=3, seed=9))
+    _, holdout_of_more = cases.development_and_holdout(more, cases.SplitParams(test_fraction=0.2, folds=3))
     old_ids = set(frame[CASE_ID])
     assert {case for case in holdout_of_more[CASE_ID] if case in old_ids} == set(holdout[CASE_ID])
+    new_ids = more[CASE_ID][~more[CASE_ID].isin(old_ids)]
+    assert set(holdout_of_more[CASE_ID]) - old_ids == set(new_ids[cases.in_holdout(new_ids, 0.2)])
 
 
-def test_development_folds_are_stratified_and_seeded(landing_root, week):
+# Holdout membership as the function before the case-id keys computed it (sha256(id)[:8] / 2**64 < share, one id
+# at a time): registered versions name this scheme, so no case may move.
+PINNED_HOLDOUT = {
+    0.2: {"844981", "team_a-2026-11-08-L000000002"},
+    0.5: {"842517", "84458202", "844981", "team_a-2026-11-08-L000000000", "team_a-2026-11-08-L000000002"}
+    | {"case-0f3a5c7e9b1d2f40"},
+}
+PINNED_IDS = [
+    *("842302", "842517", "84300903", "84348301", "84358402", "843786", "844359", "84458202", "844981", "84501001"),
+    *(f"team_a-2026-11-08-L00000000{i}" for i in range(4)),
+    "case-0f3a5c7e9b1d2f40",
+]
+
+
+@pytest.mark.parametrize("share", sorted(PINNED_HOLDOUT))
+def test_the_holdout_of_a_case_id_is_the_one_it_always_had(share):
+    ids = pd.Series(PINNED_IDS, dtype=str)
+    assert set(ids[cases.in_holdout(ids, share)]) == PINNED_HOLDOUT[share]
+    frame = pd.DataFrame({CASE_ID: ids, TARGET: [MALIGNANT, BENIGN] * 7 + [MALIGNANT]})
+    holdout_keys, _ = cases.case_keys(frame)
+    assert set(ids[cases.holdout_mask(holdout_keys, share)]) == PINNED_HOLDOUT[share]
+
+
+def test_folds_are_a_pure_function_of_the_case_id(landing_root, week):
     frame = cases.load_labeled_cases(landing_root, TEAM, week)
-    development, _ = cases.development_and_holdout(frame, cases.SplitParams(folds=4, seed=7))
+    development, _ = cases.development_and_holdout(frame, cases.SplitParams(folds=4))
     assert sorted(development[cases.FOLD].unique()) == [0, 1, 2, 3]
-    share = development[TARGET].mean()
-    for _, fold in development.groupby(cases.FOLD):
-        assert fold[TARGET].mean() == pytest.approx(share, abs=0.05)
-    again, _ = cases.development_and_holdout(frame, cases.SplitParams(folds=4, seed=7))
-    assert again[cases.FOLD].tolist() == development[cases.FOLD].tolist()
+    assert development[cases.FOLD].value_counts().min() >= len(development) / 4 * 0.5  # a hash spreads them
+    shuffled, _ = cases.development_and_holdout(frame.sample(frac=1, random_state=5), cases.SplitParams(folds=4))
+    assert dict(zip(shuffled[CASE_ID], shuffled[cases.FOLD], strict=True)) == dict(
+        zip(development[CASE_ID], development[cases.FOLD], strict=True)
+    )
+    assert cases.KEY_COLUMNS[0] not in development.columns and cases.KEY_COLUMNS[1] not in development.columns
+
+
+def test_a_case_keeps_its_fold_when_a_week_is_added(tmp_path):
+    root = UPath(tmp_path)
+    write_demo_data(root, [TEAM], ["2026-11-08", "2026-11-15"], labeled_rows=150, scoring_rows=0)
+    before, _ = cases.development_and_holdout(cases.load_labeled_cases(root, TEAM, "2026-11-08"))
+    write_demo_data(root, [TEAM], ["2026-11-22"], labeled_rows=150, scoring_rows=0)
+    after, _ = cases.development_and_holdout(cases.load_labeled_cases(root, TEAM, "2026-11-22"))
+    fold_after = dict(zip(after[CASE_ID], after[cases.FOLD], strict=True))
+    assert len(after) > len(before)
+    assert all(fold_after[case] == fold for case, fold in zip(before[CASE_ID], before[cases.FOLD], strict=True))
+
+
+def test_a_fold_without_a_class_is_refused_with_its_counts():
+    # 5 malignant development cases, none in fold 0: enough of each class for 5 folds, yet fold 0 lacks one
+    frame = pd.DataFrame({CASE_ID: [f"c{i}" for i in range(300)], TARGET: BENIGN, **{c: 1.0 for c in FEATURE_COLUMNS}})
+    holdout_keys, fold_keys = cases.case_keys(frame)
+    in_development = ~cases.holdout_mask(holdout_keys, 0.2)
+    frame.loc[np.flatnonzero(in_development & (fold_keys % np.uint64(5) != 0))[:5], TARGET] = MALIGNANT
+    frame.loc[np.flatnonzero(~in_development)[:1], TARGET] = MALIGNANT  # the holdout has both classes
+    with pytest.raises(
+        ValueError, match=r"fold\(s\) 0(, \d)* of 5 .* lack a class: class counts per fold \{0: \{'malignant': 0"
+    ) as error:
+        cases.development_and_holdout(frame, cases.SplitParams(folds=5))
+    assert "land more cases or use fewer folds" in str(error.value)
 
 
 def test_split_parameters_and_class_counts_are_validated(landing_root, week):
