@@ -45,7 +45,7 @@ class _NativeFormatIOManager(dg.UPathIOManager):
             if self.file_format == "parquet":
                 buffer = io.BytesIO()
                 obj.to_parquet(buffer, index=False)
-                files.write_bytes_atomic(path, buffer.getvalue())
+                files.write_bytes_atomic(path, buffer.getbuffer())  # no copy of the file
             elif self.file_format == "json":
                 files.write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
             else:

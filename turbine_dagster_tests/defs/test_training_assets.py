@@ -93,11 +93,13 @@ def test_training_metadata_is_complete(trained):
     assert "data:image/png;base64," in tf_metadata["learning_curves"].value
     assert tf_metadata["path"].value.endswith(".keras")
     catboost_metadata = _metadata(result, "catboost_model")
-    for key in ("chosen_parameters", "best_iterations", "feature_importance", "device", "path"):
+    for key in ("chosen_parameters", "search_rows", "best_iterations", "feature_importance", "device", "path"):
         assert key in catboost_metadata
     assert tf_metadata["folds"].value == catboost_metadata["folds"].value == 3
-    chosen = catboost_metadata["chosen_parameters"].value  # one search per fold
-    assert len(chosen) == 3 and all(c["depth"] == 3 and c["l2_leaf_reg"] in (1.0, 3.0) for c in chosen)
+    chosen = catboost_metadata["chosen_parameters"].value  # one search for all folds
+    assert chosen["depth"] == 3 and chosen["l2_leaf_reg"] in (1.0, 3.0)
+    assert catboost_metadata["search_rows"].value == asset_metadata(result, "train_split")["dagster/row_count"].value
+    assert tf_metadata["batch_size"].value == 32 and tf_metadata["replicas"].value == 1
 
 
 def test_out_of_fold_tables_carry_their_column_schema_and_row_count(trained):

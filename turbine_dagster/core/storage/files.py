@@ -57,7 +57,7 @@ class AtomicFile:
             self.discard()
 
 
-def write_bytes_atomic(target: UPath, data: bytes) -> None:
+def write_bytes_atomic(target: UPath, data: bytes | memoryview) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if not is_local(target):
         target.write_bytes(data)
