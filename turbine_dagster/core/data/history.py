@@ -140,7 +140,7 @@ class ParseCache:
         try:
             buffer = io.BytesIO()
             pq.write_table(parsed.table.replace_schema_metadata(metadata), buffer)
-            files.write_bytes_atomic(path, buffer.getvalue())
+            files.write_bytes_atomic(path, buffer.getbuffer())
         except Exception as error:
             self.problems.append(
                 f"could not write parse cache entry {path} of {parsed.name} ({_words(error)}); its cases were parsed "
