@@ -122,3 +122,16 @@ def test_feature_importance_is_averaged_over_the_fold_models_most_important_firs
     ]
     mean = mean_feature_importance(folds)
     assert mean.to_dict("records") == [{"feature": "a", "importance": 30.0}, {"feature": "b", "importance": 20.0}]
+
+
+def test_catboost_trains_on_every_gpu_it_sees_by_default_and_on_the_cpu_without_one(monkeypatch):
+    from turbine_dagster.core.models import catboost_model
+
+    assert CatBoostSearchParams().use_gpu
+    monkeypatch.setattr(catboost_model, "get_gpu_device_count", lambda: 0)
+    assert catboost_model._task_type(True) == ("CPU", "CPU")
+    monkeypatch.setattr(catboost_model, "get_gpu_device_count", lambda: 4)
+    assert catboost_model._task_type(True) == ("GPU", "GPU (4 devices)")
+    assert catboost_model._task_type(False) == ("CPU", "CPU")
+    classifier = catboost_model._classifier(CatBoostSearchParams(), "GPU")
+    assert classifier.get_params()["task_type"] == "GPU" and "devices" not in classifier.get_params()  # all it sees
