@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
@@ -175,12 +174,6 @@ def _id_array(case_ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(case_ids, pa.Array):
         return case_ids.cast(pa.string())
     return pa.array([str(case) for case in case_ids], pa.string())
-
-
-def case_ids_in(path: UPath) -> pa.ChunkedArray:
-    """The ``case_id`` column of a Parquet file (a predictions file), read alone."""
-    with path.open("rb") as handle:
-        return pq.read_table(handle, columns=[CASE_ID]).column(CASE_ID)
 
 
 def _storable(frame: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from turbine_dagster.core.data.cases import case_ids_in, landed_labels
+from turbine_dagster.core.data.cases import landed_labels
 from turbine_dagster.core.monitoring import drift
 from turbine_dagster.core.registry.versions import model_reference
 from turbine_dagster.defs.code_versions import versioned
@@ -169,11 +169,10 @@ def challenger_comparison(
         "challenger": (challenger, challenger_checkpoint),
     }.items():
         score_with(context, store, version, checkpoint, files, root, folder, role, config.chunk_rows)
-    # Labels of the compared cases only (their case_id and target columns); the predictions are joined bucket by
-    # bucket, so memory does not grow with the week's scored rows.
-    labels = landed_labels(
-        landing_zone.path(), team, case_ids_in(folder / "champion.parquet"), cache=landing_zone.parse_cache()
-    )
+    # Only the labels (case_id and target) of the team's labeled cases, from the parse cache where it holds them;
+    # the join with the predictions, bucket by bucket, keeps the compared cases, so memory grows with the labeled
+    # cases and not with the week's scored rows (a filter by the scored ids would hold them all).
+    labels = landed_labels(landing_zone.path(), team, cache=landing_zone.parse_cache())
     with failing_on(context, ValueError):
         report = compare_prediction_files(
             folder / "champion.parquet", folder / "challenger.parquet", labels, config.sample_size
