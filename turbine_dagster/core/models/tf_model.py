@@ -101,12 +101,25 @@ def training_batches(
     features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None, batch_size: int, seed: int | None = None
 ) -> tf.data.Dataset:
     """Batches of (features, labels[, weights]) as a ``tf.data`` pipeline, prefetched; reshuffled every epoch
-    (seeded) when ``seed`` is given. Keras splits each batch across the strategy's replicas."""
-    tensors = (features, labels) if weights is None else (features, labels, weights)
-    batches = tf.data.Dataset.from_tensor_slices(tensors)
+    (seeded) when ``seed`` is given. Keras splits each batch across the strategy's replicas.
+
+    The shuffle permutes row numbers and each batch gathers its rows from the arrays, held once as tensors: a
+    shuffle buffer of the rows themselves held every row a second time, one small tensor each (+1 GB at 640 k)."""
+    arrays = (features, labels) if weights is None else (features, labels, weights)
+    rows = tf.data.Dataset.range(len(features))
     if seed is not None:
-        batches = batches.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        rows = rows.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    # The arrays travel beside each batch of row numbers rather than being captured by the map function, so they
+    # are freed with the pipeline.
+    whole = tf.data.Dataset.from_tensors(arrays).repeat()
+    return (
+        tf.data.Dataset.zip(rows.batch(batch_size), whole)
+        .map(
+            lambda batch, columns: tuple(tf.gather(column, batch) for column in columns),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 class _EpochCheckpoints(keras.callbacks.Callback):
@@ -219,11 +232,12 @@ def train_tf_model(
             snapshot = keras.models.load_model(file)
             p_malignant = predict_malignant_proba(snapshot, validation_features)
             checkpoints.append(take_checkpoint("epoch", epoch, snapshot, is_malignant, p_malignant, val_loss))
-    if replicas > 1:
-        # Mirrored variables serve only inside their strategy (predict_on_batch outside it returns every replica's
-        # output): what is scored, averaged and stored is the same network on the default device.
-        trained, model = model, build_tf_model(train_features, params, model_name)
-        model.set_weights(trained.get_weights())
+    # What is scored, averaged and stored is a fresh copy of the trained network on the default device: the trained
+    # one keeps its training pipeline (the fit cases as tensors) alive as long as it lives, and mirrored variables
+    # serve only inside their strategy (predict_on_batch outside it returns every replica's output).
+    trained, model = model, build_tf_model(train_features, params, model_name)
+    model.set_weights(trained.get_weights())
+    del trained
     # EarlyStopping restored the best epoch's weights: the best checkpoint is the returned model.
     checkpoints.append(
         take_checkpoint(

@@ -8,7 +8,7 @@ import pytest
 
 from turbine_dagster.core.models.interface import predict_malignant_proba
 from turbine_dagster.core.models.params import TFTrainingParams, auto_batch_size, auto_epochs
-from turbine_dagster.core.models.tf_model import train_tf_model
+from turbine_dagster.core.models.tf_model import train_tf_model, training_batches
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
 from turbine_dagster.presentation.training import learning_curve_markdown
 from turbine_dagster_tests.core.models.helpers import mean_malignant_proba_by_class
@@ -144,7 +144,7 @@ import pandas as pd
 from turbine_dagster.core.models.params import TFTrainingParams
 from turbine_dagster.core.models import tf_model
 from turbine_dagster.core.models.interface import predict_malignant_proba
-from turbine_dagster.core.models.tf_model import train_tf_model
+from turbine_dagster.core.models.tf_model import train_tf_model, training_batches
 train, validation = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
 replicas_at_build = []
 build = tf_model.build_tf_model
@@ -183,3 +183,25 @@ def test_training_mirrors_the_network_across_the_configured_devices(split, tmp_p
     assert seen["served_replicas"] == 1 and seen["scores"] == seen["cases"]
     # Without devices named and without GPUs: TensorFlow's default placement, one replica.
     assert (seen["default_device"], seen["default_replicas"]) == ("CPU", 1)
+
+
+def test_training_batches_give_every_row_once_an_epoch_in_a_new_seeded_order():
+    features = np.arange(20, dtype=np.float32).reshape(10, 2)
+    labels, weights = np.arange(10, dtype=np.float32), np.arange(10, dtype=np.float32) / 10
+    batches = training_batches(features, labels, weights, batch_size=4, seed=7)
+
+    epochs = [[tuple(part.numpy() for part in batch) for batch in batches] for _ in range(2)]
+
+    for epoch in epochs:
+        assert [len(batch[1]) for batch in epoch] == [4, 4, 2]
+        rows = np.concatenate([batch[1] for batch in epoch]).astype(int)
+        assert sorted(rows) == list(range(10))
+        for batch_features, batch_labels, batch_weights in epoch:  # each row's parts stay together
+            np.testing.assert_array_equal(batch_features[:, 0], 2 * batch_labels)
+            np.testing.assert_allclose(batch_weights, batch_labels / 10)
+    orders = [np.concatenate([batch[1] for batch in epoch]).tolist() for epoch in epochs]
+    assert orders[0] != orders[1]
+    again = [np.concatenate([b[1].numpy() for b in training_batches(features, labels, weights, 4, seed=7)]).tolist()]
+    assert again[0] == orders[0]
+    unshuffled = training_batches(features, labels, None, batch_size=4)
+    assert np.concatenate([batch[1].numpy() for batch in unshuffled]).tolist() == labels.tolist()
