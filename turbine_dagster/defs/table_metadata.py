@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from turbine_dagster.core.data.cases import FOLD, HOLDOUT_SCHEME_COLUMN, LAYOUT, WEEK
+from turbine_dagster.core.data.history import FOLD_KEY, HOLDOUT_KEY
 from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, P_MALIGNANT, SOURCE_FILE, TARGET
 from turbine_dagster.core.serving.columns import (
     MODEL_VERSION,
@@ -28,6 +29,8 @@ COLUMN_DESCRIPTIONS = {
     SOURCE_FILE: "Landing file, relative to the landing root.",
     LAYOUT: "Published layout the file was recognised as.",
     FOLD: "Cross-fitting fold the case is held out in.",
+    HOLDOUT_KEY: "Bytes 0-7 of SHA-256(case id): the case is in the holdout when this / 2^64 is below the share.",
+    FOLD_KEY: "Bytes 8-15 of SHA-256(case id): the case's cross-fitting fold is this mod the folds.",
     HOLDOUT_SCHEME_COLUMN: "How the holdout was chosen (scheme and share): the gate pairs only equal schemes.",
     P_MALIGNANT: "P(malignant) from the model.",
     PREDICTED_LABEL: "0 malignant when p_malignant >= threshold, else 1 benign.",

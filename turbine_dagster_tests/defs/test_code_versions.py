@@ -117,8 +117,8 @@ def test_comments_docstrings_and_descriptions_change_no_version(monkeypatch):
     with_source_changed(
         monkeypatch,
         "turbine_dagster.defs.training.model_assets",
-        'description="Upper bound on epochs; early stopping usually ends sooner."',
-        'description="At most this many epochs."',
+        'description="Upper bound on epochs; early stopping usually ends sooner. Empty: sized to the data (200 up to "',
+        'description="At most this many epochs; empty: by the data (200 up to "',
     )
     assert versions(reversioned(ASSETS)) == before
 

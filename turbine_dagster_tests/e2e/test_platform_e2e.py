@@ -109,7 +109,8 @@ def test_code_versions_schemas_and_sync_reach_the_ui(platform, partition, traine
     assert {name for name in TRAINING_ASSETS if nodes[name]["staleStatus"] != "FRESH"} == set()
     raw = platform.latest_metadata("raw_data", partition)
     columns = {column["name"]: column["type"] for column in raw["dagster/column_schema"]["columns"]}
-    assert columns["case_id"] == "string" and columns["worst fractal dimension"] == "double" and len(columns) == 35
+    assert columns["case_id"] == "string" and columns["worst fractal dimension"] == "double" and len(columns) == 37
+    assert columns["holdout_key"] == columns["fold_key"] == "uint64"
     assert raw["dagster/row_count"] == raw["malignant_cases"] + raw["benign_cases"]
 
 

@@ -347,10 +347,14 @@ def test_kill_9_mid_epoch_leaves_registry_and_artifacts_intact_and_the_partition
     assert drills.snapshot(storage, drills.team_registry(team)) == seeded_registry_of(site, team)
     assert site.registry().serving(team).version == 1
     assert [v.version for v in site.registry().versions(team)] == [1]
-    # Storage: nothing changed or vanished; the only new files are outputs the run reported complete.
+    # Storage: nothing changed or vanished; the only new files are outputs the run reported complete, and the
+    # parse cache's entries of the team's landed files (raw_data parsed them; they load, as checked below).
     after = drills.snapshot(storage)
     assert set(before) <= set(after) and all(after[path] == digest for path, digest in before.items())
-    assert set(after) - set(before) == drills.files_of_materializations(storage, log.materialized())
+    new_files = set(after) - set(before)
+    cached = {path for path in new_files if path.startswith("assets/parse-cache/")}
+    assert new_files - cached == drills.files_of_materializations(storage, log.materialized())
+    assert all(path.startswith(f"assets/parse-cache/labeled/team={team}/") for path in cached), cached
     assert not drills.asset_file(storage, "tf_model", killed_partition).exists()
     assert drills.artifact_problems(storage) == []
 
