@@ -4,6 +4,7 @@
 once per cross-fitting fold, serving their average (see ``crossfit``).
 """
 
+import functools
 import logging
 import math
 import re
@@ -117,12 +118,19 @@ def _candidate_count(params: CatBoostSearchParams) -> int:
     return grid_size if params.search == "grid" else min(params.n_iter, grid_size)
 
 
+@functools.cache
+def _visible_gpus() -> int:
+    """The GPUs CatBoost sees, asked once per process: without a CUDA driver CatBoost prints a line to stderr
+    every time it is asked."""
+    return get_gpu_device_count()
+
+
 def _task_type(use_gpu: bool) -> tuple[str, str]:
     """(CatBoost task_type, device label). The GPUs are used when asked for and present (CatBoost then trains on
     every GPU the process sees); the CPU otherwise."""
     if not use_gpu:
         return "CPU", "CPU"
-    gpu_count = get_gpu_device_count()
+    gpu_count = _visible_gpus()
     if gpu_count == 0:
         return "CPU", "CPU"
     return "GPU", f"GPU ({gpu_count} device{'s' if gpu_count > 1 else ''})"

@@ -128,9 +128,9 @@ def test_catboost_trains_on_every_gpu_it_sees_by_default_and_on_the_cpu_without_
     from turbine_dagster.core.models import catboost_model
 
     assert CatBoostSearchParams().use_gpu
-    monkeypatch.setattr(catboost_model, "get_gpu_device_count", lambda: 0)
+    monkeypatch.setattr(catboost_model, "_visible_gpus", lambda: 0)
     assert catboost_model._task_type(True) == ("CPU", "CPU")
-    monkeypatch.setattr(catboost_model, "get_gpu_device_count", lambda: 4)
+    monkeypatch.setattr(catboost_model, "_visible_gpus", lambda: 4)
     assert catboost_model._task_type(True) == ("GPU", "GPU (4 devices)")
     assert catboost_model._task_type(False) == ("CPU", "CPU")
     classifier = catboost_model._classifier(CatBoostSearchParams(), "GPU")
