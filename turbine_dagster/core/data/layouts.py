@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -382,21 +381,6 @@ def read_labels(path: UPath, root: UPath) -> pa.Table:
     name = landing.relative_name(path, root)
     batch = layout.to_labels(_read(path, layout, layout.label_columns, name), name)
     return pa.table({CASE_ID: batch.column(CASE_ID), TARGET: numbers_or_text(batch.column(TARGET), whole=True)})
-
-
-def read_cases(path: UPath, root: UPath, kind: str) -> tuple[pd.DataFrame, Layout]:
-    """``read_table`` as a frame: ``case_id`` as text, numeric columns as float64 (``target`` int64 when whole),
-    a column holding text that is not a number as text."""
-    table, layout = read_table(path, root, kind)
-    frame = pd.DataFrame({CASE_ID: table.column(CASE_ID).to_pandas(types_mapper=None).astype(object)})
-    for column in table.column_names[1:]:
-        values = table.column(column)
-        frame[column] = (
-            pd.Series(values.to_pylist(), dtype="string")
-            if pa.types.is_string(values.type)
-            else values.to_pandas(types_mapper=None)
-        )
-    return frame, layout
 
 
 def _read(path: UPath, layout: Layout, columns: list[str], name: str) -> pa.Table:

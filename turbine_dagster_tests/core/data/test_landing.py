@@ -40,7 +40,7 @@ def test_unreadable_file_is_named(tmp_path):
     path = root / "broken.parquet"
     path.write_bytes(b"not parquet")
     with pytest.raises(landing.LandingError, match="cannot read broken.parquet"):
-        layouts.read_cases(path, root, landing.LABELED)
+        layouts.read_table(path, root, landing.LABELED)
 
 
 def test_a_symbolic_link_is_refused(tmp_path):
