@@ -10,13 +10,17 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import binom
 
-from turbine_dagster.core.schema import BENIGN, CLASS_NAMES, MALIGNANT
+from turbine_dagster.core.schema import BENIGN, CASE_ID, CLASS_NAMES, MALIGNANT, P_MALIGNANT, TARGET
 
 Policy = Literal["recall_first", "win_count"]
 POLICIES: tuple[Policy, ...] = ("recall_first", "win_count")
 DEFAULT_POLICY: Policy = "recall_first"
 TIE_TOLERANCE = 0.0
 """recall_first: metric differences up to this count as ties."""
+RECALL_TIE_ALPHA = 0.05
+"""recall_first, given each model's catches on the same malignant cases: a lower malignant recall is a real
+difference only when the exact two-sided McNemar test on the cancers one model alone caught says so at this level.
+Candidates thresholded at the same conformal target differ by a case or two out of fold, which is noise."""
 
 _MALIGNANT, _BENIGN = CLASS_NAMES[MALIGNANT], CLASS_NAMES[BENIGN]
 _PER_CLASS_METRICS = ("precision", "recall", "f1-score")
@@ -31,6 +35,7 @@ WIN_COUNT_KEYS: tuple[tuple[str, str | None], ...] = (
 )
 RECALL_FIRST_KEYS: tuple[tuple[str, str | None], ...] = (
     (_MALIGNANT, "recall"),
+    (_MALIGNANT, "precision"),
     (_BENIGN, "precision"),
     (_MALIGNANT, "f1-score"),
 )
@@ -105,24 +110,96 @@ def win_count_verdict(reports: Mapping[str, Mapping[str, Any]]) -> Verdict:
     return Verdict("win_count", None, leaders, f"tie between {' and '.join(leaders)} on the win count {out_of}", wins)
 
 
-def recall_first_verdict(reports: Mapping[str, Mapping[str, Any]], tolerance: float = TIE_TOLERANCE) -> Verdict:
-    """Malignant recall, then benign precision, then malignant F1; within ``tolerance`` is a tie."""
+@dataclass(frozen=True)
+class PairedRecall:
+    """Two models' catches on the same malignant cases: how many only one of them caught, and the exact two-sided
+    McNemar p-value of that split (1.0 when no case is discordant)."""
+
+    only_first: int
+    only_second: int
+    p_value: float
+
+
+def paired_recall(first_caught: Any, second_caught: Any) -> PairedRecall:
+    first, second = np.asarray(first_caught, dtype=bool), np.asarray(second_caught, dtype=bool)
+    if first.shape != second.shape or first.ndim != 1:
+        raise ValueError(
+            f"catches must be flags over the same malignant cases, got shapes {first.shape} and {second.shape}"
+        )
+    only_first, only_second = int(np.sum(first & ~second)), int(np.sum(second & ~first))
+    discordant = only_first + only_second
+    p_value = min(1.0, 2 * float(binom.cdf(min(only_first, only_second), discordant, 0.5))) if discordant else 1.0
+    return PairedRecall(only_first, only_second, p_value)
+
+
+def out_of_fold_catches(out_of_folds: Mapping[str, Any], thresholds: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """Per model, whether it caught each malignant development case at its threshold, the cases in the same order
+    for every model (by case id): the ``caught`` that ``recall_first_verdict`` pairs. ``out_of_folds``: frames
+    with ``case_id``, ``target`` and ``p_malignant``, one row per development case."""
+    catches, case_ids = {}, None
+    for model, frame in out_of_folds.items():
+        malignant = frame.loc[frame[TARGET] == MALIGNANT].sort_values(CASE_ID)
+        ids = malignant[CASE_ID].to_numpy()
+        if case_ids is not None and not np.array_equal(ids, case_ids):
+            raise ValueError(f"out-of-fold scores of {model!r} cover other malignant cases than the others'")
+        case_ids = ids
+        catches[model] = malignant[P_MALIGNANT].to_numpy() >= thresholds[model]
+    return catches
+
+
+def _recall_contenders(
+    values: Mapping[str, float], caught: Mapping[str, Any], tolerance: float, alpha: float
+) -> tuple[list[str], str]:
+    """The models whose malignant recall is not really below the best one's, and what the test found."""
+    best = max(values, key=lambda model: values[model])
+    contenders, tests = [], []
+    for model, value in values.items():
+        if model == best or value >= values[best] - tolerance - _FLOAT_SLACK:
+            contenders.append(model)
+            continue
+        paired = paired_recall(caught[best], caught[model])
+        tests.append(
+            f"{best} alone caught {paired.only_first} and {model} alone {paired.only_second}, p = {paired.p_value:.2f}"
+        )
+        if paired.p_value >= alpha:
+            contenders.append(model)
+    return contenders, "; ".join(tests)
+
+
+def recall_first_verdict(
+    reports: Mapping[str, Mapping[str, Any]],
+    tolerance: float = TIE_TOLERANCE,
+    caught: Mapping[str, Any] | None = None,
+    alpha: float = RECALL_TIE_ALPHA,
+) -> Verdict:
+    """Malignant recall, then malignant precision, then benign precision, then malignant F1; within ``tolerance``
+    is a tie. With ``caught`` (per model, flags over the same malignant cases: caught at its threshold), a lower
+    malignant recall also ties unless the paired exact test (``paired_recall``) finds the difference at ``alpha``."""
     require_models(reports)
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if caught is not None and set(caught) != set(reports):
+        raise ValueError(f"caught names {sorted(caught)}, the reports {sorted(reports)}: give both for every model")
     contenders = list(reports)
     steps = []
     for key in RECALL_FIRST_KEYS:
         values = {model: metric_value(reports[model], key, model) for model in contenders}
-        best = max(values.values())
-        contenders = [model for model in contenders if values[model] >= best - tolerance - _FLOAT_SLACK]
         shown = " vs ".join(f"{model} {value:.4f}" for model, value in values.items())
+        if key == RECALL_FIRST_KEYS[0] and caught is not None:
+            contenders, tests = _recall_contenders(values, caught, tolerance, alpha)
+            step = f"{key_name(key)} ({shown}; paired exact test at {alpha:g}{': ' + tests if tests else ''})"
+        else:
+            best = max(values.values())
+            contenders = [model for model in contenders if values[model] >= best - tolerance - _FLOAT_SLACK]
+            step = key_name(key)
         if len(contenders) == 1:
             explanation = f"{contenders[0]} has the higher {key_name(key)} ({shown})"
             if steps:
                 explanation += f" after ties within tolerance {tolerance:g} on {', '.join(steps)}"
+            elif step != key_name(key):
+                explanation = f"{contenders[0]} has the higher {step}"
             return Verdict("recall_first", contenders[0], (), explanation, decided_by=key_name(key))
-        steps.append(key_name(key))
+        steps.append(step)
 
     explanation = f"tie between {' and '.join(contenders)}: {', '.join(steps)} all equal within tolerance {tolerance:g}"
     return Verdict("recall_first", None, tuple(contenders), explanation)
@@ -151,11 +228,16 @@ def select_champion(
     policy: Policy = DEFAULT_POLICY,
     tolerance: float = TIE_TOLERANCE,
     tie_break_order: Sequence[str] | None = None,
+    caught: Mapping[str, Any] | None = None,
 ) -> Selection:
-    """Apply both policies; the configured one decides, the other breaks its tie, then ``tie_break_order``."""
+    """Apply both policies; the configured one decides, the other breaks its tie, then ``tie_break_order``.
+    ``caught``: see ``recall_first_verdict``."""
     if policy not in POLICIES:
         raise ValueError(f"unknown selection policy {policy!r}; choose one of {list(POLICIES)}")
-    verdicts = {"recall_first": recall_first_verdict(reports, tolerance), "win_count": win_count_verdict(reports)}
+    verdicts = {
+        "recall_first": recall_first_verdict(reports, tolerance, caught),
+        "win_count": win_count_verdict(reports),
+    }
     primary = verdicts[policy]
     other = verdicts["win_count" if policy == "recall_first" else "recall_first"]
     label, other_label = policy.replace("_", "-"), other.policy.replace("_", "-")

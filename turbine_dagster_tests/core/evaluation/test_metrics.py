@@ -261,3 +261,19 @@ def test_a_holdout_with_one_class_is_refused_with_the_counts():
 def test_a_threshold_needs_malignant_cases():
     with pytest.raises(ValueError, match="no malignant case"):
         conformal_threshold(np.array([BENIGN, BENIGN]), np.array([0.2, 0.3]))
+
+
+def test_all_evidence_pools_out_of_fold_and_holdout_cases_at_one_threshold():
+    from turbine_dagster.core.evaluation.metrics import ALL_EVIDENCE, evaluate_all_evidence, evaluate_scores
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300)
+    scores = np.clip(np.where(labels == MALIGNANT, 0.7, 0.3) + rng.normal(0, 0.2, 300), 0, 1)
+    evidence = evaluate_all_evidence(labels[:240], scores[:240], labels[240:], scores[240:], 0.45, n_bootstrap=200)
+    pooled = evaluate_scores(labels, scores, 0.45, ALL_EVIDENCE, n_bootstrap=200)
+
+    assert evidence["n"] == 300 and evidence["data"] == ALL_EVIDENCE
+    assert evidence["roc_auc"] == pooled["roc_auc"]
+    assert evidence["at_operating_threshold"] == pooled["at_operating_threshold"]
+    with pytest.raises(ValueError, match="holdout scores has 59 values for 60 labels"):
+        evaluate_all_evidence(labels[:240], scores[:240], labels[240:], scores[241:], 0.45)

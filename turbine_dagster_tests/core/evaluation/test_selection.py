@@ -68,11 +68,70 @@ def test_identical_reports_tie_under_both_policies_and_the_tie_break_is_stated()
     assert select_champion(reports, tie_break_order=["tf", "catboost"]).champion == "tf"
 
 
-def test_equal_recall_passes_to_benign_precision():
+def test_equal_recall_passes_to_malignant_precision():
     more_false_alarms = report_from_counts(caught=42, missed=1, false_alarms=11, cleared=60)
     verdict = recall_first_verdict({"careful": CAREFUL, "alarmist": more_false_alarms})
-    assert verdict.winner == "careful"  # benign precision 65/66 against 60/61
+    assert verdict.winner == "careful"  # malignant precision 42/48 against 42/53
+    assert verdict.decided_by == "malignant precision"
+
+
+def test_equal_recall_and_malignant_precision_pass_to_benign_precision():
+    # 42/48 malignant precision either way; the first clears 65 of 66 benign calls, the second 65 of 67.
+    fewer_benign_calls = report_from_counts(caught=42, missed=1, false_alarms=6, cleared=65)
+    fewer_benign_calls["benign"] = {**fewer_benign_calls["benign"], "precision": 65 / 67}
+    verdict = recall_first_verdict({"careful": CAREFUL, "other": fewer_benign_calls})
+    assert verdict.winner == "careful"
     assert verdict.decided_by == "benign precision"
+
+
+def catches(caught: int, of: int, first: int = 0) -> np.ndarray:
+    """Flags over ``of`` malignant cases: ``caught`` of them caught, starting at case ``first``."""
+    flags = np.zeros(of, dtype=bool)
+    flags[np.arange(first, first + caught) % of] = True
+    return flags
+
+
+def test_a_recall_difference_within_its_uncertainty_is_a_tie_decided_by_malignant_precision():
+    # Both at the same conformal target out of fold: the network catches one more cancer of 136 (two discordant
+    # cases) but calls 180 benign cases malignant; CatBoost calls 30.
+    network = report_from_counts(caught=134, missed=2, false_alarms=180, cleared=170)
+    boosted = report_from_counts(caught=133, missed=3, false_alarms=30, cleared=320)
+    caught = {"tf_model": catches(134, 136), "catboost_model": catches(133, 136, first=2)}
+
+    assert recall_first_verdict({"tf_model": network, "catboost_model": boosted}).winner == "tf_model"  # unpaired
+    verdict = recall_first_verdict({"tf_model": network, "catboost_model": boosted}, caught=caught)
+    assert verdict.winner == "catboost_model"
+    assert verdict.decided_by == "malignant precision"
+    assert "tf_model alone caught 2 and catboost_model alone 1, p = 1.00" in verdict.explanation
+    assert select_champion({"tf_model": network, "catboost_model": boosted}, caught=caught).champion == "catboost_model"
+
+
+def test_a_recall_difference_beyond_its_uncertainty_still_comes_first():
+    careful = report_from_counts(caught=134, missed=2, false_alarms=180, cleared=170)
+    misses_ten_more = report_from_counts(caught=124, missed=12, false_alarms=30, cleared=320)
+    caught = {"careful": catches(134, 136), "misses": catches(124, 136)}  # ten cancers only the first caught
+
+    verdict = recall_first_verdict({"careful": careful, "misses": misses_ten_more}, caught=caught)
+    assert verdict.winner == "careful"
+    assert verdict.decided_by == "malignant recall"
+    assert "careful alone caught 10 and misses alone 0, p = 0.00" in verdict.explanation
+
+
+def test_paired_recall_is_the_exact_two_sided_mcnemar_test():
+    from scipy.stats import binomtest
+
+    from turbine_dagster.core.evaluation.selection import paired_recall
+
+    first, second = catches(130, 136), catches(124, 136, first=3)
+    paired = paired_recall(first, second)
+    only_first, only_second = int(np.sum(first & ~second)), int(np.sum(second & ~first))
+    assert (paired.only_first, paired.only_second) == (only_first, only_second)
+    assert paired.p_value == pytest.approx(binomtest(only_second, only_first + only_second, 0.5).pvalue)
+    assert paired_recall(first, first).p_value == 1.0
+    with pytest.raises(ValueError, match="same malignant cases"):
+        paired_recall(first, first[:-1])
+    with pytest.raises(ValueError, match="give both for every model"):
+        recall_first_verdict({"a": CAREFUL, "b": TIDY}, caught={"a": first})
 
 
 def test_differences_within_tolerance_pass_to_the_next_key():
@@ -80,11 +139,17 @@ def test_differences_within_tolerance_pass_to_the_next_key():
     reports = {"careful": CAREFUL, "balanced": one_more_miss}
 
     assert recall_first_verdict(reports, tolerance=0.0).winner == "careful"
-    # One cancer of 43 is 0.023; benign precision differs by 0.013: both ties, malignant F1 decides.
+    # One cancer of 43 is 0.023: a tie; malignant precision 41/42 against 42/48 decides.
     verdict = recall_first_verdict(reports, tolerance=0.03)
     assert verdict.winner == "balanced"
-    assert verdict.decided_by == "malignant f1-score"
-    assert "within tolerance 0.03 on malignant recall, benign precision" in verdict.explanation
+    assert verdict.decided_by == "malignant precision"
+    assert "within tolerance 0.03 on malignant recall" in verdict.explanation
+    # Within 0.11 every key ties: malignant precision (0.10 apart), benign precision (0.013), malignant F1 (0.04).
+    verdict = recall_first_verdict(reports, tolerance=0.11)
+    assert verdict.is_tie
+    assert (
+        "malignant recall, malignant precision, benign precision, malignant f1-score all equal" in verdict.explanation
+    )
 
 
 def test_a_recall_first_tie_is_broken_by_the_win_count_and_said_so():
@@ -181,3 +246,24 @@ def test_gate_p_value_is_the_exact_binomial_tail_at_the_margin():
 def test_gate_compares_flags_of_the_same_cases():
     with pytest.raises(ValueError, match="serving_flags has 3 values for 150 holdout cases"):
         promotion_decision(HOLDOUT, _catching([]), np.ones(3, dtype=bool))
+
+
+def test_out_of_fold_catches_pair_the_same_malignant_cases_for_every_model():
+    import pandas as pd
+
+    from turbine_dagster.core.evaluation.selection import out_of_fold_catches
+
+    frame = pd.DataFrame(
+        {
+            "case_id": ["c", "a", "b", "d"],
+            "target": [MALIGNANT, MALIGNANT, BENIGN, MALIGNANT],
+            "p_malignant": [0.9, 0.2, 0.8, 0.5],
+        }
+    )
+    shuffled = frame.iloc[[3, 1, 0, 2]].assign(p_malignant=[0.1, 0.6, 0.7, 0.1])  # d, a, c, b
+    catches = out_of_fold_catches({"first": frame, "second": shuffled}, {"first": 0.4, "second": 0.4})
+
+    assert catches["first"].tolist() == [False, True, True]  # cases a, c, d in id order
+    assert catches["second"].tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="other malignant cases"):
+        out_of_fold_catches({"first": frame, "fewer": frame.iloc[1:]}, {"first": 0.4, "fewer": 0.4})
