@@ -39,7 +39,8 @@ class SplitConfig(dg.Config):
         lt=1,
         description="Share of case ids in the fixed holdout (chosen by a "
         "hash of the case id: a case never changes split). Changing it starts a new split "
-        "scheme: the gate then cannot pair the next candidate with the serving champion.",
+        "scheme: after raising it, the gate cannot pair the next candidate with the serving champion (a "
+        "smaller share's holdout lies inside the larger one's, so lowering it keeps the pairing).",
     )
     folds: int = Field(
         cases.SplitParams.folds,

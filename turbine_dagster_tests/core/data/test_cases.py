@@ -236,3 +236,17 @@ def test_unusually_large_values_are_counted_not_refused():
 
     assert unusual.tolist() == [True, False, False]
     assert cases.check_finite_features(frame.drop(index=2).assign(source_file="f")).passed
+
+
+def test_a_smaller_holdout_lies_inside_a_larger_one_so_the_gate_may_pair_across_them():
+    frame = pd.DataFrame({"case_id": [f"case-{i}" for i in range(2000)]})
+    small, large = cases.in_holdout(frame["case_id"], 0.1), cases.in_holdout(frame["case_id"], 0.2)
+    assert small.sum() > 0 and not np.any(small & ~large)  # every case of the 0.1 holdout is in the 0.2 one
+
+    scheme = cases.SplitParams(test_fraction=0.1).scheme
+    assert cases.holdout_covers(cases.SplitParams(test_fraction=0.2).scheme, scheme)
+    assert cases.holdout_covers(scheme, scheme)
+    assert not cases.holdout_covers(scheme, cases.SplitParams(test_fraction=0.2).scheme)
+    assert not cases.holdout_covers(None, scheme)
+    assert not cases.holdout_covers("random-split:0.5", scheme)
+    assert not cases.holdout_covers("case-id-sha256-holdout:garbled", scheme)
