@@ -1,7 +1,7 @@
 """One IO manager for every stored asset value, on a local folder or an ``s3://`` URI.
 
-Values are kept in their native formats — Parquet for frames, JSON for reports, ``.keras`` and
-``.cbm`` for models — never pickled. Writes are atomic: a reader never finds half a file. A storage error that a
+Values are kept in their native formats — Parquet for frames, JSON for reports, ``.keras``, ``.cbm`` and
+``.logreg`` for models — never pickled. Writes are atomic: a reader never finds half a file. A storage error that a
 retry cannot cure (a missing file, a refused permission) fails the step for good; timeouts and lost connections
 are left to the assets' retry policy.
 """
@@ -23,8 +23,14 @@ from turbine_dagster.defs.partitions import parse_team_week
 from turbine_dagster.defs.retries import final_unless_transient
 from turbine_dagster.defs.table_metadata import table_metadata
 
-Format = Literal["parquet", "json", "keras", "cbm"]
-SUFFIXES: dict[str, str] = {"parquet": ".parquet", "json": ".json", "keras": ".keras", "cbm": ".cbm"}
+Format = Literal["parquet", "json", "keras", "cbm", "logreg"]
+SUFFIXES: dict[str, str] = {
+    "parquet": ".parquet",
+    "json": ".json",
+    "keras": ".keras",
+    "cbm": ".cbm",
+    "logreg": ".logreg",
+}
 
 
 class _NativeFormatIOManager(dg.UPathIOManager):
@@ -108,7 +114,7 @@ class ArtifactIOManager(dg.ConfigurableIOManagerFactory):
     """Stores asset values under ``base_path/<asset>/<team>/<week><suffix>`` in one native format."""
 
     base_path: str = Field(description="Folder or s3:// URI under which asset values are stored.")
-    file_format: Format = Field(description="parquet (frames), json (reports), keras or cbm (models).")
+    file_format: Format = Field(description="parquet (frames), json (reports), keras, cbm or logreg (models).")
     s3: S3Resource | None = Field(None, description="S3 connection settings when base_path is an s3:// URI.")
 
     def create_io_manager(self, context: dg.InitResourceContext) -> _NativeFormatIOManager:

@@ -108,6 +108,7 @@ def storage_resources(settings: Settings, s3: S3Resource | None = None) -> dict[
         "json_io_manager": ArtifactIOManager(base_path=artifacts, file_format="json", s3=s3),
         "keras_io_manager": ArtifactIOManager(base_path=artifacts, file_format="keras", s3=s3),
         "catboost_io_manager": ArtifactIOManager(base_path=artifacts, file_format="cbm", s3=s3),
+        "logistic_io_manager": ArtifactIOManager(base_path=artifacts, file_format="logreg", s3=s3),
     }
 
 

@@ -1,5 +1,5 @@
 """Training as people read it: learning curves of the Keras folds, CatBoost's feature importance (a table and a
-PNG), and the checkpoints kept with their metrics."""
+PNG), the logistic regression's coefficients, and the checkpoints kept with their metrics."""
 
 from collections.abc import Iterable, Sequence
 
@@ -47,6 +47,16 @@ def feature_importance_markdown(feature_importance: pd.DataFrame, top: int = 15)
 def feature_importance_table_markdown(feature_importance: pd.DataFrame, top: int = 10) -> str:
     """The first ``top`` rows of a feature-importance table (most important first), as a Markdown table."""
     return padded_markdown_table(feature_importance.head(top))
+
+
+def coefficients_table_markdown(coefficients: pd.DataFrame, top: int = 10) -> str:
+    """The ``top`` rows of a coefficient table (``feature``, ``coefficient``; largest |coefficient| first) as a
+    Markdown table, with the direction each coefficient pushes P(malignant)."""
+    shown = coefficients.head(top).assign(
+        towards=lambda table: np.where(table["coefficient"] > 0, "malignant", "benign"),
+        coefficient=lambda table: table["coefficient"].round(4),
+    )
+    return padded_markdown_table(shown)
 
 
 def checkpoints_table_markdown(checkpoints: Iterable[Checkpoint]) -> str:

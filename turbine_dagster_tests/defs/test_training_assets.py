@@ -3,13 +3,15 @@ import pandas as pd
 import pytest
 
 from turbine_dagster.core.evaluation.selection import QualityBars
+from turbine_dagster.core.models.logistic_regression import LogisticModel
 from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.core.schema import BENIGN, FEATURE_COLUMNS, TARGET
-from turbine_dagster.defs.resources import PartitionFolders, local_resources
+from turbine_dagster.core.storage.model_files import load_model
+from turbine_dagster.defs.resources import GPU_POOL, K8S_CONFIG_TAG, PartitionFolders, local_resources
 from turbine_dagster.defs.training.champion_assets import champion_assets, quality_bars_result
 from turbine_dagster.defs.training.data_assets import raw_data, splits
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
-from turbine_dagster.defs.training.model_assets import TFModelConfig, model_assets, tf_model
+from turbine_dagster.defs.training.model_assets import TFModelConfig, logistic_model, model_assets, tf_model
 from turbine_dagster_tests.conftest import TEAM
 from turbine_dagster_tests.defs.helpers import (
     asset_metadata,
@@ -36,6 +38,7 @@ FAST_TRAINING = {
     },
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
+    "logistic_evaluation": {"config": {"n_bootstrap": 100}},
     # Three epochs make no diagnostic model: the bars here test the wiring, not the quality.
     "champion_model": {"config": {"n_bootstrap": 100, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
     "serving_champion": {"config": {"min_precision": 0.0}},
@@ -67,6 +70,7 @@ def test_model_artifacts_are_native_files(trained):
     _, assets, week = trained
     assert (assets / "tf_model" / TEAM / f"{week}.keras").stat().st_size > 0
     assert (assets / "catboost_model" / TEAM / f"{week}.cbm").stat().st_size > 0
+    assert (assets / "logistic_model" / TEAM / f"{week}.logreg").stat().st_size > 0
     assert not list(assets.rglob("*.tmp-*")) and not list(assets.rglob(".*"))
 
 
@@ -104,11 +108,42 @@ def test_training_metadata_is_complete(trained):
 
 def test_out_of_fold_tables_carry_their_column_schema_and_row_count(trained):
     result, _, _ = trained
-    for model in ("tf_model", "catboost_model"):
+    for model in ("tf_model", "catboost_model", "logistic_model"):
         metadata = asset_metadata(result, f"{model}_out_of_fold")
         types = column_types(metadata)
         assert types["p_malignant"] == "double" and types[TARGET] == "int64" and "fold" in types
         assert metadata["dagster/row_count"].value == asset_metadata(result, "train_split")["dagster/row_count"].value
+
+
+def test_the_logistic_model_its_checkpoint_out_of_fold_scores_and_evaluation_materialize(trained):
+    result, assets, week = trained
+    assert {
+        "logistic_model",
+        "logistic_model_checkpoints",
+        "logistic_model_out_of_fold",
+        "logistic_evaluation",
+    } <= materialized_keys(result)
+    model = load_model(assets / "logistic_model" / TEAM / f"{week}.logreg")
+    assert isinstance(model, LogisticModel)
+    checkpoint = assets.parent / "checkpoints" / "logistic_model" / f"team={TEAM}" / f"week={week}" / "best.logreg"
+    assert isinstance(load_model(checkpoint), LogisticModel)
+    report = pd.read_json(assets / "logistic_evaluation" / TEAM / f"{week}.json", typ="series")
+    assert "malignant" in report["at_operating_threshold"]["classification_report"]
+
+
+def test_logistic_model_metadata_shows_its_coefficients_and_training(trained):
+    result, _, _ = trained
+    metadata = _metadata(result, "logistic_model")
+    assert metadata["folds"].value == 3 and metadata["training_seconds"].value >= 0
+    assert len(metadata["solver_iterations"].value) == 3
+    assert metadata["path"].value.endswith(".logreg")
+    coefficients = metadata["coefficients"].value
+    assert "| feature" in coefficients and "towards" in coefficients and "malignant" in coefficients
+
+
+def test_only_the_keras_and_catboost_models_hold_a_gpu_slot():
+    assert tf_model.op.pool == GPU_POOL and K8S_CONFIG_TAG in tf_model.op.tags
+    assert logistic_model.op.pool is None and K8S_CONFIG_TAG not in logistic_model.op.tags
 
 
 def test_one_log_line_per_epoch(trained):

@@ -1,8 +1,8 @@
 """Checkpoints: a model as it stood at one step of training, with its validation metrics and threshold.
 
-Both trainers keep the steps they are asked for and always ``best`` (the model they return); a step that
-training never reached is absent, never an error. Imports neither TensorFlow nor CatBoost at load time:
-the registry and the prediction code server use it.
+Every trainer keeps the steps it is asked for and always ``best`` (the model it returns; the logistic regression,
+which has no steps, keeps only that); a step that training never reached is absent, never an error. Imports
+neither TensorFlow nor CatBoost at load time: the registry and the prediction code server use it.
 """
 
 import os
@@ -19,7 +19,8 @@ BEST = "best"
 
 VALIDATION_METRICS = ("val_loss", "val_roc_auc", "val_malignant_recall")
 """The metrics every checkpoint records on the validation split. ``val_loss`` is the trainer's own
-(Keras: binary cross-entropy; CatBoost: its validation Logloss, the one early stopping watched);
+(Keras: binary cross-entropy; CatBoost: its validation Logloss, the one early stopping watched; logistic: the
+log loss of its P(malignant));
 ``val_malignant_recall`` is measured at P(malignant) >= 0.5."""
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # one file name: no slashes
@@ -60,7 +61,8 @@ class Checkpoint:
     checkpoint_id: str
     kind: CheckpointKind
     step: int
-    """1-based epoch (Keras) or number of trees (CatBoost) the checkpoint holds."""
+    """1-based epoch (Keras) or number of trees (CatBoost) the checkpoint holds; for the logistic regression's
+    ``best``, the iterations its solver ran."""
     metrics: dict[str, float]
     """VALIDATION_METRICS at this step."""
     threshold: float
@@ -153,7 +155,7 @@ def take_checkpoint(
 
 
 def save_checkpoints(checkpoints: Iterable[Checkpoint], folder: str | os.PathLike) -> list[Checkpoint]:
-    """Write each checkpoint's model as ``<folder>/<checkpoint_id>.keras|.cbm`` (local or ``s3://``).
+    """Write each checkpoint's model as ``<folder>/<checkpoint_id>.keras|.cbm|.logreg`` (local or ``s3://``).
 
     Returns the checkpoints with ``artifact_uri`` set (model and predictions kept), whose ``to_dict``
     a later step turns back into registrable checkpoints with ``from_dict``.

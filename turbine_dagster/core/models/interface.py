@@ -1,4 +1,4 @@
-"""What both model kinds share: the feature matrix, the label checks, and P(malignant) predictions."""
+"""What every model kind shares: the feature matrix, the label checks, and P(malignant) predictions."""
 
 from typing import Any
 
@@ -50,7 +50,7 @@ def require_trainable_split(frame: pd.DataFrame, *, split: str, where: str | Non
 def predict_malignant_proba(
     model: Any, features: pd.DataFrame | np.ndarray, batch_size: int = PREDICT_BATCH_ROWS
 ) -> np.ndarray:
-    """P(malignant) per row, as float64, for a Keras or a CatBoost model.
+    """P(malignant) per row, as float64, for a Keras, a CatBoost or a logistic model.
 
     A DataFrame is reordered to FEATURE_COLUMNS; an array must already be in that order.
     """
@@ -60,13 +60,18 @@ def predict_malignant_proba(
     if len(matrix) == 0:
         return np.empty(0, dtype=np.float64)
 
-    if model_kind(model) == "tensorflow":
+    kind = model_kind(model)
+    if kind == "tensorflow":
         # The sigmoid output already is P(malignant). Fixed-size predict_on_batch calls skip the per-call
         # setup of predict() (about 0.2 s each), which dominated chunked scoring.
         batches = [
             model.predict_on_batch(matrix[start : start + batch_size]) for start in range(0, len(matrix), batch_size)
         ]
         return np.concatenate([np.asarray(batch).reshape(-1) for batch in batches]).astype(np.float64)
+    if kind == "logistic":
+        # In batches, so the float64 copies of the features stay as bounded as the other kinds' batches.
+        starts = range(0, len(matrix), batch_size)
+        return np.concatenate([model.predict_malignant_proba(matrix[start : start + batch_size]) for start in starts])
 
     malignant_column = list(model.classes_).index(MALIGNANT)
     frame = pd.DataFrame(matrix, columns=list(FEATURE_COLUMNS))

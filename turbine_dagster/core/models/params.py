@@ -1,5 +1,5 @@
-"""Training and prediction parameters of both models, in a module without TensorFlow or CatBoost: the trainers
-and the scorer take them, and the code servers read their defaults (the Launchpad's) without loading either library."""
+"""Training and prediction parameters of every model kind, in a module without TensorFlow, CatBoost or a trainer: the
+trainers and the scorer take them, and the code servers read their defaults (the Launchpad's) without loading any."""
 
 import math
 from dataclasses import dataclass, field, replace
@@ -140,5 +140,26 @@ class CatBoostSearchParams:
         )
 
 
+@dataclass(frozen=True)
+class LogisticParams:
+    C: float = 1.0
+    """Inverse strength of the L2 penalty on the standardised features (scikit-learn's ``C``): smaller is stronger."""
+    log1p: bool = True
+    """Fit on log1p of the features (sizes and counts, skewed to the right) rather than on the features themselves."""
+    class_weight: Literal["balanced"] | None = None
+    max_iter: int = 1000
+    """Upper bound on the lbfgs solver's iterations."""
+    seed: int = TRAINING_SEED
+    """Seeds the early-stopping split of each fold (the solver itself is deterministic)."""
+
+    def __post_init__(self):
+        if not (math.isfinite(self.C) and self.C > 0):
+            raise ValueError(f"logistic regression C must be a positive number, got {self.C!r}")
+        if self.class_weight not in ("balanced", None):
+            raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
+        if self.max_iter < 1:
+            raise ValueError(f"logistic regression max_iter must be at least 1, got {self.max_iter}")
+
+
 PREDICT_BATCH_ROWS = 8192
-"""Rows per predict batch of either model kind: bounds the memory of one prediction call."""
+"""Rows per predict batch of every model kind: bounds the memory of one prediction call."""

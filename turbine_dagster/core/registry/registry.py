@@ -76,7 +76,7 @@ class ModelRegistry(RegistryReader):
     ) -> ModelVersion:
         """Store ``model`` as the next version of ``team`` (a candidate: promotion is ``promote_if``).
 
-        ``model_type`` labels the entry (default: the model kind, "tensorflow" or "catboost");
+        ``model_type`` labels the entry (default: the model kind, "tensorflow", "catboost" or "logistic");
         ``reference`` must hold the feature columns, of which at most REFERENCE_MAX_ROWS rows are kept.
         ``checkpoints`` (from training, each with its model object or the ``artifact_uri`` of a native
         file of the same kind as ``model``) are stored under the version, in the order given.

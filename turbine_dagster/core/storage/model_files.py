@@ -1,4 +1,7 @@
-"""Save and load models in their native formats (.keras, .cbm), locally or on object storage.
+"""Save and load models in their native formats (.keras, .cbm, .logreg), locally or on object storage.
+
+``.logreg`` is the logistic regression's own JSON document (``logistic_regression.to_document``), read back with
+strict validation; its suffix keeps it apart from the JSON reports the IO managers store.
 
 A model is written to a local temporary file first, then published in one step: an ``AtomicFile`` for
 a local target, a single upload for a remote one (S3 shows an object only once its upload
@@ -17,11 +20,12 @@ import keras
 from upath import UPath
 
 import turbine_dagster.core.models.fcn  # noqa: F401  registers FCNBlock so .keras files load without custom_objects
+from turbine_dagster.core.models import logistic_regression
 from turbine_dagster.core.storage.files import AtomicFile, is_local
 
-ModelKind = Literal["tensorflow", "catboost"]
+ModelKind = Literal["tensorflow", "catboost", "logistic"]
 
-MODEL_SUFFIX: dict[ModelKind, str] = {"tensorflow": ".keras", "catboost": ".cbm"}
+MODEL_SUFFIX: dict[ModelKind, str] = {"tensorflow": ".keras", "catboost": ".cbm", "logistic": ".logreg"}
 _KIND_BY_SUFFIX: dict[str, ModelKind] = {suffix: kind for kind, suffix in MODEL_SUFFIX.items()}
 
 
@@ -31,7 +35,7 @@ class ArtifactInfo:
     """Where the model now lives; ``load_model(uri)`` reads it back."""
     size_bytes: int
     format: str
-    """"keras" or "cbm"."""
+    """"keras", "cbm" or "logreg"."""
 
 
 def model_kind(model: Any) -> ModelKind:
@@ -39,7 +43,12 @@ def model_kind(model: Any) -> ModelKind:
         return "tensorflow"
     if isinstance(model, catboost.CatBoost):
         return "catboost"
-    raise TypeError(f"unsupported model type {type(model).__qualname__}; expected a keras.Model or a CatBoost model")
+    if isinstance(model, logistic_regression.LogisticModel):
+        return "logistic"
+    raise TypeError(
+        f"unsupported model type {type(model).__qualname__}; expected a keras.Model, a CatBoost model or a "
+        "LogisticModel"
+    )
 
 
 def _as_path(target: str | os.PathLike) -> UPath:
@@ -50,8 +59,10 @@ def _as_path(target: str | os.PathLike) -> UPath:
 def _write_native(model: Any, kind: ModelKind, file: Path) -> None:
     if kind == "tensorflow":
         model.save(file)
-    else:
+    elif kind == "catboost":
         model.save_model(str(file), format="cbm")
+    else:
+        file.write_bytes(logistic_regression.to_document(model))
 
 
 def save_model(model: Any, target: str | os.PathLike) -> ArtifactInfo:
@@ -82,10 +93,13 @@ def save_model(model: Any, target: str | os.PathLike) -> ArtifactInfo:
     return ArtifactInfo(uri=uri, size_bytes=size_bytes, format=suffix.lstrip("."))
 
 
-def _read_native(kind: ModelKind, file: Path) -> Any:
+def _read_native(kind: ModelKind, file: Path, source: str) -> Any:
+    """The model in ``file``, a local copy of ``source`` (named in errors) when that is remote."""
     if kind == "tensorflow":
         return keras.models.load_model(file)
-    return catboost.CatBoostClassifier().load_model(str(file), format="cbm")
+    if kind == "catboost":
+        return catboost.CatBoostClassifier().load_model(str(file), format="cbm")
+    return logistic_regression.from_document(file.read_bytes(), source)
 
 
 def load_model(uri: str | os.PathLike) -> Any:
@@ -95,8 +109,8 @@ def load_model(uri: str | os.PathLike) -> Any:
     if kind is None:
         raise ValueError(f"cannot tell the model kind of {str(path)!r}: expected one of {sorted(_KIND_BY_SUFFIX)}")
     if is_local(path):
-        return _read_native(kind, Path(path.path))
+        return _read_native(kind, Path(path.path), str(path))
     with tempfile.TemporaryDirectory(prefix="turbine-model-") as scratch:
         local_file = Path(scratch) / f"model{path.suffix}"
         path.fs.get_file(path.path, str(local_file))
-        return _read_native(kind, local_file)
+        return _read_native(kind, local_file, str(path))

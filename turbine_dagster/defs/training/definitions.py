@@ -21,6 +21,7 @@ PRELOAD_MODULES = (
     "catboost",
     "turbine_dagster.core.models.tf_model",
     "turbine_dagster.core.models.catboost_model",
+    "turbine_dagster.core.models.logistic_model",
     "turbine_dagster.core.registry.registry",
     "turbine_dagster.core.storage.model_files",
 )
@@ -28,7 +29,7 @@ PRELOAD_MODULES = (
 training_job = team_week_job(
     "training_pipeline",
     dg.AssetSelection.groups(*TRAINING_GROUPS),
-    "Raw data → splits → both models → evaluations → champion → promotion gate, for one team and week.",
+    "Raw data → splits → the models → evaluations → champion → promotion gate, for one team and week.",
 )
 
 

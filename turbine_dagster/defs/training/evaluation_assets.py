@@ -82,4 +82,5 @@ def evaluation_asset(model_name: str, kind: str) -> dg.AssetsDefinition:
 
 tf_evaluation = evaluation_asset("tf_model", "tensorflow")
 catboost_evaluation = evaluation_asset("catboost_model", "catboost")
-evaluation_assets = [tf_evaluation, catboost_evaluation]
+logistic_evaluation = evaluation_asset("logistic_model", "scikit-learn")
+evaluation_assets = [tf_evaluation, catboost_evaluation, logistic_evaluation]

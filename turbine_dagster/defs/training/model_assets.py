@@ -1,8 +1,9 @@
-"""The two models trained per team and week by cross-fitting, stored as native artifacts by the model IO
-managers, with their out-of-fold scores.
+"""The models trained per team and week by cross-fitting, stored as native artifacts by the model IO managers,
+with their out-of-fold scores.
 
-Both hold a slot of the ``gpu`` pool for their whole run (``granularity: run`` in dagster.yaml).
-TensorFlow and CatBoost are imported inside the asset bodies so code servers load in seconds.
+The Keras and CatBoost models hold a slot of the ``gpu`` pool for their whole run (``granularity: run`` in
+dagster.yaml); the logistic regression is cheap CPU work and holds none.
+The trainers are imported inside the asset bodies so code servers load in seconds.
 """
 
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import pandas as pd
 from pydantic import Field
 
 from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
-from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
+from turbine_dagster.core.models.params import CatBoostSearchParams, LogisticParams, TFTrainingParams
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.failures import asset_and_partition
 from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
@@ -23,10 +24,11 @@ from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY, final_unless_tran
 OWNERS = ["team:data-science"]
 TF_DEFAULTS = TFTrainingParams()
 CATBOOST_DEFAULTS = CatBoostSearchParams()
+LOGISTIC_DEFAULTS = LogisticParams()
 
 
 class CrossFitConfig(dg.Config):
-    """What both models' Launchpad configs share."""
+    """What every model's Launchpad config shares."""
 
     early_stopping_fraction: float = Field(
         EARLY_STOPPING_FRACTION,
@@ -134,13 +136,37 @@ class CatBoostConfig(CrossFitConfig):
         return CatBoostSearchParams(param_grid=grid, class_weight=_class_weight(self.balanced_class_weight), **settings)
 
 
+class LogisticModelConfig(CrossFitConfig):
+    C: float = Field(
+        LOGISTIC_DEFAULTS.C,
+        gt=0,
+        description="Inverse strength of the L2 penalty on the standardised features (scikit-learn's C): smaller "
+        "is stronger.",
+    )
+    log1p: bool = Field(
+        LOGISTIC_DEFAULTS.log1p, description="Fit on log1p of the features, which are skewed to the right."
+    )
+    balanced_class_weight: bool = Field(
+        LOGISTIC_DEFAULTS.class_weight == "balanced", description="Weight classes inversely to their frequency."
+    )
+    max_iter: int = Field(LOGISTIC_DEFAULTS.max_iter, ge=1, description="Upper bound on the solver's iterations.")
+    seed: int = Field(LOGISTIC_DEFAULTS.seed, description="Seeds the early-stopping split of each fold.")
+
+    def training_params(self) -> LogisticParams:
+        return LogisticParams(
+            class_weight=_class_weight(self.balanced_class_weight),
+            **self.model_dump(exclude={"balanced_class_weight", "early_stopping_fraction"}),
+        )
+
+
 def _class_weight(balanced: bool) -> str | None:
     return "balanced" if balanced else None
 
 
-def cross_fitted_model(name: str, io_manager_key: str, kinds: set[str], description: str):
+def cross_fitted_model(name: str, io_manager_key: str, kinds: set[str], description: str, *, on_gpu: bool = True):
     """The multi-asset of a cross-fitted model: the ensemble's native artifact, its checkpoints and its out-of-fold
-    scores, for one team's week, holding a slot of the GPU pool for the whole run."""
+    scores, for one team's week; ``on_gpu``: holding a slot of the GPU pool for the whole run, its step asking
+    Kubernetes for the GPUs."""
     outs = {
         name: dg.AssetOut(io_manager_key=io_manager_key, kinds=kinds, owners=OWNERS, description=description),
         f"{name}_checkpoints": dg.AssetOut(
@@ -162,8 +188,8 @@ def cross_fitted_model(name: str, io_manager_key: str, kinds: set[str], descript
         outs=outs,
         partitions_def=team_week_partitions,
         group_name="training",
-        pool=GPU_POOL,
-        op_tags=gpu_op_tags(),
+        pool=GPU_POOL if on_gpu else None,
+        op_tags=gpu_op_tags() if on_gpu else None,
         retry_policy=STORAGE_RETRY_POLICY,
     )
 
@@ -304,4 +330,41 @@ def catboost_model(
     )
 
 
-model_assets = [tf_model, catboost_model]
+@versioned
+@cross_fitted_model(
+    "logistic_model",
+    "logistic_io_manager",
+    {"scikit-learn"},
+    "Logistic regression on standardised features (log1p-transformed by default), the mean logit of one model per "
+    "cross-fitting fold, stored as plain numbers in a .logreg JSON document.",
+    on_gpu=False,
+)
+def logistic_model(
+    context: dg.AssetExecutionContext,
+    config: LogisticModelConfig,
+    checkpoint_store: PartitionFolders,
+    train_split: pd.DataFrame,
+):
+    from turbine_dagster.core.models.logistic_model import cross_fit_logistic_model
+    from turbine_dagster.presentation.training import coefficients_table_markdown
+
+    result = _cross_fit(context, cross_fit_logistic_model, train_split, config.training_params(), config)
+    iterations = [fold.solver_iterations for fold in result.fold_results]
+    if max(iterations) >= config.max_iter:
+        context.log.warning(
+            f"the solver stopped at max_iter={config.max_iter} before converging in some fold ({iterations}); "
+            "raise max_iter or lower C"
+        )
+    yield from _crossfit_outputs(
+        context,
+        checkpoint_store,
+        "logistic_model",
+        result,
+        metadata={
+            "solver_iterations": dg.MetadataValue.json(iterations),
+            "coefficients": dg.MetadataValue.md(coefficients_table_markdown(result.model.coefficient_table())),
+        },
+    )
+
+
+model_assets = [tf_model, catboost_model, logistic_model]

@@ -13,7 +13,10 @@ import pytest  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
 
 from turbine_dagster.core.evaluation.selection import GateDecision  # noqa: E402
+from turbine_dagster.core.models.checkpoints import BEST  # noqa: E402
 from turbine_dagster.core.models.interface import predict_malignant_proba  # noqa: E402
+from turbine_dagster.core.models.logistic_model import train_logistic_model  # noqa: E402
+from turbine_dagster.core.models.params import LogisticParams  # noqa: E402
 from turbine_dagster.core.registry.registration import REFERENCE_MAX_ROWS  # noqa: E402
 from turbine_dagster.core.registry.registry import ModelRegistry  # noqa: E402
 from turbine_dagster.core.registry.versions import RegistryLookupError  # noqa: E402
@@ -87,6 +90,35 @@ def test_register_stores_the_native_model_the_reference_and_the_entry(registry, 
     np.testing.assert_array_equal(predict_malignant_proba(reloaded, cases), predict_malignant_proba(model, cases))
     pd.testing.assert_frame_equal(registry.load_reference(version), cases[list(FEATURE_COLUMNS)].reset_index(drop=True))
     assert [event["kind"] for event in registry.events(TEAM)] == ["registered"]
+
+
+def test_a_logistic_model_registers_with_its_best_checkpoint_and_reloads_to_its_predictions(registry, split):
+    train, validation = split
+    trained = train_logistic_model(train, validation, LogisticParams())
+
+    version = registry.register(
+        TEAM,
+        trained.model,
+        threshold=trained.checkpoints[0].threshold,
+        metrics={"malignant_recall": 0.97},
+        partition=f"{TEAM}|2026-11-23",
+        run_id="run",
+        data_version=None,
+        reference=train,
+        checkpoints=trained.checkpoints,
+    )
+
+    assert version.model_type == "logistic" and version.artifact_uri.endswith("/v0001/model.logreg")
+    reloaded = registry.load_model(registry.get(TEAM, 1))
+    np.testing.assert_array_equal(
+        predict_malignant_proba(reloaded, validation), predict_malignant_proba(trained.model, validation)
+    )
+    (best,) = registry.get(TEAM, 1).checkpoints
+    assert best.checkpoint_id == BEST and best.artifact_uri.endswith("/v0001/checkpoints/best.logreg")
+    np.testing.assert_array_equal(
+        predict_malignant_proba(registry.load_model(version, BEST), validation),
+        trained.checkpoints[0].validation_p_malignant,
+    )
 
 
 def test_the_drift_reference_keeps_features_only_and_at_most_the_cap(registry, model):

@@ -16,7 +16,8 @@ from turbine_dagster.core.data import landing  # noqa: E402
 from turbine_dagster.core.data.demo import DemoDataWriter  # noqa: E402
 from turbine_dagster.core.models.catboost_model import train_catboost_model  # noqa: E402
 from turbine_dagster.core.models.interface import predict_malignant_proba  # noqa: E402
-from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams  # noqa: E402
+from turbine_dagster.core.models.logistic_model import train_logistic_model  # noqa: E402
+from turbine_dagster.core.models.params import CatBoostSearchParams, LogisticParams, TFTrainingParams  # noqa: E402
 from turbine_dagster.core.models.tf_model import train_tf_model  # noqa: E402
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, SOURCE_FILE, TARGET  # noqa: E402
 from turbine_dagster.core.serving.columns import OUTPUT_SCHEMA, QUARANTINE_SCHEMA  # noqa: E402
@@ -42,10 +43,11 @@ def models(splits, tmp_path_factory) -> dict:
         patch.chdir(tmp_path_factory.mktemp("catboost_cwd"))
         search = CatBoostSearchParams(param_grid={"depth": [3]}, cv_folds=2, iterations=20, early_stopping_rounds=5)
         catboost_model = train_catboost_model(train, validation, search).model
-    return {"tensorflow": keras_model, "catboost": catboost_model}
+    logistic_model = train_logistic_model(train, validation, LogisticParams()).model
+    return {"tensorflow": keras_model, "catboost": catboost_model, "logistic": logistic_model}
 
 
-@pytest.fixture(params=["tensorflow", "catboost"])
+@pytest.fixture(params=["tensorflow", "catboost", "logistic"])
 def model(request, models):
     return models[request.param]
 

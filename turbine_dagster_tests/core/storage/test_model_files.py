@@ -1,3 +1,5 @@
+import json
+
 import catboost
 import numpy as np
 import pandas as pd
@@ -6,7 +8,8 @@ from sklearn.datasets import load_breast_cancer
 from upath import UPath
 
 from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba
-from turbine_dagster.core.models.params import TFTrainingParams
+from turbine_dagster.core.models.logistic_model import exported, fit_pipeline
+from turbine_dagster.core.models.params import LogisticParams, TFTrainingParams
 from turbine_dagster.core.models.tf_model import build_tf_model
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
 from turbine_dagster.core.storage import model_files
@@ -36,9 +39,14 @@ def catboost_model(cases):
     return model.fit(cases[list(FEATURE_COLUMNS)], cases[TARGET])
 
 
-@pytest.fixture(params=["tensorflow", "catboost"])
-def model(request, keras_model, catboost_model):
-    return {"tensorflow": keras_model, "catboost": catboost_model}[request.param]
+@pytest.fixture(scope="module")
+def logistic_model(cases):
+    return exported(fit_pipeline(cases, LogisticParams()), log1p=True)
+
+
+@pytest.fixture(params=["tensorflow", "catboost", "logistic"])
+def model(request, keras_model, catboost_model, logistic_model):
+    return {"tensorflow": keras_model, "catboost": catboost_model, "logistic": logistic_model}[request.param]
 
 
 @pytest.fixture
@@ -47,9 +55,10 @@ def s3_endpoint(s3_environment):
     return s3_environment
 
 
-def test_model_kind_follows_the_model_type(keras_model, catboost_model):
+def test_model_kind_follows_the_model_type(keras_model, catboost_model, logistic_model):
     assert model_kind(keras_model) == "tensorflow"
     assert model_kind(catboost_model) == "catboost"
+    assert model_kind(logistic_model) == "logistic"
 
 
 def test_unsupported_model_type_is_refused(tmp_path):
@@ -136,3 +145,62 @@ def test_s3_endpoint_can_travel_with_the_path(catboost_model, cases, s3_endpoint
     np.testing.assert_array_equal(
         predict_malignant_proba(load_model(target), cases), predict_malignant_proba(catboost_model, cases)
     )
+
+
+def test_a_logistic_model_reads_back_equal_number_for_number(logistic_model, tmp_path):
+    reloaded = load_model(save_model(logistic_model, tmp_path / "model.logreg").uri)
+
+    assert reloaded == logistic_model
+
+
+def test_a_logistic_model_file_is_a_versioned_json_document(logistic_model, tmp_path):
+    save_model(logistic_model, tmp_path / "model.logreg")
+
+    document = json.loads((tmp_path / "model.logreg").read_text())
+
+    assert (document["format"], document["version"]) == ("turbine-logistic-regression", 1)
+    assert document["features"] == list(FEATURE_COLUMNS)
+
+
+def _rewritten(path, change):
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda path: path.write_text(path.read_text()[:100]), "Unterminated string|Expecting"),
+        (lambda path: _rewritten(path, lambda d: d["scale"].pop()), "'scale' holds 29 numbers for 30 features"),
+        (lambda path: path.write_text(path.read_text().replace('"intercept": ', '"intercept": NaN, "x": ')), "NaN"),
+        (lambda path: _rewritten(path, lambda d: d.update(calibration=[1.0])), r"unknown key\(s\) \['calibration'\]"),
+        (lambda path: _rewritten(path, lambda d: d.pop("mean")), r"missing key\(s\) \['mean'\]"),
+        (lambda path: _rewritten(path, lambda d: d.update(format="sklearn")), "'format' is 'sklearn'"),
+        (lambda path: _rewritten(path, lambda d: d.update(version=2)), "this code reads version 1"),
+        (lambda path: _rewritten(path, lambda d: d["coefficients"].__setitem__(0, "1.0")), "list of numbers"),
+    ],
+    ids=["truncated", "short", "nan", "unknown-key", "missing-key", "format", "version", "string-number"],
+)
+def test_a_corrupted_logistic_model_file_is_refused_naming_the_file(logistic_model, tmp_path, corrupt, message):
+    target = tmp_path / "model.logreg"
+    save_model(logistic_model, target)
+    corrupt(target)
+
+    with pytest.raises(ValueError, match=message) as raised:
+        load_model(target)
+
+    assert f"{target} is not a valid logistic model file" in str(raised.value)
+
+
+def test_a_json_report_is_not_taken_for_a_logistic_model(tmp_path):
+    with pytest.raises(ValueError, match="cannot tell the model kind"):
+        load_model(tmp_path / "report.json")
+
+
+def test_a_corrupted_logistic_model_on_s3_is_refused_naming_its_uri(s3_endpoint):
+    uri = f"s3://{BUCKET}/team_a/broken/model.logreg"
+    UPath(uri).write_bytes(b'{"format": "turbine-logistic-regression", "version": 1}')
+
+    with pytest.raises(ValueError, match=rf"{uri} is not a valid logistic model file .*missing key"):
+        load_model(uri)
