@@ -197,17 +197,54 @@ def test_first_champion_is_registered_and_serves(trained):
     assert len(registry.load_reference(serving)) > 0
 
 
-def test_quality_bars_check_fails_below_the_bars():
-    champion = {"champion": "tf_model", "metrics": {"malignant_recall": 0.90, "roc_auc": 0.99}}
-    outcome = quality_bars_result(champion, QualityBars(min_malignant_recall=0.95, min_roc_auc=0.98))
-    assert not outcome.passed and "malignant recall 0.9000 is below the bar 0.9500" in outcome.description
+def _bars_champion(evidence_recall: float, holdout_recall: float) -> dict:
+    interval = {"point": 0.0, "low": 0.0, "high": 1.0}
+    return {
+        "champion": "tf_model",
+        "metrics": {"malignant_recall": holdout_recall, "roc_auc": 0.99},
+        "all_evidence_metrics": {"malignant_recall": evidence_recall, "roc_auc": 0.99},
+        "all_evidence_cases": 512,
+        "all_evidence_intervals": {"malignant_recall": interval, "roc_auc": interval},
+    }
+
+
+def test_quality_bars_are_judged_on_all_the_evidence_not_the_holdout_alone():
+    bars = QualityBars(min_malignant_recall=0.95, min_roc_auc=0.98)
+    below = quality_bars_result(_bars_champion(evidence_recall=0.90, holdout_recall=1.0), bars)
+    assert not below.passed and "malignant recall 0.9000 is below the bar 0.9500" in below.description
+    assert "judged on 512 out-of-fold and holdout cases" in below.description
+    # One missed cancer of a small holdout does not decide: the pooled evidence clears the bar.
+    passed = quality_bars_result(_bars_champion(evidence_recall=0.98, holdout_recall=0.93), bars)
+    assert passed.passed
+    assert passed.metadata["holdout_malignant_recall"].value == 0.93 and passed.metadata["cases"].value == 512
+
+
+def test_champion_records_every_candidate_and_which_one_won(trained):
+    result, _, _ = trained
+    metadata = _metadata(result, "champion_model")
+    table = metadata["candidates"].value
+    champion = metadata["champion"].value
+    assert f"**{champion}** (champion)" in table
+    for candidate in ("tf_model", "catboost_model", "logistic_model"):
+        assert f"| {candidate} |" in table or f"**{candidate}**" in table
+    registry = ModelRegistry(f"{result.settings.storage_root}/registry")
+    version = registry.get(TEAM, metadata["registry_version"].value)
+    assert version.metrics["candidate"] == champion
+    candidates = version.metrics["candidates_out_of_fold"]
+    assert set(candidates) == {"tf_model", "catboost_model", "logistic_model"}
+    assert all(0 <= figures["malignant_precision"] <= 1 for figures in candidates.values())
+    assert version.metrics["all_evidence_malignant_recall"] == metadata["all_evidence_malignant_recall"].value
 
 
 def test_checkpoints_are_registered_with_the_champion_version(trained):
     result, _, _ = trained
     registry = ModelRegistry(f"{result.settings.storage_root}/registry")
     version = registry.serving(TEAM)
-    expected = {"tensorflow": {"epoch-0001", "epoch-0002", "best"}, "catboost": {"iteration-0010", "best"}}
+    expected = {
+        "tensorflow": {"epoch-0001", "epoch-0002", "best"},
+        "catboost": {"iteration-0010", "best"},
+        "logistic": {"best"},
+    }
     assert {c.checkpoint_id for c in version.checkpoints} == expected[version.model_type]
     assert all(registry.load_model(version, c.checkpoint_id) is not None for c in version.checkpoints)
 
@@ -220,7 +257,7 @@ def test_champion_metadata_names_its_decision_data_threshold_method_and_bound(tr
     assert "out-of-fold" in decision_data and "the holdout was not read" in decision_data
     assert metadata["threshold_method"].value == "split-conformal on out-of-fold scores"
     assert 0 < metadata["out_of_fold_recall_lower_bound"].value < 1
-    assert metadata["split_scheme"].value == "case-id-sha256-holdout:0.2"
+    assert metadata["split_scheme"].value == "case-id-sha256-holdout:0.1"
     assert "Data: holdout" in metadata["holdout_metrics"].value
 
 
@@ -283,3 +320,20 @@ def test_gate_pairs_candidate_and_serving_champion_on_the_holdout_only_under_the
     gate = _metadata(unpaired, "serving_champion")
     assert gate["gate_paired"].value is False
     assert f"serving v{legacy.version:04d} was trained under split scheme none recorded" in gate["reason"].value
+
+    # A version trained under the larger 0.2 holdout never saw a case of the 0.1 one: paired again.
+    wider = registry.register(
+        TEAM,
+        legacy_model,
+        threshold=0.5,
+        metrics={"malignant_recall": 1.0},
+        partition=None,
+        run_id=None,
+        data_version=None,
+        reference=pd.DataFrame({c: [1.0] for c in FEATURE_COLUMNS}),
+        split_scheme="case-id-sha256-holdout:0.2",
+    )
+    registry.promote_if(TEAM, wider.version, lambda serving: GateDecision(True, "wider holdout, test set-up"))
+    paired_again = _rerun_champion_and_gate(trained, storage)
+    assert paired_again.success, failure_messages(paired_again)
+    assert _metadata(paired_again, "serving_champion")["gate_paired"].value is True

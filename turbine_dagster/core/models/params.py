@@ -13,6 +13,8 @@ from turbine_dagster.core.models.checkpoints import checkpoint_steps
 class TFTrainingParams:
     hidden_units: tuple[int, ...] = (64, 32)
     dropout: float = 0.1
+    log1p: bool = True
+    """Feed log(1 + x) of the features to the input normalisation (``feature_transform.Log1p``)."""
     epochs: int | None = None
     """Upper bound on epochs; None: ``auto_epochs`` of the fit cases (200 up to 20 k, fewer as epochs grow long)."""
     batch_size: int | None = None

@@ -21,6 +21,7 @@ from turbine_dagster.core.data.cases import EARLY_STOPPING_FRACTION
 from turbine_dagster.core.models.checkpoints import BEST, Checkpoint, take_checkpoint
 from turbine_dagster.core.models.crossfit import CrossFitResult, cross_fit
 from turbine_dagster.core.models.fcn import FCNBlock
+from turbine_dagster.core.models.feature_transform import Log1p
 from turbine_dagster.core.models.interface import feature_matrix, predict_malignant_proba, require_trainable_split
 from turbine_dagster.core.models.params import PREDICT_BATCH_ROWS, TFTrainingParams
 from turbine_dagster.core.schema import FEATURE_COLUMNS, MALIGNANT, TARGET
@@ -144,12 +145,15 @@ class _EpochCheckpoints(keras.callbacks.Callback):
 
 
 def build_tf_model(train_features: np.ndarray, params: TFTrainingParams, name: str = "turbine_fcn") -> keras.Model:
-    """The network, its input normalisation adapted on the training features only."""
+    """The network, its input normalisation adapted on the (log1p of the) training features only."""
     normalization = keras.layers.Normalization(name="feature_normalization")
-    normalization.adapt(train_features)
-
     inputs = keras.Input(shape=(len(FEATURE_COLUMNS),), name="features")
-    hidden = normalization(inputs)
+    if params.log1p:
+        normalization.adapt(np.log1p(train_features))
+        hidden = normalization(Log1p(name="log1p")(inputs))
+    else:
+        normalization.adapt(train_features)
+        hidden = normalization(inputs)
     for index, units in enumerate(params.hidden_units):
         hidden = FCNBlock(units, dropout=params.dropout, name=f"fcn_{index}")(hidden)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="p_malignant")(hidden)

@@ -19,7 +19,9 @@ import catboost
 import keras
 from upath import UPath
 
-import turbine_dagster.core.models.fcn  # noqa: F401  registers FCNBlock so .keras files load without custom_objects
+# Registers FCNBlock and Log1p, so .keras files load without custom_objects.
+import turbine_dagster.core.models.fcn  # noqa: F401
+import turbine_dagster.core.models.feature_transform  # noqa: F401
 from turbine_dagster.core.models import logistic_regression
 from turbine_dagster.core.storage.files import AtomicFile, is_local
 

@@ -7,16 +7,25 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from turbine_dagster.core.data.cases import HOLDOUT_SCHEME_COLUMN, fingerprint
+from turbine_dagster.core.data.cases import HOLDOUT_SCHEME_COLUMN, fingerprint, holdout_covers
 from turbine_dagster.core.evaluation import selection
-from turbine_dagster.core.evaluation.metrics import N_BOOTSTRAP, evaluate_scores, headline_metrics
-from turbine_dagster.core.schema import FEATURE_COLUMNS, TARGET
+from turbine_dagster.core.evaluation.metrics import (
+    N_BOOTSTRAP,
+    evaluate_all_evidence,
+    evaluate_scores,
+    headline_metrics,
+)
+from turbine_dagster.core.schema import FEATURE_COLUMNS, P_MALIGNANT, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
 from turbine_dagster.defs.resources import ModelRegistryResource
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 from turbine_dagster.presentation.evaluation import evaluation_plots_markdown, metrics_table_markdown
-from turbine_dagster.presentation.selection import comparison_table_markdown
+from turbine_dagster.presentation.selection import (
+    candidate_figures,
+    candidates_table_markdown,
+    comparison_table_markdown,
+)
 
 OWNERS = ["team:data-science"]
 champion_side_asset = functools.partial(
@@ -81,35 +90,52 @@ class PromotionConfig(dg.Config):
     )
 
 
+CANDIDATES = ("tf_model", "catboost_model", "logistic_model")
+"""Every model the champion is chosen from, by asset name; each has ``<name>_out_of_fold``, ``<name>_checkpoints``
+and an evaluation asset named without ``_model`` (``tf_evaluation``)."""
+
+
 def quality_bars_result(champion: dict, bars: selection.QualityBars) -> dg.AssetCheckResult:
-    """The blocking check champion_meets_quality_bars: a champion below a bar is never offered to the gate."""
-    failures = selection.check_quality_bars(champion["metrics"], bars)
+    """The blocking check champion_meets_quality_bars: a champion below a bar is never offered to the gate. The bars
+    read all the evidence (out-of-fold and holdout cases); the holdout's own figures are shown beside them."""
+    evidence, holdout = champion["all_evidence_metrics"], champion["metrics"]
+    failures = selection.check_quality_bars(evidence, bars)
     return dg.AssetCheckResult(
         check_name="champion_meets_quality_bars",
         passed=not failures,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(failures) or f"{champion['champion']} passes every quality bar",
+        description=("; ".join(failures) or f"{champion['champion']} passes every quality bar")
+        + f" (judged on {champion['all_evidence_cases']} out-of-fold and holdout cases)",
         metadata={
-            "malignant_recall": champion["metrics"]["malignant_recall"],
-            "roc_auc": champion["metrics"]["roc_auc"],
+            "malignant_recall": evidence["malignant_recall"],
+            "malignant_recall_ci": _interval_text(champion["all_evidence_intervals"]["malignant_recall"]),
+            "roc_auc": evidence["roc_auc"],
+            "roc_auc_ci": _interval_text(champion["all_evidence_intervals"]["roc_auc"]),
+            "cases": champion["all_evidence_cases"],
+            "holdout_malignant_recall": holdout["malignant_recall"],
+            "holdout_roc_auc": holdout["roc_auc"],
             "min_malignant_recall": bars.min_malignant_recall,
             "min_roc_auc": bars.min_roc_auc,
         },
     )
 
 
+def _interval_text(interval: dict) -> str:
+    return f"[{interval['low']:.4f}, {interval['high']:.4f}] (95 % bootstrap)"
+
+
 @versioned
 @champion_side_asset(
-    description="Applies both selection policies to the out-of-fold evaluations, grades the chosen model once on "
-    "the holdout, and registers it as a candidate version in the model registry.",
+    description="Applies both selection policies to the out-of-fold evaluations of every candidate model, grades the "
+    "chosen one once on the holdout, and registers it as a candidate version in the model registry.",
     check_specs=[
         dg.AssetCheckSpec(
             "champion_meets_quality_bars",
             asset="champion_model",
             blocking=True,
             partitions_def=team_week_partitions,
-            description="The champion must reach the minimum quality bars on the holdout "
-            "before the gate may promote it.",
+            description="The champion must reach the minimum quality bars on all its evidence (out-of-fold and "
+            "holdout cases) before the gate may promote it.",
         )
     ],
 )
@@ -119,42 +145,66 @@ def champion_model(
     registry: ModelRegistryResource,
     tf_model: Any,
     catboost_model: Any,
+    logistic_model: Any,
     tf_evaluation: dict,
     catboost_evaluation: dict,
+    logistic_evaluation: dict,
     tf_model_checkpoints: list,
     catboost_model_checkpoints: list,
+    logistic_model_checkpoints: list,
+    tf_model_out_of_fold: pd.DataFrame,
+    catboost_model_out_of_fold: pd.DataFrame,
+    logistic_model_out_of_fold: pd.DataFrame,
     train_split: pd.DataFrame,
     test_split: pd.DataFrame,
 ):  # a MaterializeResult, with its check
     from turbine_dagster.core.models.checkpoints import Checkpoint
     from turbine_dagster.core.models.interface import predict_malignant_proba
 
-    evaluations = {"tf_model": tf_evaluation, "catboost_model": catboost_evaluation}
+    def by_candidate(*values: Any) -> dict[str, Any]:
+        return dict(zip(CANDIDATES, values, strict=True))
+
+    models = by_candidate(tf_model, catboost_model, logistic_model)
+    evaluations = by_candidate(tf_evaluation, catboost_evaluation, logistic_evaluation)
+    checkpoints = by_candidate(tf_model_checkpoints, catboost_model_checkpoints, logistic_model_checkpoints)
+    out_of_folds = by_candidate(tf_model_out_of_fold, catboost_model_out_of_fold, logistic_model_out_of_fold)
     reports = {name: report["at_operating_threshold"]["classification_report"] for name, report in evaluations.items()}
-    chosen = selection.select_champion(reports, config.policy, config.tie_tolerance)
+    caught = selection.out_of_fold_catches(
+        out_of_folds, {name: report["threshold"] for name, report in evaluations.items()}
+    )
+    chosen = selection.select_champion(reports, config.policy, config.tie_tolerance, caught=caught)
     team, week = partition_team_week(context)
     decision_report = evaluations[chosen.champion]
-    model = {"tf_model": tf_model, "catboost_model": catboost_model}[chosen.champion]
+    model = models[chosen.champion]
     threshold = decision_report["threshold"]
     p_holdout = predict_malignant_proba(model, test_split)
     holdout = evaluate_scores(test_split[TARGET], p_holdout, threshold, "holdout", config.n_bootstrap)
+    development = out_of_folds[chosen.champion]
+    evidence = evaluate_all_evidence(
+        development[TARGET], development[P_MALIGNANT], test_split[TARGET], p_holdout, threshold, config.n_bootstrap
+    )
     plots = evaluation_plots_markdown(test_split[TARGET], p_holdout, threshold, "holdout")
     metrics = headline_metrics(holdout)
+    evidence_metrics = headline_metrics(evidence)
     out_of_fold_metrics = headline_metrics(decision_report)
+    candidates = {name: candidate_figures(report) for name, report in evaluations.items()}
     scheme = str(test_split[HOLDOUT_SCHEME_COLUMN].iloc[0])
     version = registry.registry().register(
         team,
         model,
         threshold=threshold,
-        metrics={**metrics, **{f"out_of_fold_{name}": value for name, value in out_of_fold_metrics.items()}},
+        metrics={
+            **metrics,
+            **{f"out_of_fold_{name}": value for name, value in out_of_fold_metrics.items()},
+            **{f"all_evidence_{name}": value for name, value in evidence_metrics.items()},
+            "candidate": chosen.champion,
+            "candidates_out_of_fold": candidates,
+        },
         partition=context.partition_key,
         run_id=context.run.run_id,
         data_version=fingerprint(train_split),
         reference=train_split.loc[:, list(FEATURE_COLUMNS)],
-        checkpoints=[
-            Checkpoint.from_dict(c)
-            for c in {"tf_model": tf_model_checkpoints, "catboost_model": catboost_model_checkpoints}[chosen.champion]
-        ],
+        checkpoints=[Checkpoint.from_dict(c) for c in checkpoints[chosen.champion]],
         split_scheme=scheme,
     )
     context.log.info(f"{chosen.reason} Registered as {version.label} for {team}.")
@@ -168,6 +218,10 @@ def champion_model(
         "model_type": version.model_type,
         "threshold": threshold,
         "metrics": metrics,
+        "all_evidence_metrics": evidence_metrics,
+        "all_evidence_cases": evidence["n"],
+        "all_evidence_intervals": evidence["bootstrap"],
+        "candidates_out_of_fold": candidates,
         "decision_data": "out-of-fold",
         "threshold_choice": choice,
         "split_scheme": scheme,
@@ -182,10 +236,11 @@ def champion_model(
             "champion": chosen.champion,
             "policy": config.policy,
             "reason": chosen.reason,
+            "candidates": dg.MetadataValue.md(candidates_table_markdown(evaluations, chosen.champion)),
             "decision_data": dg.MetadataValue.md(
                 "\n".join(
-                    f"- **{policy.replace('_', ' ')}**: out-of-fold classification reports of both models "
-                    f"({decision_report['n']} development cases); the holdout was not read"
+                    f"- **{policy.replace('_', ' ')}**: out-of-fold classification reports of all {len(CANDIDATES)} "
+                    f"candidates ({decision_report['n']} development cases); the holdout was not read"
                     for policy in selection.POLICIES
                 )
             ),
@@ -199,7 +254,9 @@ def champion_model(
             "out_of_fold_recall_lower_bound": choice["recall_lower_bound"],
             "split_scheme": scheme,
             **{f"champion_{name}": value for name, value in metrics.items()},
+            **{f"all_evidence_{name}": evidence_metrics[name] for name in ("malignant_recall", "roc_auc")},
             "holdout_metrics": dg.MetadataValue.md(metrics_table_markdown(holdout)),
+            "all_evidence_metrics": dg.MetadataValue.md(metrics_table_markdown(evidence)),
             "comparison": dg.MetadataValue.md(comparison_table_markdown(reports)),
             "verdicts": dg.MetadataValue.json(verdicts),
             "champion_plots": dg.MetadataValue.md("\n\n".join(plots.values())),
@@ -236,10 +293,11 @@ def serving_champion(
     def decide(serving) -> selection.GateDecision:
         if serving is None:
             return selection.promotion_decision(labels, flags(challenger), None, rule)
-        if serving.split_scheme != scheme:
+        if not holdout_covers(serving.split_scheme, scheme):
             why = (
                 f"serving {serving.label} was trained under split scheme {serving.split_scheme or 'none recorded'}, "
-                f"not {scheme}, and may have trained on these holdout cases: no paired comparison"
+                f"whose holdout does not contain that of {scheme}, and may have trained on these holdout cases: "
+                "no paired comparison"
             )
             return selection.promotion_decision(labels, flags(challenger), None, rule, unpaired_reason=why)
         return selection.promotion_decision(labels, flags(challenger), flags(serving), rule)

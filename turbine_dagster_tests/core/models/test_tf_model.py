@@ -205,3 +205,29 @@ def test_training_batches_give_every_row_once_an_epoch_in_a_new_seeded_order():
     assert again[0] == orders[0]
     unshuffled = training_batches(features, labels, None, batch_size=4)
     assert np.concatenate([batch[1].numpy() for batch in unshuffled]).tolist() == labels.tolist()
+
+
+def test_the_network_normalises_log1p_of_the_features_and_reloads_in_safe_mode(trained, split, tmp_path):
+    from turbine_dagster.core.storage.model_files import load_model, save_model
+
+    result, _ = trained
+    _, validation = split
+    model = result.model
+    log_layer, normalization = model.get_layer("log1p"), model.get_layer("feature_normalization")
+    features = validation.drop(columns=[CASE_ID, TARGET]).to_numpy(np.float32)
+    normalised = keras.ops.convert_to_numpy(normalization(log_layer(features)))
+    # Adapted on log1p of the fit cases: the normalised log features are centred, not the raw ones.
+    assert abs(float(np.mean(normalised))) < 0.5
+    assert np.allclose(keras.ops.convert_to_numpy(log_layer(features)), np.log1p(features), rtol=1e-6)
+
+    save_model(model, tmp_path / "model.keras")
+    reloaded = load_model(tmp_path / "model.keras")  # keras safe_mode: the layer is registered, not a Lambda
+    assert np.array_equal(predict_malignant_proba(reloaded, validation), predict_malignant_proba(model, validation))
+
+
+def test_log1p_can_be_switched_off():
+    from turbine_dagster.core.models.tf_model import build_tf_model
+
+    features = np.abs(np.random.default_rng(0).normal(size=(20, 30))).astype(np.float32)
+    layers = [layer.name for layer in build_tf_model(features, TFTrainingParams(log1p=False)).layers]
+    assert "log1p" not in layers and "feature_normalization" in layers
