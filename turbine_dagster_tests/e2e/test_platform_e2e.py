@@ -27,6 +27,7 @@ TRAINING_CONFIG = {
         },
         "tf_evaluation": {"config": {"n_bootstrap": 200}},
         "catboost_evaluation": {"config": {"n_bootstrap": 200}},
+        "logistic_evaluation": {"config": {"n_bootstrap": 200}},
         "champion_model": {"config": {"n_bootstrap": 200, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
         "serving_champion": {"config": {"min_precision": 0.0}},
     }
@@ -37,10 +38,13 @@ TRAINING_ASSETS = {
     "test_split",
     "tf_model",
     "catboost_model",
+    "logistic_model",
     "tf_model_out_of_fold",
     "catboost_model_out_of_fold",
+    "logistic_model_out_of_fold",
     "tf_evaluation",
     "catboost_evaluation",
+    "logistic_evaluation",
     "champion_model",
     "serving_champion",
 }
@@ -93,7 +97,8 @@ def test_every_asset_is_listed(platform):
 
 def test_training_graph_runs_and_champion_metadata_reads_back(platform, partition, trained):
     champion = platform.latest_metadata("champion_model", partition)
-    assert champion["champion"] in ("tf_model", "catboost_model")
+    assert champion["champion"] in ("tf_model", "catboost_model", "logistic_model")
+    assert "logistic_model" in champion["candidates"]
     assert set(json.loads(champion["verdicts"])) == {"recall_first", "win_count"}
     assert "data:image/png;base64," in champion["champion_plots"]
     serving = platform.latest_metadata("serving_champion", partition)
@@ -162,6 +167,7 @@ def test_browser_shows_the_asset_graph_and_champion_plot(platform, partition, tr
             "serving_champion",
             "tf_model",
             "catboost_model",
+            "logistic_model",
             "tf_evaluation",
             "batch_predictions",
             "drift_report",

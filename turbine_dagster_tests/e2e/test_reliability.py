@@ -45,6 +45,7 @@ SMALL_TRAINING = {
     },
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
+    "logistic_evaluation": {"config": {"n_bootstrap": 100}},
     "champion_model": {"config": {"n_bootstrap": 100, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
     "serving_champion": {"config": {"min_precision": 0.0}},
 }
@@ -184,8 +185,10 @@ def test_bad_landing_data_fails_the_run_with_a_named_error_and_nothing_downstrea
         "test_split",
         "tf_model",
         "catboost_model",
+        "logistic_model",
         "tf_evaluation",
         "catboost_evaluation",
+        "logistic_evaluation",
         "champion_model",
         "serving_champion",
     ):
