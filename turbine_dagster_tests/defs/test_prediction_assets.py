@@ -10,7 +10,8 @@ from turbine_dagster.core.data.demo import DemoDataWriter, DriftInjection, recen
 from turbine_dagster.core.evaluation.selection import GateDecision
 from turbine_dagster.core.models.catboost_model import train_catboost_model
 from turbine_dagster.core.models.interface import predict_malignant_proba
-from turbine_dagster.core.models.params import CatBoostSearchParams, TFTrainingParams
+from turbine_dagster.core.models.logistic_model import train_logistic_model
+from turbine_dagster.core.models.params import CatBoostSearchParams, LogisticParams, TFTrainingParams
 from turbine_dagster.core.models.tf_model import train_tf_model
 from turbine_dagster.core.registry.registry import ModelRegistry
 from turbine_dagster.core.registry.versions import ModelVersion
@@ -31,7 +32,8 @@ def team_models():
     catboost = train_catboost_model(
         train, validation, CatBoostSearchParams(param_grid={"depth": [3]}, iterations=30, cv_folds=2)
     ).model
-    return {"tensorflow": tf, "catboost": catboost}, train
+    logistic = train_logistic_model(train, validation, LogisticParams()).model
+    return {"tensorflow": tf, "catboost": catboost, "logistic": logistic}, train
 
 
 def register(registry, model, reference, threshold=0.5, malignant_recall=0.9, checkpoints=()) -> ModelVersion:
@@ -65,7 +67,7 @@ def read_predictions(settings, week) -> pd.DataFrame:
     return pd.read_parquet(f"{settings.storage_root}/predictions/team={TEAM}/week={week}/predictions.parquet")
 
 
-@pytest.mark.parametrize("kind", ["tensorflow", "catboost"])
+@pytest.mark.parametrize("kind", ["tensorflow", "catboost", "logistic"])
 def test_asset_predictions_equal_direct_model_predictions(
     settings, landing_root, week, partition_key, team_models, kind
 ):
@@ -233,12 +235,15 @@ def test_unknown_version_or_checkpoint_lists_the_available_ones(settings, partit
         assert expected in message and ("v0009" in message or "epoch-0042" in message), message
 
 
-def test_challenger_comparison_reports_agreement_and_disagreements(settings, partition_key, team_models):
+@pytest.mark.parametrize("challenger_kind", ["tensorflow", "logistic"])
+def test_challenger_comparison_reports_agreement_and_disagreements(
+    settings, partition_key, team_models, challenger_kind
+):
     from turbine_dagster.defs.prediction.assets import challenger_comparison
 
     models, train = team_models
     registry = serve(settings, models["catboost"], train)
-    register(registry, models["tensorflow"], train)
+    register(registry, models[challenger_kind], train)
     result = materialize([challenger_comparison], settings, partition_key)
     assert result.success, failure_messages(result)
     metadata = result.asset_materializations_for_node("challenger_comparison")[0].metadata

@@ -158,11 +158,14 @@ def test_browser_shows_the_asset_graph_and_champion_plot(platform, partition, tr
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=BROWSER_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # Tall enough for the champion's fourteen upstream assets (three candidates with their evaluations,
+        # checkpoints and out-of-fold scores, and the splits), which the lineage lays out in one column.
+        page = browser.new_page(viewport={"width": 1600, "height": 1800})
         # The champion group's lineage: its assets, their upstream models and the prediction side downstream.
         page.goto(f"{platform.url}/locations/turbine-training/asset-groups/champion", wait_until="networkidle")
         page.get_by_text("champion_model").first.wait_for(timeout=60_000)
         dismiss_welcome_dialog(page)
+        page.screenshot(path=ARTIFACTS / "asset_graph.png", full_page=True)
         for asset in (
             "serving_champion",
             "tf_model",
@@ -173,7 +176,6 @@ def test_browser_shows_the_asset_graph_and_champion_plot(platform, partition, tr
             "drift_report",
         ):
             assert page.get_by_text(asset, exact=True).first.is_visible(), asset
-        page.screenshot(path=ARTIFACTS / "asset_graph.png", full_page=True)
 
         page.goto(f"{platform.url}/assets/champion_model?partition={partition}", wait_until="networkidle")
         plots_row = page.locator("tr", has_text="champion_plots").first
