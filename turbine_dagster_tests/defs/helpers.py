@@ -13,9 +13,9 @@ from turbine_dagster_tests.conftest import TEAM
 
 
 def settings_with_demo_data(root: Path, week: str, scoring_rows: int) -> Settings:
-    """Settings for ``root``: demo data of TEAM (200 labeled cases) landed for ``week`` in landing/, storage in
-    storage/."""
-    write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=200, scoring_rows=scoring_rows)
+    """Settings for ``root``: demo data of TEAM (400 labeled cases: enough for a champion to clear the clinical
+    bars, which no test loosens) landed for ``week`` in landing/, storage in storage/."""
+    write_demo_data(UPath(root / "landing"), [TEAM], [week], labeled_rows=400, scoring_rows=scoring_rows)
     return dataclasses.replace(
         Settings.from_env({}), landing_root=str(root / "landing"), storage_root=str(root / "storage")
     )

@@ -2,6 +2,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from turbine_dagster.core.evaluation.policy import CLINICAL_POLICY
 from turbine_dagster.core.evaluation.selection import QualityBars
 from turbine_dagster.core.models.logistic_regression import LogisticModel
 from turbine_dagster.core.registry.registry import ModelRegistry
@@ -39,9 +40,8 @@ FAST_TRAINING = {
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
     "logistic_evaluation": {"config": {"n_bootstrap": 100}},
-    # Three epochs make no diagnostic model: the bars here test the wiring, not the quality.
-    "champion_model": {"config": {"n_bootstrap": 100, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
-    "serving_champion": {"config": {"min_precision": 0.0}},
+    # The clinical bars hold here as everywhere: the logistic candidate trains fully in a few seconds and clears them.
+    "champion_model": {"config": {"n_bootstrap": 100}},
 }
 TRAINING_GRAPH = [raw_data, splits, *model_assets, *evaluation_assets, *champion_assets]
 
@@ -178,7 +178,7 @@ def test_single_class_training_split_fails_naming_the_partition(week, tmp_path):
 def test_champion_records_both_verdicts_and_plots(trained):
     result, _, _ = trained
     metadata = _metadata(result, "champion_model")
-    assert metadata["champion"].value in ("tf_model", "catboost_model")
+    assert metadata["champion"].value in ("tf_model", "catboost_model", "logistic_model")
     assert set(metadata["verdicts"].value) == {"recall_first", "win_count"}
     assert "malignant recall" in metadata["comparison"].value
     assert metadata["reason"].value.startswith(metadata["champion"].value)
@@ -273,7 +273,7 @@ def _rerun_champion_and_gate(trained, storage_root) -> dg.ExecuteInProcessResult
         resources=local_resources(settings),
         selection=["champion_model", "serving_champion"],
         raise_on_error=False,
-        run_config={"ops": {key: FAST_TRAINING[key] for key in ("champion_model", "serving_champion")}},
+        run_config={"ops": {"champion_model": FAST_TRAINING["champion_model"]}},
     )
 
 
@@ -337,3 +337,71 @@ def test_gate_pairs_candidate_and_serving_champion_on_the_holdout_only_under_the
     paired_again = _rerun_champion_and_gate(trained, storage)
     assert paired_again.success, failure_messages(paired_again)
     assert _metadata(paired_again, "serving_champion")["gate_paired"].value is True
+
+
+def _rerun(trained, storage_root, selection, run_config) -> dg.ExecuteInProcessResult:
+    import dataclasses
+
+    result, _, week = trained
+    settings = dataclasses.replace(result.settings, storage_root=str(storage_root))
+    return dg.materialize(
+        TRAINING_GRAPH,
+        partition_key=f"{TEAM}|{week}",
+        resources=local_resources(settings),
+        selection=selection,
+        raise_on_error=False,
+        run_config={"ops": run_config},
+    )
+
+
+def test_materializing_the_gate_alone_after_a_failed_quality_check_promotes_nothing(trained, tmp_path):
+    import shutil
+
+    _, assets, _ = trained
+    storage = tmp_path / "storage"
+    shutil.copytree(assets.parent, storage)
+    registry = ModelRegistry(f"{storage}/registry")
+    serving_before = registry.serving(TEAM).version
+
+    # A run that tightens the ROC-AUC bar beyond reach: the blocking check fails, the run stops before the gate...
+    strict = {"champion_model": {"config": {"n_bootstrap": 100, "min_roc_auc": 0.9999}}}
+    stopped = _rerun(trained, storage, ["champion_model", "serving_champion"], strict)
+    assert not stopped.success and "serving_champion" not in materialized_keys(stopped)
+    candidate = max(version.version for version in registry.versions(TEAM))
+    assert candidate > serving_before  # ...but the candidate is registered
+
+    # ...and the gate materialized on its own (one click in the UI) re-checks the bars from the registry entry.
+    alone = _rerun(trained, storage, ["serving_champion"], {})
+    assert alone.success, failure_messages(alone)
+    gate = _metadata(alone, "serving_champion")
+    assert gate["promoted"].value is False and gate["challenger_version"].value == candidate
+    assert "does not meet the quality bars (ROC-AUC" in gate["reason"].value
+    assert registry.serving(TEAM).version == serving_before
+    event = [e for e in registry.events(TEAM) if e["version"] == candidate and e["kind"] == "refused"][-1]
+    assert event["details"]["clinical_policy"]["min_roc_auc"] == 0.9999  # the bar the candidate's run applied
+    assert event["details"]["clinical_policy"]["version"] == CLINICAL_POLICY.version
+
+
+@pytest.mark.parametrize(
+    "step, config, named",
+    [
+        ("champion_model", {"min_malignant_recall": 0.0}, "min_malignant_recall 0"),
+        ("champion_model", {"min_roc_auc": 0.5}, "min_roc_auc 0.5"),
+        ("serving_champion", {"margin": 0.99}, "margin 0.99"),
+        ("serving_champion", {"min_precision": 0.0}, "min_precision 0"),
+        ("tf_evaluation", {"target_recall": 0.5}, "target_recall 0.5"),
+    ],
+)
+def test_run_config_cannot_loosen_the_clinical_policy(trained, tmp_path, step, config, named):
+    import shutil
+
+    _, assets, _ = trained
+    storage = tmp_path / "storage"
+    shutil.copytree(assets.parent, storage)
+    versions_before = len(ModelRegistry(f"{storage}/registry").versions(TEAM))
+
+    result = _rerun(trained, storage, [step], {step: {"config": config}})
+    assert not result.success and materialized_keys(result) == set()
+    message = failure_messages(result)
+    assert "never loosen it" in message and named in message, message
+    assert len(ModelRegistry(f"{storage}/registry").versions(TEAM)) == versions_before

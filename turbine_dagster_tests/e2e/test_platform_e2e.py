@@ -28,8 +28,7 @@ TRAINING_CONFIG = {
         "tf_evaluation": {"config": {"n_bootstrap": 200}},
         "catboost_evaluation": {"config": {"n_bootstrap": 200}},
         "logistic_evaluation": {"config": {"n_bootstrap": 200}},
-        "champion_model": {"config": {"n_bootstrap": 200, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
-        "serving_champion": {"config": {"min_precision": 0.0}},
+        "champion_model": {"config": {"n_bootstrap": 200}},
     }
 }
 TRAINING_ASSETS = {

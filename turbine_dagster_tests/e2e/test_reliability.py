@@ -46,8 +46,7 @@ SMALL_TRAINING = {
     "tf_evaluation": {"config": {"n_bootstrap": 100}},
     "catboost_evaluation": {"config": {"n_bootstrap": 100}},
     "logistic_evaluation": {"config": {"n_bootstrap": 100}},
-    "champion_model": {"config": {"n_bootstrap": 100, "min_malignant_recall": 0.5, "min_roc_auc": 0.5}},
-    "serving_champion": {"config": {"min_precision": 0.0}},
+    "champion_model": {"config": {"n_bootstrap": 100}},
 }
 # Hundreds of epochs at batch size 8: tf_model trains for minutes, long enough to be killed mid-epoch.
 LONG_TRAINING = {**SMALL_TRAINING, "tf_model": {"config": {"epochs": 400, "patience": 400, "batch_size": 8}}}

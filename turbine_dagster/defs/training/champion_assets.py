@@ -1,6 +1,7 @@
 """Champion selection, the quality bars, and the promotion gate into the model registry."""
 
 import functools
+from dataclasses import asdict, replace
 from typing import Any
 
 import dagster as dg
@@ -15,8 +16,10 @@ from turbine_dagster.core.evaluation.metrics import (
     evaluate_scores,
     headline_metrics,
 )
+from turbine_dagster.core.evaluation.policy import CLINICAL_POLICY, LooserThanPolicyError, registered_bar_failures
 from turbine_dagster.core.schema import FEATURE_COLUMNS, P_MALIGNANT, TARGET
 from turbine_dagster.defs.code_versions import versioned
+from turbine_dagster.defs.failures import failing_on
 from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
 from turbine_dagster.defs.resources import ModelRegistryResource
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
@@ -53,40 +56,42 @@ class ChampionConfig(dg.Config):
         N_BOOTSTRAP, ge=100, description="Bootstrap resamples for the holdout report's 95% intervals."
     )
     min_malignant_recall: float = Field(
-        selection.QualityBars.min_malignant_recall,
+        CLINICAL_POLICY.bars.min_malignant_recall,
         ge=0,
         le=1,
-        description="Quality bar (check champion_meets_quality_bars): on the holdout, at the champion's threshold.",
+        description="Quality bar (check champion_meets_quality_bars) on all the evidence, at the champion's "
+        "threshold. May tighten the clinical policy's bar (core/evaluation/policy.py), never loosen it.",
     )
     min_roc_auc: float = Field(
-        selection.QualityBars.min_roc_auc,
+        CLINICAL_POLICY.bars.min_roc_auc,
         ge=0,
         le=1,
-        description="Quality bar (check champion_meets_quality_bars): on the holdout.",
+        description="Quality bar (check champion_meets_quality_bars) on all the evidence. May tighten the "
+        "clinical policy's bar, never loosen it.",
     )
 
 
 class PromotionConfig(dg.Config):
     margin: float = Field(
-        selection.GateRule.margin,
+        CLINICAL_POLICY.gate.margin,
         ge=0,
         lt=1,
         description="Non-inferiority margin: share of holdout malignant cases the "
-        "candidate may miss beyond the serving champion's misses.",
+        "candidate may miss beyond the serving champion's misses. May only be lowered from the clinical policy's.",
     )
     alpha: float = Field(
-        selection.GateRule.alpha,
+        CLINICAL_POLICY.gate.alpha,
         gt=0,
         lt=1,
         description="Refuse when the one-sided exact binomial test says the "
-        "candidate is worse than the margin at this level.",
+        "candidate is worse than the margin at this level. May only be raised from the clinical policy's.",
     )
     min_precision: float = Field(
-        selection.GateRule.min_precision,
+        CLINICAL_POLICY.gate.min_precision,
         ge=0,
         le=1,
         description="Refuse a candidate whose holdout malignant precision "
-        "is below this floor (more false alarms than cancers).",
+        "is below this floor (more false alarms than cancers). May only be raised from the clinical policy's.",
     )
 
 
@@ -168,6 +173,10 @@ def champion_model(
     evaluations = by_candidate(tf_evaluation, catboost_evaluation, logistic_evaluation)
     checkpoints = by_candidate(tf_model_checkpoints, catboost_model_checkpoints, logistic_model_checkpoints)
     out_of_folds = by_candidate(tf_model_out_of_fold, catboost_model_out_of_fold, logistic_model_out_of_fold)
+    with failing_on(context, LooserThanPolicyError):
+        policy = CLINICAL_POLICY.tightened(
+            min_malignant_recall=config.min_malignant_recall, min_roc_auc=config.min_roc_auc
+        )
     reports = {name: report["at_operating_threshold"]["classification_report"] for name, report in evaluations.items()}
     caught = selection.out_of_fold_catches(
         out_of_folds, {name: report["threshold"] for name, report in evaluations.items()}
@@ -199,6 +208,7 @@ def champion_model(
             **{f"all_evidence_{name}": value for name, value in evidence_metrics.items()},
             "candidate": chosen.champion,
             "candidates_out_of_fold": candidates,
+            "clinical_policy": policy.to_dict(),
         },
         partition=context.partition_key,
         run_id=context.run.run_id,
@@ -222,6 +232,7 @@ def champion_model(
         "all_evidence_cases": evidence["n"],
         "all_evidence_intervals": evidence["bootstrap"],
         "candidates_out_of_fold": candidates,
+        "clinical_policy": policy.to_dict(),
         "decision_data": "out-of-fold",
         "threshold_choice": choice,
         "split_scheme": scheme,
@@ -229,9 +240,7 @@ def champion_model(
     }
     return dg.MaterializeResult(
         value=champion,
-        check_results=[
-            quality_bars_result(champion, selection.QualityBars(config.min_malignant_recall, config.min_roc_auc))
-        ],
+        check_results=[quality_bars_result(champion, policy.bars)],
         metadata={
             "champion": chosen.champion,
             "policy": config.policy,
@@ -245,6 +254,7 @@ def champion_model(
                 )
             ),
             "registry_version": version.version,
+            "clinical_policy": dg.MetadataValue.json(policy.to_dict()),
             "checkpoints": ", ".join(c.checkpoint_id for c in version.checkpoints),
             "threshold": threshold,
             "threshold_method": choice["method"],
@@ -262,6 +272,11 @@ def champion_model(
             "champion_plots": dg.MetadataValue.md("\n\n".join(plots.values())),
         },
     )
+
+
+def with_policy(decision: selection.GateDecision, recorded: dict[str, Any]) -> selection.GateDecision:
+    """``decision`` with the clinical policy it was taken under among its details (kept in the registry event)."""
+    return replace(decision, details={**decision.details, **recorded})
 
 
 @versioned
@@ -284,13 +299,31 @@ def serving_champion(
     team = champion_model["team"]
     challenger = store.get(team, champion_model["version"])
     scheme = champion_model["split_scheme"]
-    rule = selection.GateRule(config.margin, config.alpha, config.min_precision)
+    with failing_on(context, LooserThanPolicyError):
+        policy = CLINICAL_POLICY.tightened(margin=config.margin, alpha=config.alpha, min_precision=config.min_precision)
+    # The bars the candidate's own run applied, when that run tightened them; never below the policy's.
+    bars = selection.QualityBars(
+        **{
+            name: max(getattr(policy.bars, name), champion_model.get("clinical_policy", {}).get(name, 0.0))
+            for name in ("min_malignant_recall", "min_roc_auc")
+        }
+    )
+    rule = policy.gate
+    recorded = {"clinical_policy": {**policy.to_dict(), **asdict(bars)}}
     labels = test_split[TARGET]
 
     def flags(version) -> Any:
         return predict_malignant_proba(store.load_model(version), test_split) >= version.threshold
 
     def decide(serving) -> selection.GateDecision:
+        missed_bars = registered_bar_failures(challenger.metrics, bars)
+        if missed_bars:
+            return selection.GateDecision(
+                False,
+                f"refused: {challenger.label} does not meet the quality bars ({'; '.join(missed_bars)}), "
+                "re-checked from its registry entry; the serving champion keeps serving",
+                {"quality_bars_failed": missed_bars},
+            )
         if serving is None:
             return selection.promotion_decision(labels, flags(challenger), None, rule)
         if not holdout_covers(serving.split_scheme, scheme):
@@ -302,7 +335,7 @@ def serving_champion(
             return selection.promotion_decision(labels, flags(challenger), None, rule, unpaired_reason=why)
         return selection.promotion_decision(labels, flags(challenger), flags(serving), rule)
 
-    decision = store.promote_if(team, challenger.version, decide)
+    decision = store.promote_if(team, challenger.version, lambda serving: with_policy(decide(serving), recorded))
     serving = store.serving(team)
     context.log.info(f"{team}: {decision.reason}")
     details = {f"gate_{name}": value for name, value in decision.details.items()}

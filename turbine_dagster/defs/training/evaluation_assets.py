@@ -9,8 +9,10 @@ import pandas as pd
 from pydantic import Field
 
 from turbine_dagster.core.evaluation import metrics
+from turbine_dagster.core.evaluation.policy import CLINICAL_POLICY, LooserThanPolicyError
 from turbine_dagster.core.schema import P_MALIGNANT, TARGET
 from turbine_dagster.defs.code_versions import versioned
+from turbine_dagster.defs.failures import failing_on
 from turbine_dagster.defs.partitions import team_week_partitions
 from turbine_dagster.defs.retries import STORAGE_RETRY_POLICY
 from turbine_dagster.presentation.evaluation import evaluation_plots_markdown, metrics_table_markdown
@@ -20,11 +22,11 @@ OWNERS = ["team:data-science"]
 
 class EvaluationConfig(dg.Config):
     target_recall: float = Field(
-        metrics.DEFAULT_TARGET_RECALL,
+        CLINICAL_POLICY.target_recall,
         gt=0,
         lt=1,
-        description="Malignant recall the operating threshold promises on "
-        "new cases (split-conformal on out-of-fold scores).",
+        description="Malignant recall the operating threshold promises on new cases (split-conformal on "
+        "out-of-fold scores). May raise the clinical policy's target (core/evaluation/policy.py), never lower it.",
     )
     n_bootstrap: int = Field(metrics.N_BOOTSTRAP, ge=100, description="Bootstrap resamples for the 95% intervals.")
     seed: int = Field(metrics.BOOTSTRAP_SEED, description="Seed of the bootstrap resampling.")
@@ -42,9 +44,13 @@ def report_metadata(report: dict, plots: dict[str, str]) -> dict:
     }
 
 
-def evaluate_out_of_fold(out_of_fold: pd.DataFrame, config: EvaluationConfig) -> dg.Output[dict]:
+def evaluate_out_of_fold(
+    context: dg.AssetExecutionContext, out_of_fold: pd.DataFrame, config: EvaluationConfig
+) -> dg.Output[dict]:
+    with failing_on(context, LooserThanPolicyError):
+        policy = CLINICAL_POLICY.tightened(target_recall=config.target_recall)
     report = metrics.evaluate_out_of_fold(
-        out_of_fold[TARGET], out_of_fold[P_MALIGNANT], config.target_recall, config.n_bootstrap, config.seed
+        out_of_fold[TARGET], out_of_fold[P_MALIGNANT], policy.target_recall, config.n_bootstrap, config.seed
     )
     plots = evaluation_plots_markdown(out_of_fold[TARGET], out_of_fold[P_MALIGNANT], report["threshold"], "out-of-fold")
     choice = report["threshold_choice"]
@@ -74,8 +80,10 @@ def evaluation_asset(model_name: str, kind: str) -> dg.AssetsDefinition:
         description=f"Operating threshold of {model_name} (split-conformal on its out-of-fold scores) and its "
         "classification_report, ROC/PR-AUC, confusion matrix and intervals on those scores.",
     )
-    def _evaluation(config: EvaluationConfig, out_of_fold: pd.DataFrame) -> dg.Output[dict]:
-        return evaluate_out_of_fold(out_of_fold, config)
+    def _evaluation(
+        context: dg.AssetExecutionContext, config: EvaluationConfig, out_of_fold: pd.DataFrame
+    ) -> dg.Output[dict]:
+        return evaluate_out_of_fold(context, out_of_fold, config)
 
     return versioned(_evaluation)
 
