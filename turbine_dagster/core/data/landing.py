@@ -2,6 +2,8 @@
 
     <root>/labeled/team=<team>/week=<YYYY-MM-DD>/<any name>.csv|.parquet|.data   cases with a label
     <root>/scoring/team=<team>/week=<YYYY-MM-DD>/<any name>.csv|.parquet|.data   cases to score
+    <root>/outcomes/team=<team>/week=<YYYY-MM-DD>/<any name>.csv|.parquet|.data  diagnoses of scored cases,
+                                                                                  by the week they landed
 
 A file may come in our layout or any published WDBC layout, recognised from the file (``layouts``).
 
@@ -19,6 +21,7 @@ from upath import UPath
 
 LABELED = "labeled"
 SCORING = "scoring"
+OUTCOMES = "outcomes"
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".data")
 """CSV, Parquet, and UCI's ``wdbc.data`` (comma-separated text without a header): see ``layouts``."""
 _TEAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -56,8 +59,8 @@ def root_path(root: str, storage_options: Mapping[str, Any] | None = None) -> UP
 
 
 def partition_dir(root: UPath, kind: str, team: str, week: str) -> UPath:
-    if kind not in (LABELED, SCORING):
-        raise LandingError(f"unknown landing kind {kind!r}: expected {LABELED!r} or {SCORING!r}")
+    if kind not in (LABELED, SCORING, OUTCOMES):
+        raise LandingError(f"unknown landing kind {kind!r}: expected {LABELED!r}, {SCORING!r} or {OUTCOMES!r}")
     return root / kind / f"team={validate_team(team)}" / f"week={validate_week(week)}"
 
 
