@@ -86,12 +86,11 @@ class PartitionFolders(dg.ConfigurableResource):
     root: str = Field(description="A folder or an s3:// URI.")
     s3: S3Resource | None = Field(None, description="S3 connection settings when the root is an s3:// URI.")
 
+    def team_folder(self, team: str, *within: str) -> UPath:
+        return UPath(self.root, **s3fs_options(self.s3)).joinpath(*within) / f"team={landing.validate_team(team)}"
+
     def folder(self, team: str, week: str, *within: str) -> UPath:
-        return (
-            UPath(self.root, **s3fs_options(self.s3)).joinpath(*within)
-            / f"team={landing.validate_team(team)}"
-            / f"week={landing.validate_week(week)}"
-        )
+        return self.team_folder(team, *within) / f"week={landing.validate_week(week)}"
 
 
 def storage_resources(settings: Settings, s3: S3Resource | None = None) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def deployment(s3_server, week):
             )
             key = iam.create_access_key(UserName=user)["AccessKey"]
             credentials[component] = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
-        write_demo_data(UPath(LANDING_ROOT), [TEAM], [week], labeled_rows=200, scoring_rows=300)
+        write_demo_data(UPath(LANDING_ROOT), [TEAM], [week], labeled_rows=400, scoring_rows=300)
 
         settings = dataclasses.replace(
             Settings.from_env({}), environment="production", landing_root=LANDING_ROOT, storage_root=STORAGE_ROOT

@@ -24,7 +24,7 @@ LANDING, ARTIFACTS = "turbine-landing", "turbine-artifacts"
 def production_settings(s3_environment, week):
     create_bucket(LANDING)
     create_bucket(ARTIFACTS)
-    write_demo_data(UPath(f"s3://{LANDING}/landing"), [TEAM], [week], labeled_rows=200, scoring_rows=700)
+    write_demo_data(UPath(f"s3://{LANDING}/landing"), [TEAM], [week], labeled_rows=400, scoring_rows=700)
     return dataclasses.replace(
         Settings.from_env({}),
         environment="production",

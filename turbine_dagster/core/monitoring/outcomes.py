@@ -173,7 +173,7 @@ class RealisedPerformance:
         }
 
 
-def realised_performance(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> list[RealisedPerformance]:
+def realised_by_version(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> list[RealisedPerformance]:
     """Per model version in ``predictions`` (``case_id``, ``predicted_label``, ``model_version``): confusion counts
     on the cases whose diagnosis is in ``outcomes`` (``case_id``, ``target``), recall and precision with their
     Clopper-Pearson intervals, and how complete the diagnoses are among the cases called malignant and benign."""

@@ -10,7 +10,11 @@ from turbine_dagster.defs.training.champion_assets import champion_assets
 from turbine_dagster.defs.training.data_assets import data_assets
 from turbine_dagster.defs.training.evaluation_assets import evaluation_assets
 from turbine_dagster.defs.training.model_assets import model_assets
-from turbine_dagster.defs.training.sensors import drift_retraining_sensor_for, new_landing_data_sensor_for
+from turbine_dagster.defs.training.sensors import (
+    drift_retraining_sensor_for,
+    new_landing_data_sensor_for,
+    recall_alarm_retraining_sensor_for,
+)
 
 TRAINING_GROUPS = ("data", "training", "evaluation", "champion")
 # Imported once per run by the executor's fork server: every step process starts with them loaded.
@@ -38,7 +42,11 @@ def build_definitions() -> dg.Definitions:
         assets=[*data_assets, *model_assets, *evaluation_assets, *champion_assets],
         jobs=[training_job],
         schedules=team_schedules(SETTINGS, training_job),
-        sensors=[drift_retraining_sensor_for(training_job), new_landing_data_sensor_for(training_job)],
+        sensors=[
+            drift_retraining_sensor_for(training_job),
+            recall_alarm_retraining_sensor_for(training_job),
+            new_landing_data_sensor_for(training_job),
+        ],
         resources=resources_for(SETTINGS),
         executor=executor_for(SETTINGS, PRELOAD_MODULES),
     )

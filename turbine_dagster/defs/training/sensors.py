@@ -1,4 +1,4 @@
-"""Sensors of the training location: retrain on drift, rerun on new labeled landing data.
+"""Sensors of the training location: retrain on drift or on the recall alarm, rerun on new labeled landing data.
 
 Both keep their own cursor. A drift sensor built on ``asset_sensor`` would see only the latest
 event when several partitions land between two ticks (dagster#32853), so it reads every new
@@ -18,22 +18,58 @@ from turbine_dagster.defs.schedules import run_tags
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
 DRIFT_FLAG = "drift_detected"
+REALISED_PERFORMANCE = dg.AssetKey("realised_performance")
+RECALL_ALARM_FLAG = "recall_alarm_fired"
+"""Both as the prediction location writes them (``defs/prediction/outcome_assets``); never imported from it."""
 EVENTS_PER_TICK = 500
 
 
 def drift_retraining_sensor_for(job, cooldown_hours: float = SETTINGS.drift_cooldown_hours) -> dg.SensorDefinition:
+    return flagged_retraining_sensor_for(
+        job,
+        "drift_retraining_sensor",
+        DRIFT_REPORT,
+        DRIFT_FLAG,
+        "drift",
+        f"Retrains a team's partition when its drift_report says drift; at most one drift retraining per team every "
+        f"{cooldown_hours:g} h.",
+        cooldown_hours,
+    )
+
+
+def recall_alarm_retraining_sensor_for(
+    job, cooldown_hours: float = SETTINGS.drift_cooldown_hours
+) -> dg.SensorDefinition:
+    return flagged_retraining_sensor_for(
+        job,
+        "recall_alarm_retraining_sensor",
+        REALISED_PERFORMANCE,
+        RECALL_ALARM_FLAG,
+        "recall-alarm",
+        "Retrains a team's partition when realised_performance says the recall alarm on its serving champion "
+        f"fired (the run is tagged with the trigger); at most one per team every {cooldown_hours:g} h. Nothing is "
+        "promoted or rolled back but through the gate.",
+        cooldown_hours,
+    )
+
+
+def flagged_retraining_sensor_for(
+    job, name: str, asset_key: dg.AssetKey, flag: str, trigger: str, description: str, cooldown_hours: float
+) -> dg.SensorDefinition:
+    """A sensor that requests one retraining run of a partition for each new materialization of ``asset_key``
+    whose ``flag`` metadata is true, tagged with ``trigger``, at most once per team per ``cooldown_hours``."""
+
     @dg.sensor(
-        name="drift_retraining_sensor",
+        name=name,
         job=job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Retrains a team's partition when its drift_report says drift; at most one drift "
-        f"retraining per team every {cooldown_hours:g} h.",
+        description=description,
     )
-    def drift_retraining_sensor(context: dg.SensorEvaluationContext):
+    def retraining_sensor(context: dg.SensorEvaluationContext):
         state = json.loads(context.cursor) if context.cursor else {"after": 0, "last_retraining": {}}
         result = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=state["after"]),
+            dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=state["after"]),
             limit=EVENTS_PER_TICK,
             ascending=True,
         )
@@ -41,8 +77,8 @@ def drift_retraining_sensor_for(job, cooldown_hours: float = SETTINGS.drift_cool
         for record in result.records:
             state["after"] = record.storage_id
             materialization = record.asset_materialization
-            flag = materialization.metadata.get(DRIFT_FLAG)
-            if flag is None or not flag.value:
+            raised = materialization.metadata.get(flag)
+            if raised is None or not raised.value:
                 continue
             partition = materialization.partition
             team, _ = parse_team_week(partition)
@@ -53,9 +89,9 @@ def drift_retraining_sensor_for(job, cooldown_hours: float = SETTINGS.drift_cool
             state["last_retraining"][team] = record.timestamp
             requests.append(
                 dg.RunRequest(
-                    run_key=f"drift-{record.storage_id}",  # one run per drift event, however often re-evaluated
+                    run_key=f"{trigger}-{record.storage_id}",  # one run per event, however often re-evaluated
                     partition_key=partition,
-                    tags=run_tags(team, "drift"),
+                    tags=run_tags(team, trigger),
                 )
             )
         if skipped:
@@ -64,14 +100,14 @@ def drift_retraining_sensor_for(job, cooldown_hours: float = SETTINGS.drift_cool
         if not requests:
             seen = len(result.records)
             skip = (
-                f"{seen} new drift report(s), none to act on"
+                f"{seen} new {asset_key.to_user_string()} materialization(s), none to act on"
                 + (f"; in cooldown: {', '.join(skipped)}" if skipped else "")
                 if seen
-                else "no new drift_report materializations"
+                else f"no new {asset_key.to_user_string()} materializations"
             )
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(state), skip_reason=skip)
 
-    return drift_retraining_sensor
+    return retraining_sensor
 
 
 def _fingerprint(files: dict[str, str]) -> str:

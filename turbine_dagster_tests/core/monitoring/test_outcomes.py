@@ -6,7 +6,7 @@ from turbine_dagster.core.data import landing
 from turbine_dagster.core.monitoring.outcomes import (
     clopper_pearson,
     landed_outcomes,
-    realised_performance,
+    realised_by_version,
     unmatched_outcomes,
 )
 from turbine_dagster.core.schema import BENIGN, CASE_ID, MALIGNANT, TARGET
@@ -57,7 +57,7 @@ def test_realised_performance_counts_per_version_with_intervals_and_completeness
     )  # fmt: skip
     outcomes = pd.DataFrame({CASE_ID: ["c1", "c2", "c3", "c9"], TARGET: [MALIGNANT, BENIGN, MALIGNANT, BENIGN]})
 
-    first, second = realised_performance(scored, outcomes)
+    first, second = realised_by_version(scored, outcomes)
     assert first.model_version == "v0001"
     assert (first.caught, first.missed, first.false_alarms, first.cleared) == (1, 1, 1, 0)
     assert first.malignant_recall == 0.5 and first.malignant_precision == 0.5
@@ -71,7 +71,7 @@ def test_realised_performance_counts_per_version_with_intervals_and_completeness
 
 
 def test_a_version_without_diagnosed_cancers_has_no_recall_rather_than_zero():
-    (result,) = realised_performance(predictions([("c1", 1, "v0001")]), pd.DataFrame({CASE_ID: [], TARGET: []}))
+    (result,) = realised_by_version(predictions([("c1", 1, "v0001")]), pd.DataFrame({CASE_ID: [], TARGET: []}))
     assert result.diagnosed == 0 and result.malignant_recall is None and result.malignant_recall_ci is None
     assert result.to_dict()["completeness_called_benign"] == 0.0
 
