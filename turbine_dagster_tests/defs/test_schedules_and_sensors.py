@@ -171,3 +171,24 @@ def test_landing_sensor_names_a_mistyped_week_folder(tmp_path, capfd):
     warned = [line for line in capfd.readouterr().err.splitlines() if "WARNING" in line]  # the sensor's console log
     assert any("labeled/team=team_a/week=2026-11-3" in line for line in warned), warned
     assert "labeled/team=team_a/week=2026-11-3" in result.skip_message
+
+
+def test_the_recall_alarm_requests_a_retraining_run_tagged_with_its_trigger(today):
+    from turbine_dagster.defs.training.sensors import recall_alarm_retraining_sensor_for
+
+    weeks = recent_weeks(2, today=today)
+    sensor = recall_alarm_retraining_sensor_for(training_job, cooldown_hours=24)
+    with dg.instance_for_test() as instance:
+        for team, fired in (("team_a", True), ("team_b", False)):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key="realised_performance",
+                    partition=f"{team}|{weeks[1]}",
+                    metadata={"recall_alarm_fired": fired},
+                )
+            )
+        first = sensor.evaluate_tick(sensor_context(instance))
+        again = sensor.evaluate_tick(sensor_context(instance, first.cursor))
+    assert [str(r.partition_key) for r in first.run_requests] == [f"team_a|{weeks[1]}"]
+    assert first.run_requests[0].tags["trigger"] == "recall-alarm"
+    assert again.run_requests == [] and "no new realised_performance" in again.skip_message
