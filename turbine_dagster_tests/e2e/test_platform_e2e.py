@@ -3,6 +3,8 @@
 import json
 import socket
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from turbine_dagster_tests.e2e.platform import REPO, start_platform
@@ -211,4 +213,52 @@ def test_browser_shows_the_columns_and_the_code_version(platform, partition, tra
         page.get_by_text("Code version", exact=True).first.wait_for(timeout=30_000)
         assert page.get_by_text(version, exact=True).first.is_visible()
         page.screenshot(path=ARTIFACTS / "tf_model_code_version.png", full_page=True)
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def scored(platform, partition, trained):
+    run_id = platform.launch("turbine-prediction", "prediction_pipeline", partition)
+    assert platform.wait_for_run(run_id) == "SUCCESS", platform.step_failures(run_id)
+    return run_id
+
+
+def test_outcomes_landed_for_a_scored_week_show_realised_performance_in_the_ui(platform, partition, week, scored):
+    from playwright.sync_api import sync_playwright
+
+    team = partition.split("|")[0]
+    predictions = pd.read_parquet(
+        platform.storage_root / "predictions" / f"team={team}" / f"week={week}" / "predictions.parquet"
+    )
+    # Every case called malignant is followed up, a third of those called benign; one diagnosis twice, one unknown id.
+    called_malignant = predictions["predicted_label"] == 0
+    followed = pd.concat([predictions[called_malignant], predictions[~called_malignant].iloc[::3]])
+    outcomes = followed.loc[:, ["case_id"]].assign(diagnosis=np.where(followed["predicted_label"] == 0, "M", "B"))
+    outcomes = pd.concat([outcomes, outcomes.iloc[:1], pd.DataFrame({"case_id": ["unknown-case"], "diagnosis": ["B"]})])
+    folder = platform.landing_root / "outcomes" / f"team={team}" / f"week={week}"
+    folder.mkdir(parents=True)
+    outcomes.to_csv(folder / "diagnoses.csv", index=False)
+
+    run_id = platform.launch("turbine-prediction", "realised_performance_job", partition)
+    assert platform.wait_for_run(run_id) == "SUCCESS", platform.step_failures(run_id)
+    realised = platform.latest_metadata("realised_performance", partition)
+    assert realised["diagnosed_cases"] == len(followed) and realised["rediagnosed_cases"] == 1
+    assert realised["outcomes_matching_no_scored_case"] == 1
+    assert realised["completeness_called_malignant"] == 1.0
+    assert realised["completeness_called_benign"] == pytest.approx(
+        len(predictions[~called_malignant].iloc[::3]) / (~called_malignant).sum()
+    )
+    assert realised["recall_may_read_high"] is True and "| v0001 |" in realised["versions"]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{platform.url}/assets/realised_performance?partition={partition}", wait_until="networkidle")
+        dismiss_welcome_dialog(page)
+        row = page.locator("tr", has_text="completeness_called_benign").first
+        row.wait_for(timeout=60_000)
+        assert row.is_visible()
+        assert page.locator("tr", has_text="recall_may_read_high").first.is_visible()
+        page.screenshot(path=ARTIFACTS / "realised_performance.png", full_page=True)
         browser.close()
