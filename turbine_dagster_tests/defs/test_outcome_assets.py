@@ -164,3 +164,40 @@ def test_the_recall_alarm_fires_on_synthetic_misses_and_clears_after_a_promotion
     serve(registry, model, train, "retrained after the recall alarm")
     _, check, _ = realised(settings, second)
     assert check.passed
+
+
+def test_the_week_gets_an_estimate_before_its_labels_and_beside_them_after(site):
+    from turbine_dagster.core.models.interface import predict_malignant_proba
+    from turbine_dagster.core.monitoring.estimation import CALIBRATION_RECORD, calibration_record
+
+    settings, root, (first, _), truth, registry, model, train = site
+    # Without a calibration check in its registry entry, a version gets no number, and the reason says why.
+    metadata, _, value = realised(settings, first)
+    assert value["estimate"]["method"] == "not estimable"
+    assert "registered without a calibration check" in metadata["estimate"].value
+
+    labeled = DemoDataWriter(seed=11).cases(TEAM, first, 600, "C")
+    record = calibration_record(labeled[TARGET].to_numpy(), predict_malignant_proba(model, labeled))
+    version = registry.register(
+        TEAM,
+        model,
+        threshold=0.2,
+        metrics={"malignant_recall": 0.99, CALIBRATION_RECORD: record},
+        partition=None,
+        run_id=None,
+        data_version=None,
+        reference=train.loc[:, list(FEATURE_COLUMNS)],
+    )
+    registry.promote_if(TEAM, version.version, lambda serving: GateDecision(True, "calibrated"))
+    scored = materialize([batch_predictions], settings, f"{TEAM}|{first}")
+    assert scored.success, failure_messages(scored)
+    before = scored.asset_materializations_for_node("batch_predictions")[0].metadata
+    assert 0 < before["estimated_malignant_recall"].value <= 1
+    assert "Expected from the scores alone" in before["estimate"].value
+
+    land_outcomes(root, first, "diagnoses.csv", truth[first])
+    metadata, _, value = realised(settings, first)
+    assert metadata["estimated_malignant_recall"].value == before["estimated_malignant_recall"].value
+    realised_recall = metadata["realised_malignant_recall"].value
+    low, high = value["estimate"]["recall_interval"]
+    assert abs(realised_recall - metadata["estimated_malignant_recall"].value) < 0.15, (realised_recall, low, high)

@@ -234,6 +234,9 @@ def test_champion_records_every_candidate_and_which_one_won(trained):
     assert set(candidates) == {"tf_model", "catboost_model", "logistic_model"}
     assert all(0 <= figures["malignant_precision"] <= 1 for figures in candidates.values())
     assert version.metrics["all_evidence_malignant_recall"] == metadata["all_evidence_malignant_recall"].value
+    calibration = version.metrics["performance_estimate_calibration"]["calibration"]
+    assert calibration["cases"] == 400  # every labeled case: out-of-fold and holdout
+    assert metadata["calibration_error"].value == calibration["expected_calibration_error"]
 
 
 def test_checkpoints_are_registered_with_the_champion_version(trained):

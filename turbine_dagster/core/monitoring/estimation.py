@@ -446,3 +446,46 @@ def estimate_performance(
         precision_interval=_interval(caught / n_flagged) if n_flagged > 0 else None,
         **counts,
     )
+
+
+CALIBRATION_KEY = "calibration"
+RECALIBRATION_KEY = "recalibration"
+CALIBRATION_RECORD = "performance_estimate_calibration"
+"""The registry entry's metrics key holding ``calibration_record``."""
+
+
+def calibration_record(labels: Any, p_malignant: Any) -> dict[str, Any]:
+    """What a registry entry keeps to estimate its version's performance later: the calibration check of these
+    labeled scores and, where it can be fitted, their isotonic recalibration."""
+    try:
+        recalibration = fit_recalibration(labels, p_malignant).to_dict()
+    except ValueError:  # too few cases of a class to cross-fit it: the raw check alone decides
+        recalibration = None
+    return {CALIBRATION_KEY: check_calibration(labels, p_malignant).to_dict(), RECALIBRATION_KEY: recalibration}
+
+
+def estimate_from_record(p_malignant: Any, threshold: float, record: Mapping[str, Any] | None) -> PerformanceEstimate:
+    """``estimate_performance`` from a registry entry's ``calibration_record``; not estimable without one."""
+    scores = _probabilities(p_malignant, len(np.asarray(p_malignant).reshape(-1)), "p_malignant")
+    if not record or record.get(CALIBRATION_KEY) is None:
+        return PerformanceEstimate(
+            method=NOT_ESTIMABLE,
+            reason="the version was registered without a calibration check",
+            threshold=float(threshold),
+            cases=len(scores),
+            flagged_cases=int(np.sum(scores >= threshold)),
+            calibration_error=float("nan"),
+            expected_cancers=None,
+            expected_missed_cancers=None,
+            estimated_recall=None,
+            estimated_precision=None,
+            recall_interval=None,
+            precision_interval=None,
+        )
+    recalibration = record.get(RECALIBRATION_KEY)
+    return estimate_performance(
+        scores,
+        threshold,
+        CalibrationCheck.from_dict(record[CALIBRATION_KEY]),
+        Recalibration.from_dict(recalibration) if recalibration else None,
+    )

@@ -91,8 +91,24 @@ def batch_predictions(
     if summary.empty:
         skipped_empty(context, root, team, week)
         return
+    from turbine_dagster.defs.prediction.outcome_assets import (
+        estimate_before_labels,
+        estimate_markdown,
+        week_predictions,
+    )
+
+    estimate = estimate_before_labels(registry, team, week_predictions(prediction_store.folder(team, week)), reference)
     yield dg.MaterializeResult(
-        metadata=batch_predictions_metadata(summary, version, checkpoint, ignored_entries(root, team))
+        metadata={
+            **batch_predictions_metadata(summary, version, checkpoint, ignored_entries(root, team)),
+            "estimated_malignant_recall": float("nan")
+            if estimate.estimated_recall is None
+            else estimate.estimated_recall,
+            "estimated_malignant_precision": (
+                float("nan") if estimate.estimated_precision is None else estimate.estimated_precision
+            ),
+            "estimate": dg.MetadataValue.md(estimate_markdown(estimate)),
+        }
     )
 
 

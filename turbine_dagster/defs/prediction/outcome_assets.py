@@ -15,10 +15,11 @@ import pandas as pd
 from upath import UPath
 
 from turbine_dagster.core.data import landing
+from turbine_dagster.core.monitoring.estimation import CALIBRATION_RECORD, estimate_from_record
 from turbine_dagster.core.monitoring.outcomes import landed_outcomes, realised_by_version, unmatched_outcomes
 from turbine_dagster.core.monitoring.promise_alarm import AlarmRule, WeeklyOutcomes, run_alarm
-from turbine_dagster.core.schema import CASE_ID
-from turbine_dagster.core.serving.columns import MODEL_VERSION, PREDICTED_LABEL
+from turbine_dagster.core.schema import CASE_ID, P_MALIGNANT
+from turbine_dagster.core.serving.columns import MODEL_VERSION, PREDICTED_LABEL, THRESHOLD
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.failures import asset_failure
@@ -53,15 +54,17 @@ def _is_week(name: str) -> bool:
 
 
 def week_predictions(folder: UPath) -> pd.DataFrame | None:
-    """``case_id``, ``predicted_label``, ``model_version`` of every predictions file of one week (the serving
-    champion's and any version scored by name); None when there is none."""
+    """``case_id``, ``p_malignant``, ``predicted_label``, ``model_version``, ``threshold`` of every predictions file
+    of one week (the serving champion's and any version scored by name); None when there is none."""
     if not folder.exists():
         return None
     files = sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.endswith(_QUARANTINE_SUFFIX))
     parts = []
     for path in files:
         with path.open("rb") as handle:
-            parts.append(pd.read_parquet(handle, columns=[CASE_ID, PREDICTED_LABEL, MODEL_VERSION]))
+            parts.append(
+                pd.read_parquet(handle, columns=[CASE_ID, P_MALIGNANT, PREDICTED_LABEL, MODEL_VERSION, THRESHOLD])
+            )
     if not parts:
         return None
     return pd.concat(parts, ignore_index=True).drop_duplicates([CASE_ID, MODEL_VERSION], keep="last")
@@ -94,6 +97,29 @@ def _versions_table(results: list) -> str:
             f"| {r.false_alarms} | {recall} | {precision} |"
         )
     return "\n".join(rows)
+
+
+def estimate_before_labels(registry: ModelRegistryResource, team: str, predictions: pd.DataFrame, reference: str):
+    """The week's expected recall and precision for the version ``reference`` (``v0003``; a checkpoint's
+    predictions use the version's calibration too) from its scores alone, as the registry entry's calibration
+    allows."""
+    scored = predictions.loc[predictions[MODEL_VERSION] == reference]
+    number = int(reference.split("/")[0].removeprefix("v"))
+    record = registry.registry().get(team, number).metrics.get(CALIBRATION_RECORD)
+    return estimate_from_record(scored[P_MALIGNANT].to_numpy(), float(scored[THRESHOLD].iloc[0]), record)
+
+
+def estimate_markdown(estimate) -> str:
+    if estimate.estimated_recall is None:
+        return f"**{estimate.method}**: {estimate.reason}"
+    recall = _with_interval(estimate.estimated_recall, estimate.recall_interval)
+    precision = _with_interval(estimate.estimated_precision, estimate.precision_interval)
+    return (
+        f"Expected from the scores alone ({estimate.method}; calibration error {estimate.calibration_error:.3f}): "
+        f"malignant recall {recall}, precision {precision} ({estimate.interval_level:.0%} intervals of the outcomes' "
+        f"chance only, not of the calibration behind them); {estimate.expected_missed_cancers:.1f} expected missed "
+        f"of {estimate.expected_cancers:.1f} expected cancers among {estimate.cases} scored cases."
+    )
 
 
 @versioned
@@ -151,6 +177,7 @@ def realised_performance(
     alarm = run_alarm(by_week, rule)
     unmatched = unmatched_outcomes(landed.outcomes, pd.concat(scored_ids, ignore_index=True))
     current = next((r for r in results if r.model_version == serving_label), results[0])
+    estimate = estimate_before_labels(registry, team, predictions, current.model_version)
     value = {
         "team": team,
         "week": week,
@@ -161,6 +188,7 @@ def realised_performance(
         "rediagnosed_cases": landed.rediagnosed,
         "changed_diagnoses": landed.changed_diagnosis,
         "outcomes_matching_no_scored_case": unmatched,
+        "estimate": estimate.to_dict(),
         "alarm": alarm.to_dict(),
         "alarm_rule": {
             "promised_recall": rule.promised_recall,
@@ -201,6 +229,9 @@ def realised_performance(
             "realised_malignant_recall": _figure(current.malignant_recall),
             "realised_malignant_recall_ci_low": _figure(current.malignant_recall_ci and current.malignant_recall_ci[0]),
             "realised_malignant_precision": _figure(current.malignant_precision),
+            "estimated_malignant_recall": _figure(estimate.estimated_recall),
+            "estimated_malignant_precision": _figure(estimate.estimated_precision),
+            "estimate": dg.MetadataValue.md(estimate_markdown(estimate)),
             "diagnosed_cases": current.diagnosed,
             "missed_cancers": current.missed,
             "completeness_called_malignant": _figure(current.completeness_called_malignant),

@@ -5,6 +5,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -17,6 +18,7 @@ from turbine_dagster.core.evaluation.metrics import (
     headline_metrics,
 )
 from turbine_dagster.core.evaluation.policy import CLINICAL_POLICY, LooserThanPolicyError, registered_bar_failures
+from turbine_dagster.core.monitoring.estimation import CALIBRATION_RECORD, calibration_record
 from turbine_dagster.core.schema import FEATURE_COLUMNS, P_MALIGNANT, TARGET
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.failures import failing_on
@@ -192,6 +194,12 @@ def champion_model(
     evidence = evaluate_all_evidence(
         development[TARGET], development[P_MALIGNANT], test_split[TARGET], p_holdout, threshold, config.n_bootstrap
     )
+    # What an estimate of a scored week's performance, before its diagnoses land, is only as good as: the
+    # calibration of the champion's scores on every case it has an honest score for.
+    calibration = calibration_record(
+        np.concatenate([development[TARGET].to_numpy(), test_split[TARGET].to_numpy()]),
+        np.concatenate([development[P_MALIGNANT].to_numpy(), p_holdout]),
+    )
     plots = evaluation_plots_markdown(test_split[TARGET], p_holdout, threshold, "holdout")
     metrics = headline_metrics(holdout)
     evidence_metrics = headline_metrics(evidence)
@@ -209,6 +217,7 @@ def champion_model(
             "candidate": chosen.champion,
             "candidates_out_of_fold": candidates,
             "clinical_policy": policy.to_dict(),
+            CALIBRATION_RECORD: calibration,
         },
         partition=context.partition_key,
         run_id=context.run.run_id,
@@ -255,6 +264,8 @@ def champion_model(
             ),
             "registry_version": version.version,
             "clinical_policy": dg.MetadataValue.json(policy.to_dict()),
+            "calibration_error": calibration["calibration"]["expected_calibration_error"],
+            "calibration_error_by_chance": calibration["calibration"]["chance_calibration_error"],
             "checkpoints": ", ".join(c.checkpoint_id for c in version.checkpoints),
             "threshold": threshold,
             "threshold_method": choice["method"],
