@@ -169,8 +169,10 @@ def run_fold(
             failures = [e.event_specific_data.error.message for e in scored.all_events if e.is_step_failure]
             raise RuntimeError(f"{team}: prediction_pipeline failed: {failures}")
     promoted = serving is not None and serving.version == champion["version"]
-    name = "predictions.parquet" if promoted else f"predictions-v{champion['version']:04d}.parquet"
-    predictions = pd.read_parquet(storage / "predictions" / f"team={team}" / f"week={WEEK}" / name)
+    from turbine_dagster.core.serving.published import current_file
+
+    name = "predictions" if promoted else f"predictions-v{champion['version']:04d}"
+    predictions = pd.read_parquet(current_file(storage / "predictions" / f"team={team}" / f"week={WEEK}", name))
     predictions = predictions.set_index("case_id").loc[test["case_id"]]
     rows = {
         "champion": {

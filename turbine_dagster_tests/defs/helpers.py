@@ -21,6 +21,19 @@ def settings_with_demo_data(root: Path, week: str, scoring_rows: int) -> Setting
     )
 
 
+def current_predictions(storage_root: str, week: str, name: str = "predictions", quarantine: bool = False):
+    """The week's current ``name`` predictions (or that run's quarantine) of TEAM, through the week's pointer."""
+    import pandas as pd
+
+    from turbine_dagster.core.serving import published
+
+    folder = UPath(storage_root) / "predictions" / f"team={TEAM}" / f"week={week}"
+    run = published.current(folder, name)
+    assert run is not None, f"no current {name} under {folder}"
+    with (folder / (run.quarantine if quarantine else run.file)).open("rb") as handle:
+        return pd.read_parquet(handle)
+
+
 def materialize(
     assets, settings: Settings, partition_key: str, instance=None, run_config=None, selection=None, resources=None
 ) -> dg.ExecuteInProcessResult:

@@ -22,7 +22,7 @@ from turbine_dagster.defs.prediction.outcome_assets import PROMISE_CHECK, outcom
 from turbine_dagster.defs.resources import local_resources
 from turbine_dagster.settings import Settings
 from turbine_dagster_tests.conftest import TEAM
-from turbine_dagster_tests.defs.helpers import failure_messages, materialize
+from turbine_dagster_tests.defs.helpers import current_predictions, failure_messages, materialize
 
 ASSETS = [batch_predictions, realised_performance]
 
@@ -134,7 +134,7 @@ def test_outcomes_for_two_scored_weeks_on_time_late_repeated_and_unknown(site):
 
 def test_recall_measured_while_benign_calls_are_less_diagnosed_says_it_may_read_high(site):
     settings, root, (first, _), truth, *_ = site
-    predictions = pd.read_parquet(f"{settings.storage_root}/predictions/team={TEAM}/week={first}/predictions.parquet")
+    predictions = current_predictions(settings.storage_root, first)
     called_malignant = predictions.loc[predictions["predicted_label"] == MALIGNANT, CASE_ID]
     land_outcomes(root, first, "followed_up.csv", truth[first].loc[truth[first][CASE_ID].isin(called_malignant)])
 
@@ -148,9 +148,7 @@ def test_the_recall_alarm_fires_on_synthetic_misses_and_clears_after_a_promotion
     settings, root, (first, second), truth, registry, model, train = site
     # Synthetic misses: every case the serving model called benign turns out malignant, in both weeks.
     for week in (first, second):
-        predictions = pd.read_parquet(
-            f"{settings.storage_root}/predictions/team={TEAM}/week={week}/predictions.parquet"
-        )
+        predictions = current_predictions(settings.storage_root, week)
         diagnoses = predictions.loc[:, [CASE_ID]].assign(**{TARGET: MALIGNANT})
         land_outcomes(root, week, "diagnoses.csv", diagnoses)
 
@@ -201,3 +199,22 @@ def test_the_week_gets_an_estimate_before_its_labels_and_beside_them_after(site)
     realised_recall = metadata["realised_malignant_recall"].value
     low, high = value["estimate"]["recall_interval"]
     assert abs(realised_recall - metadata["estimated_malignant_recall"].value) < 0.15, (realised_recall, low, high)
+
+
+def test_a_rescore_keeps_the_earlier_predictions_and_each_version_keeps_its_realised_figures(site):
+    from turbine_dagster.core.serving import published
+
+    settings, root, (first, _), truth, registry, model, train = site
+    folder = UPath(settings.storage_root) / "predictions" / f"team={TEAM}" / f"week={first}"
+    before = published.current(folder)
+    serve(registry, model, train, "a new champion")  # v0002 serves; the promotion re-scores the week
+    rescored = materialize([batch_predictions], settings, f"{TEAM}|{first}")
+    assert rescored.success, failure_messages(rescored)
+
+    after = published.current(folder)
+    assert (before.model_version, after.model_version) == ("v0001", "v0002") and after.file != before.file
+    assert (folder / before.file).exists()  # what v0001 sent out is still there
+    land_outcomes(root, first, "diagnoses.csv", truth[first])
+    _, _, value = realised(settings, first)
+    assert [version["model_version"] for version in value["versions"]] == ["v0001", "v0002"]
+    assert all(version["diagnosed"] == 120 for version in value["versions"])

@@ -19,7 +19,13 @@ from turbine_dagster.core.schema import CASE_ID, FEATURE_COLUMNS, MALIGNANT
 from turbine_dagster.defs.prediction.assets import batch_predictions, drift_report
 from turbine_dagster.defs.prediction.checks import no_data_drift
 from turbine_dagster_tests.conftest import TEAM
-from turbine_dagster_tests.defs.helpers import column_types, failure_messages, materialize, materialized_keys
+from turbine_dagster_tests.defs.helpers import (
+    column_types,
+    current_predictions,
+    failure_messages,
+    materialize,
+    materialized_keys,
+)
 
 PREDICTION = [batch_predictions]
 
@@ -64,7 +70,7 @@ def scoring_frame(landing_root, week) -> pd.DataFrame:
 
 
 def read_predictions(settings, week) -> pd.DataFrame:
-    return pd.read_parquet(f"{settings.storage_root}/predictions/team={TEAM}/week={week}/predictions.parquet")
+    return current_predictions(settings.storage_root, week)
 
 
 @pytest.mark.parametrize("kind", ["tensorflow", "catboost", "logistic"])
@@ -103,8 +109,7 @@ def test_bad_rows_are_quarantined_with_reasons(settings, landing_root, week, par
     assert result.success, failure_messages(result)
     metadata = result.asset_materializations_for_node("batch_predictions")[0].metadata
     assert (metadata["rows_scored"].value, metadata["rows_quarantined"].value) == (517, 3)
-    folder = f"{settings.storage_root}/predictions/team={TEAM}/week={week}"
-    quarantine = pd.read_parquet(f"{folder}/predictions-quarantine.parquet")
+    quarantine = current_predictions(settings.storage_root, week, quarantine=True)
     reasons = dict(zip(quarantine[CASE_ID], quarantine["reason"], strict=True))
     assert "is not numeric" in reasons[extra.loc[0, CASE_ID]] and "is NaN" in reasons[extra.loc[1, CASE_ID]]
     assert "is infinite" in reasons[extra.loc[2, CASE_ID]]
@@ -209,9 +214,7 @@ def test_explicit_version_and_checkpoint_score_with_exactly_that_artifact(
     run_config = {"ops": {"batch_predictions": {"config": {"model_version": "v0002", "checkpoint": "epoch-0002"}}}}
     result = materialize(PREDICTION, settings, partition_key, run_config=run_config)
     assert result.success, failure_messages(result)
-    predictions = pd.read_parquet(
-        f"{settings.storage_root}/predictions/team={TEAM}/week={week}/predictions-v0002-epoch-0002.parquet"
-    )
+    predictions = current_predictions(settings.storage_root, week, "predictions-v0002-epoch-0002")
     cases = scoring_frame(landing_root, week).set_index(CASE_ID).loc[predictions[CASE_ID]]
     np.testing.assert_allclose(
         predictions["p_malignant"], predict_malignant_proba(models["tensorflow"], cases), rtol=1e-5, atol=1e-6

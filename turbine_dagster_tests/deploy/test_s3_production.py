@@ -3,7 +3,6 @@ graph and batch predictions of one partition, every object under its expected ke
 
 import dataclasses
 
-import pandas as pd
 import pytest
 from upath import UPath
 
@@ -14,7 +13,7 @@ from turbine_dagster.defs.prediction.assets import batch_predictions
 from turbine_dagster.defs.resources import production_resources
 from turbine_dagster.settings import Settings
 from turbine_dagster_tests.conftest import TEAM, create_bucket
-from turbine_dagster_tests.defs.helpers import failure_messages
+from turbine_dagster_tests.defs.helpers import current_predictions, failure_messages
 from turbine_dagster_tests.defs.test_training_assets import FAST_TRAINING, TRAINING_GRAPH
 
 LANDING, ARTIFACTS = "turbine-landing", "turbine-artifacts"
@@ -65,7 +64,7 @@ def test_training_and_predictions_run_on_s3(production_settings, week):
         f"storage/registry/{TEAM}/serving.json",
         f"storage/registry/{TEAM}/versions/v0001/entry.json",
         f"storage/registry/{TEAM}/versions/v0001/reference.parquet",
-        f"storage/predictions/team={TEAM}/week={week}/predictions.parquet",
+        f"storage/predictions/team={TEAM}/week={week}/predictions.json",
     ):
         assert expected in stored, expected
     assert not [key for key in stored if ".tmp-" in key]
@@ -75,8 +74,5 @@ def test_training_and_predictions_run_on_s3(production_settings, week):
     registry = ModelRegistry(f"s3://{ARTIFACTS}/storage/registry")
     serving = registry.serving(TEAM)
     assert serving.version == 1 and registry.load_model(serving) is not None
-    with UPath(f"s3://{ARTIFACTS}/storage/predictions/team={TEAM}/week={week}/predictions.parquet").open(
-        "rb"
-    ) as handle:
-        predictions = pd.read_parquet(handle)
+    predictions = current_predictions(f"s3://{ARTIFACTS}/storage", week)
     assert len(predictions) == 700 and set(predictions["model_version"]) == {"v0001"}

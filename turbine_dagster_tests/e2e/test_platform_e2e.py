@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from turbine_dagster_tests.defs.helpers import current_predictions
 from turbine_dagster_tests.e2e.platform import REPO, start_platform
 
 pytestmark = pytest.mark.slow
@@ -227,9 +228,8 @@ def test_outcomes_landed_for_a_scored_week_show_realised_performance_in_the_ui(p
     from playwright.sync_api import sync_playwright
 
     team = partition.split("|")[0]
-    predictions = pd.read_parquet(
-        platform.storage_root / "predictions" / f"team={team}" / f"week={week}" / "predictions.parquet"
-    )
+    predictions = current_predictions(str(platform.storage_root), week)
+    assert team == TEAM
     # Every case called malignant is followed up, a third of those called benign; one diagnosis twice, one unknown id.
     called_malignant = predictions["predicted_label"] == 0
     followed = pd.concat([predictions[called_malignant], predictions[~called_malignant].iloc[::3]])

@@ -14,6 +14,7 @@ import dagster as dg
 from turbine_dagster.core.data.cases import landed_labels
 from turbine_dagster.core.monitoring import drift
 from turbine_dagster.core.registry.versions import model_reference
+from turbine_dagster.core.serving.published import current_file
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.failures import failing_on
 from turbine_dagster.defs.partitions import partition_team_week, team_week_partitions
@@ -191,7 +192,7 @@ def challenger_comparison(
     labels = landed_labels(landing_zone.path(), team, cache=landing_zone.parse_cache())
     with failing_on(context, ValueError):
         report = compare_prediction_files(
-            folder / "champion.parquet", folder / "challenger.parquet", labels, config.sample_size
+            current_file(folder, "champion"), current_file(folder, "challenger"), labels, config.sample_size
         )
     context.log.info(
         f"agreement {report.agreement_rate:.4f} over {report.n_compared} cases; labels for {labeled_cases(report)} "

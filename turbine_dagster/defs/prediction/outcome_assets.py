@@ -19,7 +19,8 @@ from turbine_dagster.core.monitoring.estimation import CALIBRATION_RECORD, estim
 from turbine_dagster.core.monitoring.outcomes import landed_outcomes, realised_by_version, unmatched_outcomes
 from turbine_dagster.core.monitoring.promise_alarm import AlarmRule, WeeklyOutcomes, run_alarm
 from turbine_dagster.core.schema import CASE_ID, P_MALIGNANT
-from turbine_dagster.core.serving.columns import MODEL_VERSION, PREDICTED_LABEL, THRESHOLD
+from turbine_dagster.core.serving import published
+from turbine_dagster.core.serving.columns import MODEL_VERSION, PREDICTED_LABEL, SCORED_AT, THRESHOLD
 from turbine_dagster.defs.code_versions import versioned
 from turbine_dagster.defs.environment import SETTINGS
 from turbine_dagster.defs.failures import asset_failure
@@ -34,7 +35,6 @@ ALARM_FLAG = "recall_alarm_fired"
 FOLLOW_UP_WEEKS = 26
 """Weeks after scoring within which a diagnosis is joined to a week's predictions and its realised figures
 recomputed when it lands."""
-_QUARANTINE_SUFFIX = "-quarantine.parquet"
 
 
 def scored_weeks(store: PartitionFolders, team: str) -> list[str]:
@@ -54,20 +54,18 @@ def _is_week(name: str) -> bool:
 
 
 def week_predictions(folder: UPath) -> pd.DataFrame | None:
-    """``case_id``, ``p_malignant``, ``predicted_label``, ``model_version``, ``threshold`` of every predictions file
-    of one week (the serving champion's and any version scored by name); None when there is none."""
-    if not folder.exists():
-        return None
-    files = sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.endswith(_QUARANTINE_SUFFIX))
+    """``case_id``, ``p_malignant``, ``predicted_label``, ``model_version``, ``threshold`` of what every model version
+    predicted for the week (every scoring run is kept: ``core.serving.published``), a version's latest run winning
+    where it scored the week more than once; None when the week was never scored."""
+    columns = [CASE_ID, P_MALIGNANT, PREDICTED_LABEL, MODEL_VERSION, THRESHOLD, SCORED_AT]
     parts = []
-    for path in files:
+    for path in published.every_run_file(folder):
         with path.open("rb") as handle:
-            parts.append(
-                pd.read_parquet(handle, columns=[CASE_ID, P_MALIGNANT, PREDICTED_LABEL, MODEL_VERSION, THRESHOLD])
-            )
+            parts.append(pd.read_parquet(handle, columns=columns))
     if not parts:
         return None
-    return pd.concat(parts, ignore_index=True).drop_duplicates([CASE_ID, MODEL_VERSION], keep="last")
+    every = pd.concat(parts, ignore_index=True).sort_values(SCORED_AT, kind="stable")
+    return every.drop_duplicates([CASE_ID, MODEL_VERSION], keep="last").drop(columns=[SCORED_AT]).reset_index(drop=True)
 
 
 def _weeks_between(first: str, last: str) -> int:

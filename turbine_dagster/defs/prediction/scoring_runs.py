@@ -75,24 +75,39 @@ def score_with(
     chunk_rows: int,
     batch_size: int = PREDICT_BATCH_ROWS,
 ):
-    """Scores ``files`` with the version (or its checkpoint) into ``folder/<name>.parquet`` and its quarantine."""
-    from turbine_dagster.core.serving import scoring  # TensorFlow loads in runs, not in the code server
+    """Scores ``files`` with the version (or its checkpoint) into this run's own files under ``folder`` and makes
+    them the week's current ``name`` (``core.serving.published``): no earlier run's predictions are overwritten."""
+    from turbine_dagster.core.serving import published, scoring  # TensorFlow loads in runs, not in the code server
 
     reference = model_reference(version, checkpoint)
     threshold = scoring_threshold(version, checkpoint)
     context.log.info(
         f"scoring {len(files)} file(s) with {reference} ({version.model_type}) at threshold {threshold:.4f}"
     )
+    output, quarantine = published.run_files(folder, name, context.run.run_id)
     with failing_on(context, landing.LandingError, scoring.ModelOutputError):
-        return scoring.score_partition(
+        summary = scoring.score_partition(
             files,
             root,
             store.load_model(version, checkpoint),
             threshold=threshold,
             model_version=reference,
-            output=folder / f"{name}.parquet",
-            quarantine=folder / f"{name}-quarantine.parquet",
+            output=output,
+            quarantine=quarantine,
             chunk_rows=chunk_rows,
             batch_size=batch_size,
             on_progress=lambda progress: context.log.info(progress.message()),
         )
+    if not summary.empty:
+        published.publish(
+            folder,
+            name,
+            published.PublishedRun(
+                file=f"{published.RUNS}/{output.name}",
+                quarantine=f"{published.RUNS}/{quarantine.name}" if summary.quarantine_uri else None,
+                model_version=reference,
+                run_id=context.run.run_id,
+                rows_scored=summary.rows_scored,
+            ),
+        )
+    return summary
